@@ -1,0 +1,5 @@
+import sys
+
+from boundlab.cli import main
+
+sys.exit(main())

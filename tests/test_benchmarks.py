@@ -1,0 +1,18 @@
+"""The benchmark machinery (timings are reported, never asserted)."""
+
+import numpy as np
+
+from boundlab.benchmarks import rounding_benchmark, time_call
+
+
+def test_time_call_reports_best_and_first_call():
+    best, first = time_call(lambda: np.ones(10), repeats=3)
+    assert 0 < best and 0 < first
+
+
+def test_rounding_benchmark_rows_share_one_baseline():
+    rows = rounding_benchmark(size=10_000, fmt="bf16", repeats=1, peers=False)
+    baseline = rows[0]
+    assert baseline.ratio == 1.0
+    for row in rows[1:]:
+        assert row.seconds > 0 and row.ratio is not None
