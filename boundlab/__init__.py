@@ -1,11 +1,16 @@
 """boundlab: round-off analysis of transformers in JAX.
 
-Formats and bit-exact rounding (this release), then the paper's transformer under exact and
-emulated arithmetic, condition numbers and the Section 4 bounds.
+Formats and bit-exact rounding, arithmetic policies (exact float64 and Model 4.1 emulation),
+the paper's transformer (eqs. 1-10) and relative errors.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from boundlab import errors as errors
+from boundlab import transformer as transformer
+from boundlab.arithmetic import ACCUMULATIONS as ACCUMULATIONS
+from boundlab.arithmetic import Emulated as Emulated
+from boundlab.arithmetic import Exact as Exact
 from boundlab.formats import Format as Format
 from boundlab.formats import digits as digits
 from boundlab.formats import gamma as gamma
@@ -18,4 +23,5 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Format", "MODES", "digits", "gamma", "get_format", "round_to", "__version__"]
+__all__ = ["ACCUMULATIONS", "Emulated", "Exact", "Format", "MODES", "digits", "errors", "gamma", "get_format",
+           "round_to", "transformer", "__version__"]

@@ -78,6 +78,8 @@ def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
     bits = lax.bitcast_convert_type(x, U)
     sign = bits & u(1 << (W - 1))
     a = bits ^ sign
+    if _same_range_as_container(fmt, cont) and mode != "stochastic" and t < p:
+        return _round_bits_same_range(a, sign, fmt, mode, cont)
     biased_exp = lax.convert_element_type(a >> u(p - 1), int32)
     mantissa = a & u((1 << (p - 1)) - 1)
     is_normal = biased_exp > 0
@@ -163,6 +165,36 @@ def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
     return lax.bitcast_convert_type(rounded | sign, cont.dtype)
 
 
+def _same_range_as_container(fmt: Format, cont: _Container) -> bool:
+    return (fmt.emin == cont.emin and fmt.emax == cont.emax and fmt.subnormals and fmt.infinities
+            and fmt.overflow == "inf")
+
+
+def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container):
+    """Fast path for formats with the container's exponent range (t<N> in float64).
+
+    The number of dropped bits is p - t for every finite input: for container subnormals the
+    target quantum 2^(emin - t + 1) is again 2^(p - t) container quanta.  A carry out of the top
+    binade lands on the container's infinity, which is IEEE's overflow for every mode, so only
+    NaN needs guarding.
+    """
+    u, p, t = cont.const, cont.precision, fmt.precision
+    shift = p - t
+    low_mask = u((1 << shift) - 1)
+    rem = a & low_mask
+    negative = sign != 0
+    if mode == "nearest":
+        kept_is_odd = (a >> u(shift)) & u(1)
+        rounded = (a + (u((1 << (shift - 1)) - 1) + kept_is_odd)) & ~low_mask
+    else:
+        inc = {"zero": jnp.zeros_like(negative), "up": (rem != 0) & ~negative,
+               "down": (rem != 0) & negative}[mode]
+        rounded = (a - rem) + (lax.convert_element_type(inc, cont.uint) << u(shift))
+    is_nan = a > u(_float_bits(np.inf, cont))
+    rounded = jnp.where(is_nan, a, rounded)
+    return lax.bitcast_convert_type(rounded | sign, cont.dtype)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
 def _round_straight_through(x, fmt, mode, random_bits):
     return _round_bits(x, fmt, mode, random_bits)
@@ -173,6 +205,20 @@ def _round_straight_through_jvp(fmt, mode, primals, tangents):
     x, random_bits = primals
     x_dot, _ = tangents
     return _round_bits(x, fmt, mode, random_bits), x_dot
+
+
+def round_bits(x: jax.Array, fmt: Format, mode: str, random_bits=None) -> jax.Array:
+    """``round_to`` without argument checks, for callers that have validated them (arithmetic).
+
+    ``x`` is a float32/float64 array whose dtype holds ``fmt``; ``random_bits`` is an unsigned
+    array of the container's width (only for ``"stochastic"``).  Straight-through gradient.
+    """
+    return _round_straight_through(x, fmt, mode, random_bits)
+
+
+def random_bits_for(key, shape, dtype) -> jax.Array:
+    """Uniform random words for stochastic rounding of an array of ``dtype`` and ``shape``."""
+    return jax.random.bits(key, shape, dtype=_CONTAINERS[np.dtype(dtype)].uint)
 
 
 def _check_input(x) -> jax.Array:

@@ -1,0 +1,54 @@
+"""Relative distances between a computed and an exact array (Section 3.1 of the paper)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def relative_componentwise(approx, exact, axis=None):
+    """rho_c(approx, exact) = max_i |approx_i - exact_i| / |exact_i| (Section 3.1).
+
+    With the paper's conventions x/0 = inf for x != 0 and 0/0 = 0, so rho_c is finite exactly
+    when supp(approx) is contained in supp(exact).  ``axis=None`` takes the maximum over every
+    entry (a matrix is one vector, as vec(X) in Section 3.1); an int or tuple keeps the other
+    axes.  A NaN in either argument gives NaN: it is a flag, never hidden.
+
+    >>> float(relative_componentwise(jnp.array([1.5, 0.0]), jnp.array([1.0, 0.0])))
+    0.5
+    >>> float(relative_componentwise(jnp.array([1.0, 1e-30]), jnp.array([1.0, 0.0])))
+    inf
+    """
+    approx, exact = jnp.asarray(approx), jnp.asarray(exact)
+    if approx.shape != exact.shape:
+        raise ValueError(f"relative_componentwise: shapes differ, {approx.shape} vs {exact.shape}")
+    difference = jnp.abs(approx - exact)
+    magnitude = jnp.abs(exact)
+    safe = jnp.where(magnitude > 0, magnitude, 1)
+    ratio = jnp.where(magnitude > 0, difference / safe, jnp.where(difference > 0, jnp.inf, 0))
+    ratio = jnp.where(jnp.isnan(approx) | jnp.isnan(exact), jnp.nan, ratio)
+    return jnp.max(ratio, axis=axis)
+
+
+def relative_normwise(approx, exact, ord=2, axis=None):
+    """rho(approx, exact) = ||approx - exact|| / ||exact|| (Section 3.1), with 0/0 = 0.
+
+    ``ord`` is the vector norm of the flattened arrays (2, 1 or inf; a matrix is vectorised,
+    so ord=2 is its Frobenius norm); ``axis`` restricts the norm to some axes.
+    """
+    approx, exact = jnp.asarray(approx), jnp.asarray(exact)
+    if approx.shape != exact.shape:
+        raise ValueError(f"relative_normwise: shapes differ, {approx.shape} vs {exact.shape}")
+    if ord not in (1, 2, jnp.inf):
+        raise ValueError(f"ord must be 1, 2 or inf, got {ord!r}")
+
+    def norm(v):
+        v = jnp.abs(v)
+        if ord == 1:
+            return jnp.sum(v, axis=axis)
+        if ord == 2:
+            return jnp.sqrt(jnp.sum(v * v, axis=axis))
+        return jnp.max(v, axis=axis)
+
+    numerator, denominator = norm(approx - exact), norm(exact)
+    safe = jnp.where(denominator > 0, denominator, 1)
+    return jnp.where(denominator > 0, numerator / safe, jnp.where(numerator > 0, jnp.inf, 0))

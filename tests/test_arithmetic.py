@@ -1,0 +1,119 @@
+"""Arithmetic policies against MPFR, one operation and one reduction at a time."""
+
+import gmpy2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from interpreter import Scalar
+from oracles import _overflow_value, mpfr_context
+
+from boundlab import Emulated, Exact, get_format
+
+MODES = ("nearest", "zero", "up", "down")
+
+
+def format_numbers(arithmetic, size, seed, spread=8):
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(size) * np.exp2(rng.integers(-spread, spread, size))
+    return np.asarray(arithmetic.cast(values))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["fp16", "bf16", "t5", "t11", "t24", "fp8_e4m3"])
+def test_elementwise_operations_are_correctly_rounded(name, mode):
+    arithmetic = Emulated(name, mode=mode)
+    fmt = get_format(name)
+    ctx = mpfr_context(fmt, mode)
+
+    def in_format(r, negative):  # MPFR knows no FN formats: map results beyond the largest finite
+        r = float(r)
+        return _overflow_value(negative, fmt, mode) if abs(r) > fmt.max_finite else r
+
+    x = format_numbers(arithmetic, 3000, 1)
+    y = format_numbers(arithmetic, 3000, 2, spread=min(30, fmt.emax))  # far-apart exponents: sticky bits
+    keep = np.isfinite(x) & np.isfinite(y) & (y != 0)  # finite operands; x / 0 is no rounding
+    x, y = x[keep], y[keep]
+    assert x.size > 1000
+    ops = {
+        "add": (jax.jit(arithmetic.add), ctx.add),
+        "sub": (jax.jit(arithmetic.sub), ctx.sub),
+        "mul": (jax.jit(arithmetic.mul), ctx.mul),
+        "div": (jax.jit(arithmetic.div), ctx.div),
+    }
+    for op, (ours, mpfr) in ops.items():
+        got = np.asarray(ours(x, y), dtype=np.float64)
+        want = np.array([in_format(r, r < 0) for r in (mpfr(float(a), float(b)) for a, b in zip(x, y, strict=True))])
+        assert np.array_equal(got, want, equal_nan=True), (op, np.flatnonzero(got != want)[:5])
+    got = np.asarray(jax.jit(arithmetic.sqrt)(np.abs(x)), dtype=np.float64)
+    want = np.array([float(ctx.sqrt(float(abs(a)))) for a in x])
+    assert np.array_equal(got, want)
+
+
+def test_division_is_not_turned_into_a_reciprocal_multiplication():
+    # XLA rewrites a / broadcast(b) and a / constant as a * (1/b); 1/20 is inexact.
+    arithmetic = Emulated("t24")
+    x = format_numbers(arithmetic, (500, 7), 3)
+    got = np.asarray(jax.jit(lambda v: arithmetic.div(v, arithmetic.cast(20.0)))(x))
+    ctx = mpfr_context(get_format("t24"), "nearest")
+    want = np.array([[float(ctx.div(float(a), 20.0)) for a in row] for row in x])
+    assert np.array_equal(got, want)
+    exact = np.asarray(jax.jit(lambda v, w: Exact().div(v, w))(x, x.sum(axis=0)))
+    assert np.array_equal(exact, x / x.sum(axis=0))
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 64, 65, 130])
+@pytest.mark.parametrize("accumulation, block", [("recursive", 32), ("pairwise", 32), ("blocked", 8)])
+def test_dot_products_follow_the_accumulation_order(k, accumulation, block):
+    for mode in ("nearest", "up"):
+        arithmetic = Emulated("t8", mode=mode, accumulation=accumulation, block_size=block)
+        interpreter = Scalar(get_format("t8"), mode, accumulation, block)
+        a = format_numbers(arithmetic, (3, k), 4, spread=3)
+        b = format_numbers(arithmetic, (k, 2), 5, spread=3)
+        got = np.asarray(jax.jit(arithmetic.matmul)(a, b))
+        for i in range(3):
+            for j in range(2):
+                want = float(interpreter.dot([gmpy2.mpfr(v) for v in a[i]], [gmpy2.mpfr(v) for v in b[:, j]]))
+                assert got[i, j] == want, (mode, i, j, got[i, j], want)
+        sums = np.asarray(jax.jit(lambda v, arithmetic=arithmetic: arithmetic.sum(v, axis=-1))(a))
+        for i in range(3):
+            assert sums[i] == float(interpreter.total([gmpy2.mpfr(v) for v in a[i]]))
+
+
+def test_wider_accumulator_rounds_sums_to_it_and_the_result_to_the_format():
+    arithmetic = Emulated("fp16", accumulator="fp32")
+    interpreter = Scalar(get_format("fp16"), "nearest", "recursive", 32, get_format("fp32"))
+    assert arithmetic.dtype == np.float64  # fp32 sums need a float64 container
+    a = format_numbers(arithmetic, (4, 40), 6, spread=2)
+    b = format_numbers(arithmetic, (40, 3), 7, spread=2)
+    got = np.asarray(arithmetic.matmul(a, b))
+    for i in range(4):
+        for j in range(3):
+            assert got[i, j] == float(interpreter.dot([gmpy2.mpfr(v) for v in a[i]], [gmpy2.mpfr(v) for v in b[:, j]]))
+
+
+def test_container_choice_and_unsupported_formats():
+    assert Emulated("fp16").dtype == np.float32 and Emulated("fp8_e5m2").dtype == np.float32
+    assert Emulated("bf16").dtype == np.float64  # its subnormals lie below float32's normal range
+    assert Emulated("t25").dtype == np.float64 and Emulated("t53").dtype == np.float64
+    with pytest.raises(ValueError, match="cannot be emulated exactly"):
+        Emulated("t30")
+    with pytest.raises(ValueError, match="accumulation"):
+        Emulated("fp16", accumulation="kahan")
+    with pytest.raises(ValueError, match="rounding mode"):
+        Emulated("fp16", mode="nearest_away")
+    assert hash(Emulated("fp16")) == hash(Emulated(get_format("fp16")))
+
+
+def test_cast_rounds_float64_operands_once_before_narrowing():
+    x = np.array([1 + 2.0**-11 + 2.0**-40])  # just above an fp16 tie: once -> up, via float32 -> down
+    assert float(Emulated("fp16").cast(x)[0]) == 1 + 2.0**-10
+
+
+def test_stochastic_matmul_needs_a_key_and_is_reproducible():
+    arithmetic = Emulated("bf16", mode="stochastic")
+    a, b = format_numbers(arithmetic, (3, 5), 8), format_numbers(arithmetic, (5, 2), 9)
+    with pytest.raises(ValueError, match="PRNG key"):
+        arithmetic.matmul(a, b)
+    one = arithmetic.matmul(a, b, key=jax.random.key(0))
+    assert np.array_equal(np.asarray(one), np.asarray(arithmetic.matmul(a, b, key=jax.random.key(0))))

@@ -1,0 +1,34 @@
+"""Relative errors with the paper's conventions (Section 3.1)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from boundlab.errors import relative_componentwise, relative_normwise
+
+
+def test_componentwise_conventions():
+    exact = jnp.array([2.0, 0.0, -4.0])
+    assert float(relative_componentwise(jnp.array([2.0, 0.0, -4.0]), exact)) == 0.0
+    assert float(relative_componentwise(jnp.array([3.0, 0.0, -4.0]), exact)) == 0.5
+    assert float(relative_componentwise(jnp.array([2.0, 1e-300, -4.0]), exact)) == np.inf
+    assert np.isnan(float(relative_componentwise(jnp.array([np.nan, 0.0, -4.0]), exact)))
+
+
+def test_componentwise_axis_and_vmap():
+    approx = jnp.array([[1.0, 2.0], [3.0, 4.5]])
+    exact = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(np.asarray(relative_componentwise(approx, exact, axis=0)), [0.0, 0.125])
+    batched = jax.vmap(relative_componentwise)(approx, exact)
+    np.testing.assert_array_equal(np.asarray(batched), [0.0, 0.125])
+
+
+def test_normwise():
+    exact = jnp.array([3.0, 4.0])
+    assert float(relative_normwise(jnp.array([3.0, 5.0]), exact)) == pytest.approx(0.2)
+    assert float(relative_normwise(jnp.array([3.0, 5.0]), exact, ord=jnp.inf)) == 0.25
+    assert float(relative_normwise(jnp.zeros(2), jnp.zeros(2))) == 0.0
+    assert float(relative_normwise(jnp.ones(2), jnp.zeros(2))) == np.inf
+    with pytest.raises(ValueError, match="shapes differ"):
+        relative_normwise(jnp.ones(2), jnp.ones(3))
