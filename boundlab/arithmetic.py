@@ -167,12 +167,9 @@ class _Policy:
 
         XLA rewrites a division by a broadcast or a constant into a multiplication by the
         reciprocal, which is not correctly rounded (a / 20.0 differs from IEEE division in
-        about a sixth of cases on the CPU).  The divisor is therefore materialised at full shape
-        behind an optimisation barrier, so the container division is IEEE's.
+        about a sixth of cases on the CPU); see ``ieee_divide``.
         """
-        shape = jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y))
-        divisor = lax.optimization_barrier(jnp.broadcast_to(y, shape))
-        return self.round(x / divisor, key)
+        return self.round(ieee_divide(x, y), key)
 
     def sqrt(self, x, key=None) -> jax.Array:
         """fl(sqrt(x))."""
@@ -286,6 +283,44 @@ class _Policy:
             return total
         stacked = jnp.stack(blocks)
         return self._recursive(lambda j, key: rounded_block(_take(stacked, j, 0), key), len(blocks), keys)
+
+
+@jax.custom_batching.custom_vmap
+def _divide_full(x, y):
+    return x / lax.optimization_barrier(y)
+
+
+@_divide_full.def_vmap
+def _divide_full_vmap(axis_size, in_batched, x, y):
+    # vmap would divide by a broadcast of an unbatched divisor, which XLA rewrites again:
+    # broadcast both operands over the batch first, then divide behind the barrier.
+    x = x if in_batched[0] else jnp.broadcast_to(x, (axis_size,) + x.shape)
+    y = y if in_batched[1] else jnp.broadcast_to(y, (axis_size,) + y.shape)
+    return _divide_full(x, y), True
+
+
+@jax.custom_jvp
+def _divide_same_shape(x, y):
+    return _divide_full(x, y)
+
+
+@_divide_same_shape.defjvp
+def _divide_same_shape_jvp(primals, tangents):
+    (x, y), (x_dot, y_dot) = primals, tangents
+    quotient = _divide_same_shape(x, y)
+    return quotient, x_dot / y - quotient * y_dot / y
+
+
+def ieee_divide(x, y) -> jax.Array:
+    """x / y rounded once, as IEEE 754 prescribes, also under ``jit`` and ``vmap``.
+
+    XLA's algebraic simplifier turns a division by a broadcast or by a constant into a
+    multiplication by the reciprocal.  Here the divisor is materialised at the full (batched)
+    shape and hidden behind ``lax.optimization_barrier``, and a custom batching rule keeps
+    ``vmap`` from reintroducing a broadcast divisor.  Differentiable.
+    """
+    shape = jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y))
+    return _divide_same_shape(jnp.broadcast_to(x, shape), jnp.broadcast_to(y, shape))
 
 
 def _fold(key, j):

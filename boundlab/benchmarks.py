@@ -100,7 +100,8 @@ def rounding_benchmark(size: int = 10**7, fmt: str = "fp16", repeats: int = 5, s
         results.append(Timing(name, best, first, best / base, note))
 
     add(f"round_to {fmt} nearest, float64", lambda: nearest(x64))
-    add(f"round_to {fmt} toward zero, float64", lambda: _jit_mode(fmt, "zero")(x64))
+    toward_zero = jax.jit(lambda v: round_to(v, fmt, "zero"))
+    add(f"round_to {fmt} toward zero, float64", lambda: toward_zero(x64))
     key = jax.random.key(seed)
     stochastic = jax.jit(lambda v, k: round_to(v, fmt, "stochastic", key=k))
     add(f"round_to {fmt} stochastic, float64", lambda: stochastic(x64, key), note="includes drawing 64 random bits per element")
@@ -116,5 +117,28 @@ def rounding_benchmark(size: int = 10**7, fmt: str = "fp16", repeats: int = 5, s
     return results
 
 
-def _jit_mode(fmt, mode):
-    return jax.jit(lambda v: round_to(v, fmt, mode))
+def forward_benchmark(batch: int = 5000, d: int = 20, n: int = 20, D: int = 20, L: int = 40, fmt: str = "t10",
+                      repeats: int = 2, seed: int = 0) -> list[Timing]:
+    """A jitted, vmapped forward of ``batch`` figure1 initialisations under Exact and Emulated.
+
+    The rows are Exact() (XLA's float64 dot products), Emulated(fmt) with recursive
+    accumulation (every product and every partial sum rounded, the paper's Model 4.1 and
+    Lemma 4.3) and Emulated(fmt) with blocked accumulation; ratios are to the exact forward.
+    """
+    from boundlab.arithmetic import Emulated, Exact
+    from boundlab.transformer import forward, init
+
+    keys = jax.random.split(jax.random.key(seed), batch)
+    params, X = jax.jit(jax.vmap(lambda k: init(k, "figure1", d=d, n=n, D=D, L=L)))(keys)
+    policies = [("Exact()", Exact()),
+                (f"Emulated({fmt}, recursive)", Emulated(fmt)),
+                (f"Emulated({fmt}, blocked(32))", Emulated(fmt, accumulation="blocked", block_size=32))]
+    results = []
+    base = None
+    for name, arithmetic in policies:
+        run = jax.jit(jax.vmap(lambda p, x, arithmetic=arithmetic: forward(p, x, arithmetic)))
+        best, first = time_call(lambda run=run: run(params, X), repeats)
+        base = best if base is None else base
+        results.append(Timing(f"forward {name}", best, first, best / base,
+                              note=f"{batch} inits, d=n=D={d}, L={L}; first call includes compilation"))
+    return results

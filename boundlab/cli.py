@@ -18,24 +18,39 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from boundlab.benchmarks import rounding_benchmark
+    from boundlab.benchmarks import forward_benchmark, rounding_benchmark
 
-    timings = rounding_benchmark(size=args.size, fmt=args.format, repeats=args.repeats, peers=not args.no_peers)
+    if args.quick:
+        args.size, args.batch, args.layers = min(args.size, 10**6), min(args.batch, 500), min(args.layers, 10)
+    sections = {}
+    if args.only in (None, "rounding"):
+        sections["rounding"] = (f"rounding {args.size:.0e} values to {args.format}", "ratio to jit(x*1.0)",
+                                rounding_benchmark(size=args.size, fmt=args.format, repeats=args.repeats,
+                                                   peers=not args.no_peers))
+    if args.only in (None, "forward"):
+        sections["forward"] = (f"transformer forward, {args.batch} initialisations, L = {args.layers}",
+                               "ratio to Exact()",
+                               forward_benchmark(batch=args.batch, L=args.layers, fmt=args.emulate,
+                                                 repeats=max(1, args.repeats // 2)))
+    device = str(jax.devices()[0])
     if args.json:
-        json.dump({"device": str(jax.devices()[0]), "size": args.size, "format": args.format,
-                   "rounding": [dataclasses.asdict(t) for t in timings]}, sys.stdout, indent=2)
+        report = {"device": device, **{key: [dataclasses.asdict(t) for t in rows]
+                                       for key, (_, _, rows) in sections.items()}}
+        json.dump(report, sys.stdout, indent=2)
         print()
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"rounding {args.size:.0e} values to {args.format} on {jax.devices()[0]}")
-    for column in ("what", "best s", "first call s", "ratio to jit(x*1.0)", "note"):
-        table.add_column(column)
-    for t in timings:
-        table.add_row(t.name, f"{t.seconds:.4f}", f"{t.first_call_seconds:.3f}",
-                      "" if t.ratio is None else f"{t.ratio:.2f}", t.note)
-    Console(width=120).print(table)
+    console = Console(width=120)
+    for title, ratio_name, rows in sections.values():
+        table = Table(title=f"{title} on {device}")
+        for column in ("what", "best s", "first call s", ratio_name, "note"):
+            table.add_column(column)
+        for t in rows:
+            table.add_row(t.name, f"{t.seconds:.4f}", f"{t.first_call_seconds:.3f}",
+                          "" if t.ratio is None else f"{t.ratio:.2f}", t.note)
+        console.print(table)
     return 0
 
 
@@ -48,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"boundlab {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    bench = commands.add_parser("bench", help="time rounding against a jitted copy (ratios in one process)")
+    bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
+    bench.add_argument("--only", choices=("rounding", "forward"), help="run one part only")
+    bench.add_argument("--quick", action="store_true", help="small sizes (1e6 values, 500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
-    bench.add_argument("--format", default="fp16", help="target format (default fp16)")
+    bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")
+    bench.add_argument("--batch", type=int, default=5000, help="initialisations in the forward (default 5000)")
+    bench.add_argument("--layers", type=int, default=40, help="layers L in the forward (default 40)")
+    bench.add_argument("--emulate", default="t10", help="format of the emulated forward (default t10)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats; the best is kept")
     bench.add_argument("--no-peers", action="store_true", help="skip pychop and gfloat even if installed")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")

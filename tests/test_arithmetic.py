@@ -60,6 +60,12 @@ def test_division_is_not_turned_into_a_reciprocal_multiplication():
     assert np.array_equal(got, want)
     exact = np.asarray(jax.jit(lambda v, w: Exact().div(v, w))(x, x.sum(axis=0)))
     assert np.array_equal(exact, x / x.sum(axis=0))
+    # under vmap the divisor would be broadcast over the batch again
+    batched = np.asarray(jax.jit(jax.vmap(lambda v: Exact().div(v, Exact().cast(20.0))))(x))
+    assert np.array_equal(batched, x / 20.0)
+    twice = np.asarray(jax.jit(jax.vmap(jax.vmap(lambda v, w: Exact().div(v, w), (0, None)), (0, None)))(x, 3.0))
+    assert np.array_equal(twice, x / 3.0)
+    assert float(jax.grad(lambda w: Exact().div(jnp.float64(3.0), w))(2.0)) == -0.75
 
 
 @pytest.mark.parametrize("k", [1, 2, 7, 64, 65, 130])

@@ -16,3 +16,11 @@ def test_rounding_benchmark_rows_share_one_baseline():
     assert baseline.ratio == 1.0
     for row in rows[1:]:
         assert row.seconds > 0 and row.ratio is not None
+
+
+def test_forward_benchmark_rows_are_ratios_to_exact():
+    from boundlab.benchmarks import forward_benchmark
+
+    rows = forward_benchmark(batch=4, d=3, n=3, D=3, L=2, repeats=1)
+    assert [r.name.split()[1] for r in rows] == ["Exact()", "Emulated(t10,", "Emulated(t10,"]
+    assert rows[0].ratio == 1.0 and all(r.seconds > 0 for r in rows)

@@ -207,3 +207,30 @@ def test_float64_without_x64_is_refused(x64_off):
         Exact().cast(np.ones(3))
     with pytest.raises(RuntimeError, match="jax_enable_x64"):
         init(jax.random.key(0), "figure1", **TINY)
+
+
+def test_degenerate_token_vectors_are_refused():
+    params, X = tiny_case(0)
+    with pytest.raises(ValueError, match="column 1 of X is constant"):
+        forward(params, X.at[:, 1].set(2.5))
+    with pytest.raises(ValueError, match="column 0 of X is zero"):
+        forward(params, X.at[:, 0].set(0.0), norm="rms")
+    # under jit nothing can raise: the undefined norm shows as NaN, never as a finite number
+    out = jax.jit(lambda x: forward(params, x))(X.at[:, 1].set(2.5))
+    assert np.isnan(np.asarray(out)).any()
+
+
+def test_compare_measures_against_the_rounded_operands():
+    from boundlab.transformer import compare
+
+    params, X = init(jax.random.key(12), "figure1", d=4, n=3, D=5, L=2)
+    arithmetic = Emulated("t12")
+    result = compare(params, X, arithmetic, against_original=True)
+    rounded = forward(jax.tree.map(lambda a: arithmetic.cast(a).astype(jnp.float64), params),
+                      arithmetic.cast(X).astype(jnp.float64), Exact(), cast=False)
+    assert np.array_equal(np.asarray(result.exact), np.asarray(rounded))
+    assert float(result.componentwise) == float(errors.relative_componentwise(result.emulated, rounded))
+    assert 0 < float(result.normwise) < 1 and float(result.normwise_original) > 0
+    batched = jax.vmap(lambda k: compare(*init(k, "figure1", d=4, n=3, D=5, L=2), arithmetic))(
+        jax.random.split(jax.random.key(0), 3))
+    assert batched.componentwise.shape == (3,) and batched.exact_original is None

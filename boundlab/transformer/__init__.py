@@ -4,6 +4,8 @@ Every function takes an arithmetic (``boundlab.Exact()`` or ``boundlab.Emulated(
 order of operations is documented in ``boundlab.transformer.layers``.
 """
 
+from boundlab.transformer.compare import Comparison as Comparison
+from boundlab.transformer.compare import compare as compare
 from boundlab.transformer.init import SCHEMES as SCHEMES
 from boundlab.transformer.init import init as init
 from boundlab.transformer.layers import attention as attention
@@ -21,5 +23,5 @@ from boundlab.transformer.network import block as block
 from boundlab.transformer.network import forward as forward
 from boundlab.transformer.network import validate as validate
 
-__all__ = ["PARAM_NAMES", "SCHEMES", "Intermediates", "Params", "attention", "block", "causal_mask", "centring",
+__all__ = ["PARAM_NAMES", "SCHEMES", "Comparison", "Intermediates", "compare", "Params", "attention", "block", "causal_mask", "centring",
            "forward", "init", "layer_norm", "perceptron", "rms_norm", "scores", "softmax", "validate"]

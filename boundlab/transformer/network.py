@@ -79,10 +79,13 @@ def _norm(norm: str):
     return NORMS[norm]
 
 
-def validate(params: Params, X) -> tuple[int, int, int, int]:
-    """Check shapes (and finiteness of concrete arrays); return (L, d, n, D).
+def validate(params: Params, X, norm: str | None = None) -> tuple[int, int, int, int]:
+    """Check shapes and, for concrete arrays, finiteness; return (L, d, n, D).
 
-    Raises ValueError naming the offending array.
+    With ``norm``, a concrete input whose first normalisation is undefined is refused too: a
+    constant column for layer norm (its variance is 0) or a zero column for RMS norm.  Under
+    ``jit`` such cases cannot raise; they show up as NaN in the output.  Raises ValueError naming
+    the offending array.
     """
     if not isinstance(params, Params):
         try:
@@ -106,6 +109,13 @@ def validate(params: Params, X) -> tuple[int, int, int, int]:
     for name, value in [("X", X)] + [(name, getattr(params, name)) for name in PARAM_NAMES]:
         if not isinstance(value, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(value))):
             raise ValueError(f"{name} contains NaN or inf")
+    if norm is not None and not isinstance(X, jax.core.Tracer):
+        columns = np.asarray(X)
+        degenerate = np.all(columns == columns[:1], axis=0) if norm == "layer" else np.all(columns == 0, axis=0)
+        if degenerate.any():
+            what = "constant (layer norm (1) divides by its zero standard deviation)" if norm == "layer" else \
+                "zero (RMS norm (8) divides by its zero norm)"
+            raise ValueError(f"column {int(np.flatnonzero(degenerate)[0])} of X is {what}")
     return L, d, n, D
 
 
@@ -136,7 +146,7 @@ def forward(params: Params, X, arithmetic=Exact(), norm: str = "layer", key=None
     (4, 3)
     """
     _norm(norm)
-    validate(params, X)
+    validate(params, X, norm)
     params = Params(*params) if isinstance(params, Params) else Params(**{k: params[k] for k in PARAM_NAMES})
     if cast:
         params = jax.tree.map(arithmetic.cast, params)
