@@ -20,3 +20,18 @@ def test_public_names_are_exported():
 
     for name in boundlab.__all__:
         assert hasattr(boundlab, name), name
+
+
+def test_every_source_subpackage_is_installed():
+    # pyproject lists packages explicitly (kernels/ is mapped); a new subpackage must be added there.
+    source = Path(__file__).resolve().parents[1] / "boundlab"
+    if not source.is_dir():
+        return
+    for init in source.glob("*/__init__.py"):
+        module = importlib.import_module(f"boundlab.{init.parent.name}")
+        assert module.__file__ is not None
+    import tomllib
+
+    pyproject = tomllib.loads((source.parent / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    assert {f"boundlab.{init.parent.name}" for init in source.glob("*/__init__.py")} <= listed
