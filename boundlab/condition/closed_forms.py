@@ -6,7 +6,7 @@ the quantities of the lemma.  Fields that the lemma states as equalities are exa
 condition number is defined (Section 3.1); where it is not, the value is inf.
 
 Notation: ||x||_{-inf} = min_i |x_i|; c(x) = x - mu(x) e (centring); B = W_k^T W_q / sqrt(d).
-Errata applied here (see docs/errata.md), both in Lemma 3.8 part 3: the bounds on kappa_c,inf
+Errata applied here (see the README, "Errata"), both in Lemma 3.8 part 3: the bounds on kappa_c,inf
 and kappa_cc need |c(x)|^T |x| where |c(x)^T x| is printed, and the last inequality needs
 ||c(x)||_{-inf} in the denominator: kappa_cc(N, x) < 3 ||x||_inf / ||c(x)||_{-inf}.  The printed
 versions are kept as ``*_as_printed`` fields; the tests show inputs where they fail.
@@ -39,6 +39,12 @@ def _guard(record, defined):
         return jnp.where(defined & ~jnp.isnan(value), value, jnp.inf)
 
     return type(record)(*(clean(v) for v in record))
+
+
+def _sum_of_others(v):
+    """(sum_{j != i} v_j)_i, summed directly rather than as sum(v) - v_i (which cancels)."""
+    n = v.shape[0]
+    return jnp.sum(jnp.where(jnp.eye(n, dtype=bool), 0.0, v[None, :]), axis=1)
 
 
 def _ratio(numerator, denominator):
@@ -92,7 +98,9 @@ def rms_norm(x) -> RMSNorm:
     sq = jnp.where(nonzero, jnp.sum(x * x), 1.0)
     norm = jnp.sqrt(sq)
     scale = jnp.sqrt(d) / norm
-    J = scale * (jnp.eye(d) - jnp.outer(x, x) / sq)
+    # diagonal 1 - x_i^2/||x||^2 written as sum_{j != i} x_j^2 / ||x||^2: no cancellation
+    others = _sum_of_others(x * x)
+    J = scale * (jnp.diag(others / sq) - (jnp.outer(x, x) / sq) * (1 - jnp.eye(d)))
     lo, hi = _min_abs(x), jnp.where(nonzero, _max_abs(x), 1.0)
     generic = jnp.all(x != 0)
     return _guard(RMSNorm(
@@ -168,7 +176,7 @@ def layer_norm(x) -> LayerNorm:
     kappa_cc <= |c|^T |x| / ||c||_2^2 + max_i (||x||_1 + (d-2)|x_i|)/(d |c_i|) < 3 ||x||_inf /
     ||c||_{-inf} (c generic).
 
-    Errata (docs/errata.md): the paper prints |c^T x| where the proof's triangle inequality gives
+    Errata (README, "Errata"): the paper prints |c^T x| where the proof's triangle inequality gives
     |c|^T |x| (c^T x = ||c||_2^2, so the printed term is always 1 and the printed bounds fail), and
     ||c||_inf where ||c||_{-inf} is needed in the last bound.  The printed versions are the
     ``*_as_printed`` fields."""
@@ -273,8 +281,11 @@ def softmax(s) -> Softmax:
     2 ||s||_inf."""
     psi = jax.nn.softmax(s)
     spread = jnp.abs(s) * (1 - 2 * psi) + psi @ jnp.abs(s)
-    one_inf = jnp.max(psi * (jnp.sum(psi) - psi))  # 1 - psi_i as sum_{j != i} psi_j: no cancellation
-    record = Softmax(jnp.diag(psi) - jnp.outer(psi, psi), jnp.max(psi), one_inf, 2 * one_inf,
+    one_inf = jnp.max(psi * _sum_of_others(psi))  # 1 - psi_i as sum_{j != i} psi_j: no cancellation
+    n = s.shape[0]
+    # diagonal psi_i - psi_i^2 written as psi_i sum_{j != i} psi_j: no cancellation when psi_i ~ 1
+    jac = jnp.diag(psi * _sum_of_others(psi)) - jnp.outer(psi, psi) * (1 - jnp.eye(n))
+    record = Softmax(jac, jnp.max(psi), one_inf, 2 * one_inf,
                      jnp.max(psi * spread) / jnp.max(psi), jnp.max(spread), 2 * _max_abs(s), jnp.asarray(True))
     return _guard(record, jnp.any(s != 0))  # Lemma 3.3 needs s != 0
 
