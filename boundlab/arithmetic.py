@@ -42,7 +42,7 @@ from jax import lax
 
 from boundlab._x64 import require_x64
 from boundlab.formats import Format, get_format
-from boundlab.rounding import MODES, random_bits_for, round_bits
+from boundlab.rounding import MODES, random_bits_for, round_bits, round_scalar
 
 ACCUMULATIONS = ("recursive", "pairwise", "blocked")
 """Orders of sums and dot products.
@@ -106,8 +106,11 @@ class _Policy:
 
         Model 4.1 speaks of operands that are already floating-point numbers: weights and
         inputs are rounded once, here.  A float64 operand is rounded in float64 before it is
-        narrowed, so a float32 container never sees a double rounding.
+        narrowed, so a float32 container never sees a double rounding.  A Python number is
+        rounded on the host, so constants work without ``jax_enable_x64`` in a float32 container.
         """
+        if isinstance(x, (int, float)):
+            return jnp.asarray(round_scalar(x, self.fmt), dtype=self.dtype)
         in_dtype = np.dtype(getattr(x, "dtype", np.float64))
         wide = np.dtype(np.float64) if np.float64 in (in_dtype, self.dtype) else np.dtype(np.float32)
         if wide == np.float64:

@@ -221,6 +221,32 @@ def random_bits_for(key, shape, dtype) -> jax.Array:
     return jax.random.bits(key, shape, dtype=_CONTAINERS[np.dtype(dtype)].uint)
 
 
+def round_scalar(value: float, fmt: Format) -> float:
+    """A Python number rounded to nearest (ties to even) in ``fmt``, on the host, exactly.
+
+    For constants (sqrt(d), d) that must not depend on ``jax_enable_x64``.  Follows the same
+    rules as ``round_to``: subnormals, overflow to inf (NaN without infinities) or saturation.
+    """
+    import math
+
+    value = float(value)
+    if not math.isfinite(value) or value == 0:
+        return value if (fmt.infinities or not math.isinf(value)) else math.nan
+    exponent = math.frexp(abs(value))[1] - 1
+    quantum = exponent - fmt.precision + 1
+    if exponent < fmt.emin:
+        quantum = fmt.emin - fmt.precision + 1 if fmt.subnormals else fmt.emin
+    try:
+        rounded = math.ldexp(round(math.ldexp(value, -quantum)), quantum)  # round(): ties to even
+    except OverflowError:  # carried past float64's largest value
+        rounded = math.copysign(math.inf, value)
+    rounded = math.copysign(rounded, value)  # round() drops the sign of a zero result
+    if abs(rounded) > fmt.max_finite:
+        big = fmt.max_finite if fmt.overflow == "saturate" else (math.inf if fmt.infinities else math.nan)
+        return math.copysign(big, value)
+    return rounded
+
+
 def _check_input(x) -> jax.Array:
     dtype = getattr(x, "dtype", None)
     if dtype is not None and np.dtype(dtype) == np.float64 and not x64_enabled():

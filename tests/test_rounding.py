@@ -194,3 +194,14 @@ def test_float64_input_without_x64_is_refused(x64_off):
         round_to(np.ones(3), "fp16")
     # float32 keeps working without x64.
     assert round_to(np.ones(3, np.float32), "fp16").dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", ["fp16", "bf16", "fp8_e4m3", "t10", "fp64"])
+def test_round_scalar_matches_mpfr(name):
+    fmt = get_format(name)
+    x = adversarial(fmt, np.float64, 3000, seed=21)
+    want = mpfr_round(x, fmt, "nearest")
+    from boundlab.rounding import round_scalar
+
+    got = np.array([round_scalar(float(v), fmt) for v in x])
+    assert_bitwise_equal(got, want, x)

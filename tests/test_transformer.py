@@ -234,3 +234,9 @@ def test_compare_measures_against_the_rounded_operands():
     batched = jax.vmap(lambda k: compare(*init(k, "figure1", d=4, n=3, D=5, L=2), arithmetic))(
         jax.random.split(jax.random.key(0), 3))
     assert batched.componentwise.shape == (3,) and batched.exact_original is None
+
+
+def test_float32_container_works_without_x64(x64_off):
+    params, X = init(jax.random.key(0), "figure4", d=4, n=3, D=4, L=2, dtype=jnp.float32)
+    out = jax.jit(lambda p, x: forward(p, x, Emulated("fp16")))(params, X)
+    assert out.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(out)))
