@@ -240,3 +240,18 @@ def test_float32_container_works_without_x64(x64_off):
     params, X = init(jax.random.key(0), "figure4", d=4, n=3, D=4, L=2, dtype=jnp.float32)
     out = jax.jit(lambda p, x: forward(p, x, Emulated("fp16")))(params, X)
     assert out.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(out)))
+
+
+def test_intermediates_are_the_sub_block_inputs_and_outputs():
+    params, X = init(jax.random.key(13), "figure1", d=4, n=3, D=5, L=3)
+    arithmetic = Emulated("t12")
+    out, inter = forward(params, X, arithmetic, return_intermediates=True)
+    assert inter.inputs.shape == (3, 4, 3) and inter.scores.shape == (3, 3, 3) and inter.hidden.shape == (3, 5, 3)
+    assert np.array_equal(np.asarray(inter.outputs[-1]), np.asarray(out))
+    assert np.array_equal(np.asarray(inter.inputs[0]), np.asarray(arithmetic.cast(X)))
+    assert np.array_equal(np.asarray(inter.inputs[1:]), np.asarray(inter.outputs[:-1]))
+    # each recorded value is what the sub-block computes from the recorded input
+    assert np.array_equal(np.asarray(inter.attention_residual), np.asarray(arithmetic.add(inter.inputs, inter.attention)))
+    assert np.array_equal(np.asarray(inter.outputs), np.asarray(arithmetic.add(inter.attention_residual, inter.perceptron)))
+    assert np.array_equal(np.asarray(inter.attention_input[1]), np.asarray(layer_norm(inter.inputs[1], arithmetic)))
+    np.testing.assert_array_equal(np.asarray(jnp.sum(inter.softmax, axis=1) > 0), True)
