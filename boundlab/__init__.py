@@ -6,6 +6,8 @@ the paper's transformer (eqs. 1-10) and relative errors.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from boundlab import bounds as bounds
+from boundlab import condition as condition
 from boundlab import errors as errors
 from boundlab import transformer as transformer
 from boundlab.arithmetic import ACCUMULATIONS as ACCUMULATIONS
@@ -23,5 +25,5 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["ACCUMULATIONS", "Emulated", "Exact", "Format", "MODES", "digits", "errors", "gamma", "get_format",
+__all__ = ["ACCUMULATIONS", "Emulated", "Exact", "Format", "MODES", "bounds", "condition", "digits", "errors", "gamma", "get_format",
            "round_to", "transformer", "__version__"]

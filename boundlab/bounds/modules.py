@@ -1,0 +1,240 @@
+"""Section 4 bounds for the parts of a transformer block, evaluated on actual data (float64).
+
+Every function takes the *exact* input of the part (and its weights) and the unit roundoff u
+of the format (the hypotheses depend on it), and returns a ``Bound``.  The bounds speak about
+the computation ``boundlab.transformer`` runs under ``Emulated`` with recursive accumulation:
+the order of operations is the one the proofs analyse.  One difference is documented rather
+than hidden: boundlab rounds the constant sqrt(d) to the format once, which the paper treats as
+exact (in Lemmas 4.6 and 4.17); measured errors stay well inside the printed coefficients.
+
+Notation: ||x||_{-inf} = min_i |x_i|; c(x) the centred vector; gamma_d = d u / (1 - d u).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from boundlab.bounds.record import bound
+
+from boundlab.condition import closed_forms
+from boundlab.formats import gamma
+
+
+def _ratio(numerator, denominator):
+    return closed_forms._ratio(numerator, denominator)
+
+
+def _affine_error_factor(d, u):
+    """u + (1 + u) gamma_d: the relative backward error of fl(A x + b) (Lemma 4.3.3)."""
+    return u + (1 + u) * gamma(d, u)
+
+
+def lemma_4_3(A, x, b=None, u=0.0) -> Bound:
+    """Lemma 4.3 (parts 2 and 3), as a componentwise relative bound on y = A x (+ b):
+
+    |fl(A x) - A x| <= gamma_d |A||x|, and |fl(A x + b) - (A x + b)| <= (u + (1+u) gamma_d) |A||x|
+    + u |b|, so rho_c(fl(y), y) <= max_i (d |A||x| [+ |A||x| + |b|])_i / |y_i| u + O(u^2).
+    Hypotheses: d u < 1, y generic (else the coefficient is inf).
+    """
+    d = x.shape[0]
+    magnitude = jnp.abs(A) @ jnp.abs(x)
+    if b is None:
+        y, numerator = A @ x, d * magnitude
+    else:
+        y, numerator = A @ x + b, (d + 1) * magnitude + jnp.abs(b)
+    generic = jnp.all(y != 0)
+    return bound("Lemma 4.3", jnp.max(_ratio(numerator, jnp.abs(y))),
+                 terms={"d": d}, flags={"generic": generic, "d u < 1": d * u < 1})
+
+
+def lemma_4_6(x, u=0.0) -> Bound:
+    """Lemma 4.6: rho_c(fl(R(x)), R(x)) <= (d/2 + 3) u + O(u^2) for x != 0."""
+    d = x.shape[0]
+    return bound("Lemma 4.6", d / 2 + 3, flags={"x != 0": jnp.any(x != 0), "d u < 1": d * u < 1})
+
+
+def corollary_4_9(x, u=0.0) -> Bound:
+    """Corollary 4.9: rho_c(fl(R(x^)), R(x)) <= (d/2 + 3) u + 2 rho_c(x^, x) + O(u^2 + rho^2)."""
+    base = lemma_4_6(x, u)
+    return bound("Corollary 4.9", base.coefficient, 2.0, flags=base.flags)
+
+
+def lemma_4_10(x, u=0.0) -> Bound:
+    """Lemma 4.10: rho_c(fl(c(x)), c(x)) <= (1 + ||x||_1 / ||c(x)||_{-inf}) u + O(u^2)."""
+    c = closed_forms.centre(x)
+    ratio = _ratio(jnp.sum(jnp.abs(x)), jnp.min(jnp.abs(c)))
+    return bound("Lemma 4.10", 1 + ratio, terms={"||x||_1 / ||c(x)||_-inf": ratio},
+                 flags={"c(x) generic": jnp.all(c != 0), "d u < 1": x.shape[0] * u < 1})
+
+
+def _layer_norm_alpha(x, u, alpha):
+    """The hypothesis ||c(x)||_{-inf} > alpha 2 (1 + u) gamma_d ||x||_inf (Lemma 4.11, Cor. 4.12)."""
+    d = x.shape[0]
+    c = closed_forms.centre(x)
+    return jnp.min(jnp.abs(c)) > alpha * 2 * (1 + u) * gamma(d, u) * jnp.max(jnp.abs(x))
+
+
+def lemma_4_11(x, u=0.0) -> Bound:
+    """Lemma 4.11: rho_c(fl(N(x)), N(x)) <= (d/2 + 5 + 2 ||x||_1 / ||c(x)||_{-inf}) u + O(u^2),
+    if ||c(x)||_{-inf} > 2 (1 + u) gamma_d ||x||_inf."""
+    d = x.shape[0]
+    c = closed_forms.centre(x)
+    ratio = _ratio(jnp.sum(jnp.abs(x)), jnp.min(jnp.abs(c)))
+    return bound("Lemma 4.11", d / 2 + 5 + 2 * ratio, terms={"||x||_1 / ||c(x)||_-inf": ratio},
+                 flags={"alpha-condition": _layer_norm_alpha(x, u, 1.0), "d u < 1": d * u < 1})
+
+
+def corollary_4_12(x, u=0.0, alpha=1.0) -> Bound:
+    """Corollary 4.12: rho_c(fl(N(x^)), N(x)) < (d/2 + 5 + 2||x||_1/||c||_{-inf}) u
+    + 3 ||x||_inf / ||c(x)||_{-inf} rho_c(x^, x), if ||c||_{-inf} > alpha 2 (1+u) gamma_d ||x||_inf
+    and rho_c(x^, x) <= (alpha - 1)/(1 + alpha kappa_cc(c, x))."""
+    base = lemma_4_11(x, u)
+    c = closed_forms.centre(x)
+    gain = 3 * _ratio(jnp.max(jnp.abs(x)), jnp.min(jnp.abs(c)))
+    return bound("Corollary 4.12", base.coefficient, gain, terms=base.terms,
+                 flags={**base.flags, "alpha-condition": _layer_norm_alpha(x, u, alpha)})
+
+
+def remark_4_13(x, u=0.0) -> Bound:
+    """Remark 4.13 (d >= 2): rho_c(fl(N(x^)), N(x)) < 3 (1 + ||x||_inf / ||c(x)||_{-inf}) (d u + rho)."""
+    d = x.shape[0]
+    c = closed_forms.centre(x)
+    factor = 3 * (1 + _ratio(jnp.max(jnp.abs(x)), jnp.min(jnp.abs(c))))
+    return bound("Remark 4.13", factor * d, factor, terms={"3 (1 + ||x||_inf / ||c||_-inf)": factor},
+                 flags={"d >= 2": d >= 2, "alpha-condition": _layer_norm_alpha(x, u, 1.0)})
+
+
+def _perceptron_terms(x, A1, b1, A2, b2):
+    hidden = A1 @ x + b1
+    support = hidden > 0
+    active = support.astype(x.dtype)
+    output = A2 @ (active * hidden) + b2
+    magnitude = (jnp.abs(A2) * active[None, :]) @ (jnp.abs(A1) @ jnp.abs(x) + jnp.abs(b1)) + jnp.abs(b2)
+    xi = jnp.max(_ratio(magnitude, jnp.abs(output)))
+    return hidden, xi, jnp.sum(support).astype(x.dtype)
+
+
+def lemma_4_14(x, A1, b1, A2, b2, u=0.0) -> Bound:
+    """Lemma 4.14: rho_c(fl(M(x)), M(x)) <= xi(M, x) (d + |Omega| + 2) u + O(u^2), Omega =
+    supp_+(L_1(x)), xi(M, x) = max_i (|A_2(i, Omega)| (|A_1(Omega, :)| |x| + |b_1(Omega)|) +
+    |b_2(i)|) / |M(x)_i|, if |L_1(x)| > (u + (1 + u) gamma_d)(|A_1||x| + |b_1|) entrywise."""
+    d = x.shape[0]
+    hidden, xi, omega = _perceptron_terms(x, A1, b1, A2, b2)
+    condition = jnp.all(jnp.abs(hidden) > _affine_error_factor(d, u) * (jnp.abs(A1) @ jnp.abs(x) + jnp.abs(b1)))
+    return bound("Lemma 4.14", xi * (d + omega + 2), terms={"xi(M, x)": xi, "|Omega|": omega},
+                 flags={"alpha-condition": condition, "M(x) generic": jnp.isfinite(xi), "d u < 1": d * u < 1})
+
+
+def corollary_4_16(x, A1, b1, A2, b2, u=0.0) -> Bound:
+    """Corollary 4.16: rho_c(fl(M(x^)), M(x)) <= xi(M, x) [(d + |Omega| + 2) u + rho_c(x^, x)]."""
+    base = lemma_4_14(x, A1, b1, A2, b2, u)
+    return bound("Corollary 4.16", base.coefficient, base.terms["xi(M, x)"], terms=base.terms, flags=base.flags)
+
+
+def _score_terms(X, Wq, Wk):
+    d = X.shape[0]
+    query = X[:, -1]
+    scores = (Wk @ X).T @ (Wq @ query) / jnp.sqrt(d)
+    magnitude = jnp.abs(X).T @ (jnp.abs(Wk).T @ (jnp.abs(Wq) @ jnp.abs(query))) / jnp.sqrt(d)
+    return scores, magnitude
+
+
+def lemma_4_17(X, Wq, Wk, u=0.0) -> Bound:
+    """Lemma 4.17: rho_c(fl(S(X)), S(X)) <= xi(S, X) (3d + 1) u + O(u^2), with xi(S, X) =
+    max_i |x_i|^T |W_k|^T |W_q| |x_n| / (sqrt(d) |S(X)_i|) (inf when S(X) is not generic)."""
+    d = X.shape[0]
+    scores, magnitude = _score_terms(X, Wq, Wk)
+    xi = jnp.max(_ratio(magnitude, jnp.abs(scores)))
+    return bound("Lemma 4.17", xi * (3 * d + 1), terms={"xi(S, X)": xi},
+                 flags={"S(X) generic": jnp.all(scores != 0), "d u < 1": d * u < 1})
+
+
+def lemma_4_17_absolute(X, Wq, Wk, u=0.0) -> Bound:
+    """The sigma_min-free score bound that Lemma 4.21 needs (see the README's errata):
+
+    |fl(S(X))_i - S(X)_i| <= (3d + 1) u |x_i|^T |W_k|^T |W_q| |x_n| / sqrt(d) + O(u^2), for every
+    X (no genericity).  The coefficient is in units of u times max_i |x_i|^T|W_k|^T|W_q||x_n|/sqrt(d),
+    an absolute error; ``terms["scale"]`` holds that maximum.
+    """
+    d = X.shape[0]
+    _, magnitude = _score_terms(X, Wq, Wk)
+    scale = jnp.max(magnitude)
+    return bound("Lemma 4.17 (absolute)", (3 * d + 1) * scale, terms={"scale": scale}, flags={"d u < 1": d * u < 1})
+
+
+def remark_4_18(Wq, Wk) -> Bound:
+    """Remark 4.18 as printed: xi(S, X) <= sigma_max(|W_k|^T |W_q|) / sigma_min(W_k^T W_q).
+
+    False in general (README errata: W_k = W_q = I and x_i orthogonal to x_n make xi infinite);
+    kept so that the printed chain can be evaluated.  The value is in ``coefficient`` (no u).
+    """
+    sigma_abs = jnp.linalg.norm(jnp.abs(Wk).T @ jnp.abs(Wq), 2)
+    singular = jnp.linalg.svd(Wk.T @ Wq, compute_uv=False)
+    return bound("Remark 4.18", _ratio(sigma_abs, singular[-1]),
+                 terms={"sigma_max(|W_k|^T|W_q|)": sigma_abs, "sigma_max(W_k^T W_q)": singular[0],
+                        "sigma_min(W_k^T W_q)": singular[-1]},
+                 flags={"W_k^T W_q non-singular": singular[-1] > 0})
+
+
+def lemma_4_19(s, u=0.0) -> Bound:
+    """Lemma 4.19: rho_c(fl(psi(s)), psi(s)) <= (n + 3) u + O(u^2) ([4, Theorem 3.3])."""
+    n = s.shape[0]
+    return bound("Lemma 4.19", n + 3.0, flags={"n u < 1": n * u < 1})
+
+
+def corollary_4_20(s, u=0.0) -> Bound:
+    """Corollary 4.20: rho_c(fl(psi(s^)), psi(s)) <= (n + 3) u + 2 ||s||_inf rho_c(s^, s)."""
+    n = s.shape[0]
+    return bound("Corollary 4.20", n + 3.0, 2 * jnp.max(jnp.abs(s)), flags={"n u < 1": n * u < 1})
+
+
+def _attention_terms(X, Wq, Wk, Wv):
+    d, n = X.shape
+    closed = closed_forms.attention(X, Wq, Wk, Wv)
+    B = closed_forms.bilinear(Wq, Wk)
+    mask = jnp.arange(n)[:, None] <= jnp.arange(n)[None, :]
+    scores = X.T @ B @ X  # [i, t] = S(X_t)_i
+    magnitude = jnp.abs(X).T @ (jnp.abs(Wk).T @ jnp.abs(Wq)) @ jnp.abs(X) / jnp.sqrt(d)
+    score_inf = jnp.max(jnp.where(mask, jnp.abs(scores), 0.0), axis=0)
+    xi_scores = jnp.max(jnp.where(mask, _ratio(magnitude, jnp.abs(scores)), 0.0), axis=0)
+    absolute = jnp.max(jnp.where(mask, magnitude, 0.0), axis=0)
+    return closed.xi, score_inf, xi_scores, absolute
+
+
+def lemma_4_21(X, Wq, Wk, Wv, u=0.0) -> Bound:
+    """Lemma 4.21: rho_c(fl(A(X)), A(X)) <= xi(A, X) max_t (2t + d + 3 + 2 ||S(X_t)||_inf
+    xi(S, X_t) (3d + 1)) u + O(u^2), xi(A, X) of Remark 3.15 (inf when A(X) is not generic)."""
+    d, n = X.shape
+    xi, score_inf, xi_scores, _ = _attention_terms(X, Wq, Wk, Wv)
+    t = jnp.arange(1, n + 1, dtype=X.dtype)
+    inner = jnp.max(2 * t + d + 3 + 2 * score_inf * xi_scores * (3 * d + 1))
+    return bound("Lemma 4.21", xi * inner, terms={"xi(A, X)": xi, "max_t xi(S, X_t)": jnp.max(xi_scores)},
+                 flags={"A(X) generic": jnp.isfinite(xi), "n u < 1": n * u < 1, "d u < 1": d * u < 1})
+
+
+def lemma_4_21_absolute(X, Wq, Wk, Wv, u=0.0) -> Bound:
+    """Lemma 4.21 with the sigma_min-free score bound (valid reading, README errata):
+
+    rho_c(fl(A(X)), A(X)) <= xi(A, X) max_t (2t + d + 3 + 2 (3d + 1) max_{i <= t}
+    |x_i|^T |W_k|^T |W_q| |x_t| / sqrt(d)) u + O(u^2): the softmax sees an absolute score error,
+    |J_psi ds| <= 2 psi ||ds||_inf, so ||S(X_t)||_inf xi(S, X_t) is replaced by the magnitude.
+    """
+    d, n = X.shape
+    xi, _, _, absolute = _attention_terms(X, Wq, Wk, Wv)
+    t = jnp.arange(1, n + 1, dtype=X.dtype)
+    inner = jnp.max(2 * t + d + 3 + 2 * absolute * (3 * d + 1))
+    return bound("Lemma 4.21 (absolute scores)", xi * inner, terms={"xi(A, X)": xi},
+                 flags={"A(X) generic": jnp.isfinite(xi), "n u < 1": n * u < 1, "d u < 1": d * u < 1})
+
+
+def remark_4_22(X, Wq, Wk, Wv, u=0.0) -> Bound:
+    """Remark 4.22 (W_k^T W_q non-singular, d >= 2): rho_c(fl(A(X)), A(X)) <= xi(A, X) (2n + 3d)
+    (1 + (2/sqrt(d)) sigma_max(|W_k|^T|W_q|) sigma_max(W_k^T W_q)/sigma_min(W_k^T W_q)
+    max_t ||x_t||_2^2) u + O(u^2)."""
+    d, n = X.shape
+    xi = _attention_terms(X, Wq, Wk, Wv)[0]
+    printed = remark_4_18(Wq, Wk)
+    growth = 1 + 2 / jnp.sqrt(d) * printed.coefficient * printed.terms["sigma_max(W_k^T W_q)"] \
+        * jnp.max(jnp.sum(X * X, axis=0))
+    return bound("Remark 4.22", xi * (2 * n + 3 * d) * growth, terms={"xi(A, X)": xi, "growth": growth, **printed.terms},
+                 flags={"A(X) generic": jnp.isfinite(xi), "d >= 2": d >= 2, **printed.flags})

@@ -1,0 +1,50 @@
+"""The record every Section 4 statement returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["coefficient", "input_gain", "terms", "flags"],
+                   meta_fields=["statement"])
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """A first-order bound rho <= coefficient * u + input_gain * rho_in + O(u^2 + rho_in^2).
+
+    ``coefficient`` is the bound in units of the unit roundoff u; ``input_gain`` multiplies the
+    relative error of a perturbed input (Corollaries 4.9, 4.12, 4.16, 4.20; zero for statements
+    about exact inputs).  ``terms`` are the named quantities the bound is made of (xi factors,
+    singular values, ratios); ``flags`` are the statement's hypotheses, each True when it holds.
+    A pytree: works under jit and vmap, and is differentiable in the weights.
+    """
+
+    statement: str
+    coefficient: jax.Array
+    input_gain: jax.Array
+    terms: dict
+    flags: dict
+
+    def value(self, u, input_error=0.0) -> jax.Array:
+        """The bound's first-order value for unit roundoff u (and input error rho_in)."""
+        return self.coefficient * u + self.input_gain * input_error
+
+    @property
+    def valid(self) -> jax.Array:
+        """All hypotheses hold (a bound whose hypotheses fail is not a bound)."""
+        valid = jnp.asarray(True)
+        for flag in self.flags.values():  # elementwise, so a vmapped record keeps its batch axis
+            valid = jnp.logical_and(valid, flag)
+        return valid
+
+
+def bound(statement, coefficient, input_gain=0.0, terms=None, flags=None) -> Bound:
+    """A ``Bound`` with array fields; an undefined (NaN) coefficient becomes inf."""
+    coefficient = jnp.asarray(coefficient, dtype=jnp.float64)
+    coefficient = jnp.where(jnp.isnan(coefficient), jnp.inf, coefficient)
+    return Bound(statement, coefficient, jnp.asarray(input_gain, dtype=jnp.float64),
+                 {k: jnp.asarray(v) for k, v in (terms or {}).items()},
+                 {k: jnp.asarray(v) for k, v in (flags or {}).items()})
