@@ -31,3 +31,9 @@ from boundlab.bounds.modules import remark_4_18 as remark_4_18
 from boundlab.bounds.modules import remark_4_22 as remark_4_22
 
 __all__ = ["Bound", "corollary_4_9", "corollary_4_12", "corollary_4_16", "corollary_4_20", "lemma_4_3", "lemma_4_6", "lemma_4_10", "lemma_4_11", "lemma_4_14", "lemma_4_17", "lemma_4_17_absolute", "lemma_4_19", "lemma_4_21", "lemma_4_21_absolute", "remark_4_13", "remark_4_18", "remark_4_22"]
+
+from boundlab.bounds.network import block_terms as block_terms  # noqa: E402
+from boundlab.bounds.network import lemma_4_29 as lemma_4_29  # noqa: E402
+from boundlab.bounds.network import theorem_4_30 as theorem_4_30  # noqa: E402
+
+__all__ += ["block_terms", "lemma_4_29", "theorem_4_30"]
