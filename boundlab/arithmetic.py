@@ -241,13 +241,13 @@ class _Policy:
         term_keys, sum_keys = keys.next(), keys.next()
 
         def body(j, total):
-            return self._add_acc(total, term(j, _fold(term_keys, j)), _fold(sum_keys, j))
+            return self._add_acc(total, term(j, fold_key(term_keys, j)), fold_key(sum_keys, j))
 
-        return lax.fori_loop(1, k, body, term(0, _fold(term_keys, 0)))
+        return lax.fori_loop(1, k, body, term(0, fold_key(term_keys, 0)))
 
     def _stacked_terms(self, term, k, keys):
         term_keys = keys.next()
-        return jax.vmap(lambda j: term(j, _fold(term_keys, j)))(jnp.arange(k))
+        return jax.vmap(lambda j: term(j, fold_key(term_keys, j)))(jnp.arange(k))
 
     def _pairwise(self, term, k, keys):
         if k <= _UNROLL_LIMIT:
@@ -326,8 +326,9 @@ def ieee_divide(x, y) -> jax.Array:
     return _divide_same_shape(jnp.broadcast_to(x, shape), jnp.broadcast_to(y, shape))
 
 
-def _fold(key, j):
-    return None if key is None else jax.random.fold_in(key, j)
+def fold_key(key, index):
+    """fold_in(key, index), or None when there is no key (deterministic rounding)."""
+    return None if key is None else jax.random.fold_in(key, index)
 
 
 def _take(x, j, axis):

@@ -5,6 +5,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
+def ratio(numerator, denominator):
+    """numerator / denominator elementwise with the paper's conventions (Section 3.1):
+    x/0 = inf for x != 0 and 0/0 = 0."""
+    safe = jnp.where(denominator != 0, denominator, 1)
+    return jnp.where(denominator != 0, numerator / safe, jnp.where(numerator != 0, jnp.inf, 0.0))
+
+
 def relative_componentwise(approx, exact, axis=None):
     """rho_c(approx, exact) = max_i |approx_i - exact_i| / |exact_i| (Section 3.1).
 
@@ -21,12 +28,9 @@ def relative_componentwise(approx, exact, axis=None):
     approx, exact = jnp.asarray(approx), jnp.asarray(exact)
     if approx.shape != exact.shape:
         raise ValueError(f"relative_componentwise: shapes differ, {approx.shape} vs {exact.shape}")
-    difference = jnp.abs(approx - exact)
-    magnitude = jnp.abs(exact)
-    safe = jnp.where(magnitude > 0, magnitude, 1)
-    ratio = jnp.where(magnitude > 0, difference / safe, jnp.where(difference > 0, jnp.inf, 0))
-    ratio = jnp.where(jnp.isnan(approx) | jnp.isnan(exact), jnp.nan, ratio)
-    return jnp.max(ratio, axis=axis)
+    relative = ratio(jnp.abs(approx - exact), jnp.abs(exact))
+    relative = jnp.where(jnp.isnan(approx) | jnp.isnan(exact), jnp.nan, relative)
+    return jnp.max(relative, axis=axis)
 
 
 def relative_normwise(approx, exact, ord=2, axis=None):
@@ -49,6 +53,4 @@ def relative_normwise(approx, exact, ord=2, axis=None):
             return jnp.sqrt(jnp.sum(v * v, axis=axis))
         return jnp.max(v, axis=axis)
 
-    numerator, denominator = norm(approx - exact), norm(exact)
-    safe = jnp.where(denominator > 0, denominator, 1)
-    return jnp.where(denominator > 0, numerator / safe, jnp.where(numerator > 0, jnp.inf, 0))
+    return ratio(norm(approx - exact), norm(exact))

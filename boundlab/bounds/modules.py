@@ -17,11 +17,9 @@ import jax.numpy as jnp
 from boundlab.bounds.record import bound
 
 from boundlab.condition import closed_forms
+from boundlab.errors import ratio as _ratio
 from boundlab.formats import gamma
-
-
-def _ratio(numerator, denominator):
-    return closed_forms._ratio(numerator, denominator)
+from boundlab.transformer.layers import causal_mask
 
 
 def _affine_error_factor(d, u):
@@ -190,15 +188,15 @@ def corollary_4_20(s, u=0.0) -> Bound:
 
 def _attention_terms(X, Wq, Wk, Wv):
     d, n = X.shape
-    closed = closed_forms.attention(X, Wq, Wk, Wv)
+    xi = closed_forms.attention_xi(X, Wq, Wk, Wv)
     B = closed_forms.bilinear(Wq, Wk)
-    mask = jnp.arange(n)[:, None] <= jnp.arange(n)[None, :]
+    mask = causal_mask(n)
     scores = X.T @ B @ X  # [i, t] = S(X_t)_i
     magnitude = jnp.abs(X).T @ (jnp.abs(Wk).T @ jnp.abs(Wq)) @ jnp.abs(X) / jnp.sqrt(d)
     score_inf = jnp.max(jnp.where(mask, jnp.abs(scores), 0.0), axis=0)
     xi_scores = jnp.max(jnp.where(mask, _ratio(magnitude, jnp.abs(scores)), 0.0), axis=0)
     absolute = jnp.max(jnp.where(mask, magnitude, 0.0), axis=0)
-    return closed.xi, score_inf, xi_scores, absolute
+    return xi, score_inf, xi_scores, absolute
 
 
 def lemma_4_21(X, Wq, Wk, Wv, u=0.0) -> Bound:

@@ -22,13 +22,10 @@ import jax.numpy as jnp
 from boundlab.arithmetic import Exact
 from boundlab.bounds.modules import _layer_norm_alpha, _perceptron_terms, bound, remark_4_18
 from boundlab.condition import closed_forms
+from boundlab.errors import ratio as _ratio
 from boundlab.formats import gamma
 from boundlab.transformer.layers import NORMS
 from boundlab.transformer.layers import attention as attention_fn
-
-
-def _ratio(numerator, denominator):
-    return closed_forms._ratio(numerator, denominator)
 
 
 def _growth(layer, normalised_X, sigma_min_free: bool):
@@ -53,7 +50,7 @@ def block_terms(X, layer, norm: str = "layer", u: float = 0.0, sigma_min_free: b
     normalise = NORMS[norm]
     exact = Exact()
     Z = normalise(X, exact)
-    attended = closed_forms.attention(Z, layer.Wq, layer.Wk, layer.Wv)
+    xi_attention = closed_forms.attention_xi(Z, layer.Wq, layer.Wk, layer.Wv)
     A_out = attention_fn(Z, layer.Wq, layer.Wk, layer.Wv, exact)
     Y = X + A_out
     xi_sub_attention = jnp.max(_ratio(jnp.abs(X) + jnp.abs(A_out), jnp.abs(Y)))
@@ -70,10 +67,10 @@ def block_terms(X, layer, norm: str = "layer", u: float = 0.0, sigma_min_free: b
     mlp_factor, omega, mlp_alpha = jax.vmap(token, in_axes=(1, 1))(Y, Yn)
     growth, growth_flags = _growth(layer, Z, sigma_min_free)
     terms = {
-        "xi(f_A, X)": xi_sub_attention, "xi(A, N(X))": attended.xi, "G": growth,
+        "xi(f_A, X)": xi_sub_attention, "xi(A, N(X))": xi_attention, "G": growth,
         "max_t xi(f_M, y_t) xi(M, N(y_t))": jnp.max(mlp_factor), "max_t |Omega_t|": jnp.max(omega),
     }
-    flags = {"d >= 2": d >= 2, "A(N(X)) generic": jnp.isfinite(attended.xi),
+    flags = {"d >= 2": d >= 2, "A(N(X)) generic": jnp.isfinite(xi_attention),
              "perceptron alpha-condition": jnp.all(mlp_alpha), "M(N(y)) generic": jnp.all(jnp.isfinite(mlp_factor)),
              **growth_flags}
     if norm == "layer":

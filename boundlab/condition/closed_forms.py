@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from boundlab.condition.autodiff import operator_norm
+from boundlab.errors import ratio as _ratio
+from boundlab.transformer.layers import causal_mask
 
 
 def _min_abs(x):
@@ -45,12 +47,6 @@ def _sum_of_others(v):
     """(sum_{j != i} v_j)_i, summed directly rather than as sum(v) - v_i (which cancels)."""
     n = v.shape[0]
     return jnp.sum(jnp.where(jnp.eye(n, dtype=bool), 0.0, v[None, :]), axis=1)
-
-
-def _ratio(numerator, denominator):
-    """numerator / denominator with x/0 = inf (x != 0) and 0/0 = 0 (Section 3.1)."""
-    safe = jnp.where(denominator != 0, denominator, 1)
-    return jnp.where(denominator != 0, numerator / safe, jnp.where(numerator != 0, jnp.inf, 0.0))
 
 
 class Affine(NamedTuple):
@@ -305,10 +301,25 @@ class Attention(NamedTuple):
 
 
 def _causal_softmax(X, B):
-    n = X.shape[1]
-    mask = jnp.arange(n)[:, None] <= jnp.arange(n)[None, :]
+    mask = causal_mask(X.shape[1])
     S = jnp.where(mask, X.T @ B @ X, -jnp.inf)  # column t: S(X_t) padded
     return jnp.where(mask, jax.nn.softmax(S, axis=0), 0.0), mask
+
+
+def _xi_parts(X, Wq, Wk, Wv):
+    """(P, A(X), |W_v||X| P, generic, xi(A, X)) shared by ``attention`` and ``attention_xi``."""
+    P, mask = _causal_softmax(X, bilinear(Wq, Wk))
+    out = Wv @ X @ P
+    plain = jnp.abs(Wv) @ jnp.abs(X) @ P  # (i, t): |e_i^T W_v| |X_t| psi_t
+    generic = jnp.all(out != 0)
+    xi = jnp.where(generic, jnp.max(_ratio(plain, jnp.abs(out))), jnp.inf)
+    return P, mask, out, plain, generic, xi
+
+
+def attention_xi(X, Wq, Wk, Wv) -> jax.Array:
+    """xi(A, X) = max_{i,t} |e_i^T W_v||X_t| psi_t / |e_i^T W_v X_t psi_t| (Remark 3.15; inf when
+    A(X) is not generic), without forming the Jacobian."""
+    return _xi_parts(X, Wq, Wk, Wv)[-1]
 
 
 def attention_jacobian(X, Wq, Wk, Wv):
@@ -339,17 +350,13 @@ def attention(X, Wq, Wk, Wv) -> Attention:
     """
     d, n = X.shape
     B = bilinear(Wq, Wk)
-    P, mask = _causal_softmax(X, B)
-    out = Wv @ X @ P
+    P, mask, out, plain, generic, xi = _xi_parts(X, Wq, Wk, Wv)
     absX = jnp.abs(X)
-    plain = jnp.abs(Wv) @ absX @ P  # (i, t): |e_i^T W_v| |X_t| psi_t
     # z[j, t] = |x_j|^T |B x_t| + |x_j^T B| |x_t| for j <= t
     z = absX.T @ jnp.abs(B @ X) + jnp.abs(X.T @ B) @ absX
     z_inf = jnp.max(jnp.where(mask, z, 0.0), axis=0)
     weighted = jnp.abs(Wv @ X) @ P  # (i, t): |e_i^T W_v X_t| psi_t (P is zero below row t)
     m = plain + 2 * weighted * z_inf[None, :]
-    generic = jnp.all(out != 0)
-    xi = jnp.where(generic, jnp.max(_ratio(plain, jnp.abs(out))), jnp.inf)
     spectral = jnp.linalg.norm(B, 2)
     max_sq = jnp.max(jnp.sum(X * X, axis=0))
     return Attention(

@@ -30,11 +30,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from boundlab.arithmetic import Exact
+from boundlab.arithmetic import Exact, fold_key
 
-
-def _fold(key, i):
-    return None if key is None else jax.random.fold_in(key, i)
 
 
 def sqrt_dim(d: int, arithmetic) -> jax.Array:
@@ -49,23 +46,23 @@ def sqrt_dim(d: int, arithmetic) -> jax.Array:
 def rms_norm(X, arithmetic=Exact(), key=None):
     """R(x) = sqrt(d) x / ||x||_2 (eq. 8), for each column of X (or a vector x in R^d)."""
     d = X.shape[0]
-    squares = arithmetic.mul(X, X, _fold(key, 0))
-    norm = arithmetic.sqrt(arithmetic.sum(squares, axis=0, key=_fold(key, 1)), _fold(key, 2))
-    scaled = arithmetic.mul(sqrt_dim(d, arithmetic), X, _fold(key, 3))
-    return arithmetic.div(scaled, norm, _fold(key, 4))
+    squares = arithmetic.mul(X, X, fold_key(key, 0))
+    norm = arithmetic.sqrt(arithmetic.sum(squares, axis=0, key=fold_key(key, 1)), fold_key(key, 2))
+    scaled = arithmetic.mul(sqrt_dim(d, arithmetic), X, fold_key(key, 3))
+    return arithmetic.div(scaled, norm, fold_key(key, 4))
 
 
 def centring(X, arithmetic=Exact(), key=None):
     """c(x) = x - mu(x) e with the sample mean mu (Lemma 3.7), for each column of X."""
     d = X.shape[0]
-    total = arithmetic.sum(X, axis=0, key=_fold(key, 0))
-    mean = arithmetic.div(total, arithmetic.cast(float(d)), _fold(key, 1))
-    return arithmetic.sub(X, mean, _fold(key, 2))
+    total = arithmetic.sum(X, axis=0, key=fold_key(key, 0))
+    mean = arithmetic.div(total, arithmetic.cast(float(d)), fold_key(key, 1))
+    return arithmetic.sub(X, mean, fold_key(key, 2))
 
 
 def layer_norm(X, arithmetic=Exact(), key=None):
     """N(x) = (x - mu e) / sqrt(nu) (eq. 1, biased variance), evaluated as R(c(x))."""
-    return rms_norm(centring(X, arithmetic, _fold(key, 0)), arithmetic, _fold(key, 1))
+    return rms_norm(centring(X, arithmetic, fold_key(key, 0)), arithmetic, fold_key(key, 1))
 
 
 NORMS = {"layer": layer_norm, "rms": rms_norm}
@@ -77,9 +74,9 @@ def perceptron(X, A1, b1, A2, b2, arithmetic=Exact(), key=None, return_hidden=Fa
     ``return_hidden`` also gives L_1(x) = fl(fl(A_1 x) + b_1) before the ReLU (Lemma 4.14's
     genericity condition is about it).
     """
-    hidden = arithmetic.add(arithmetic.matmul(A1, X, _fold(key, 0)), b1[:, None], _fold(key, 1))
+    hidden = arithmetic.add(arithmetic.matmul(A1, X, fold_key(key, 0)), b1[:, None], fold_key(key, 1))
     active = jnp.maximum(hidden, 0)
-    out = arithmetic.add(arithmetic.matmul(A2, active, _fold(key, 2)), b2[:, None], _fold(key, 3))
+    out = arithmetic.add(arithmetic.matmul(A2, active, fold_key(key, 2)), b2[:, None], fold_key(key, 3))
     return (out, hidden) if return_hidden else out
 
 
@@ -94,10 +91,10 @@ def scores(X, Wq, Wk, arithmetic=Exact(), key=None):
     Column t is S(X_t) in R^t padded with zeros (entries i > t are not part of (3)).
     """
     d, n = X.shape
-    queries = arithmetic.matmul(Wq, X, _fold(key, 0))
-    keys_ = arithmetic.matmul(Wk, X, _fold(key, 1))
-    products = arithmetic.matmul(keys_.T, queries, _fold(key, 2))
-    S = arithmetic.div(products, sqrt_dim(d, arithmetic), _fold(key, 3))
+    queries = arithmetic.matmul(Wq, X, fold_key(key, 0))
+    keys_ = arithmetic.matmul(Wk, X, fold_key(key, 1))
+    products = arithmetic.matmul(keys_.T, queries, fold_key(key, 2))
+    S = arithmetic.div(products, sqrt_dim(d, arithmetic), fold_key(key, 3))
     return jnp.where(causal_mask(n), S, 0)
 
 
@@ -113,10 +110,10 @@ def softmax(S, arithmetic=Exact(), key=None, mask=None, max_shift=False):
     S = jnp.where(mask, S, 0)
     if max_shift:
         column_max = jnp.max(jnp.where(mask, S, -jnp.inf), axis=0)
-        S = jnp.where(mask, arithmetic.sub(S, column_max, _fold(key, 0)), 0)
-    E = jnp.where(mask, arithmetic.exp(S, _fold(key, 1)), 0)
-    total = arithmetic.sum(E, axis=0, key=_fold(key, 2))
-    return jnp.where(mask, arithmetic.div(E, total, _fold(key, 3)), 0)
+        S = jnp.where(mask, arithmetic.sub(S, column_max, fold_key(key, 0)), 0)
+    E = jnp.where(mask, arithmetic.exp(S, fold_key(key, 1)), 0)
+    total = arithmetic.sum(E, axis=0, key=fold_key(key, 2))
+    return jnp.where(mask, arithmetic.div(E, total, fold_key(key, 3)), 0)
 
 
 def attention(X, Wq, Wk, Wv, arithmetic=Exact(), key=None, max_shift=False, return_internals=False):
@@ -126,8 +123,8 @@ def attention(X, Wq, Wk, Wv, arithmetic=Exact(), key=None, max_shift=False, retu
     S(X_t) and psi(S(X_t)), zero below the diagonal's complement i > t).
     """
     n = X.shape[1]
-    S = scores(X, Wq, Wk, arithmetic, _fold(key, 0))
-    P = softmax(S, arithmetic, _fold(key, 1), mask=causal_mask(n), max_shift=max_shift)
-    mixed = arithmetic.matmul(X, P, _fold(key, 2))  # column t: X_t psi_t
-    out = arithmetic.matmul(Wv, mixed, _fold(key, 3))
+    S = scores(X, Wq, Wk, arithmetic, fold_key(key, 0))
+    P = softmax(S, arithmetic, fold_key(key, 1), mask=causal_mask(n), max_shift=max_shift)
+    mixed = arithmetic.matmul(X, P, fold_key(key, 2))  # column t: X_t psi_t
+    out = arithmetic.matmul(Wv, mixed, fold_key(key, 3))
     return (out, S, P) if return_internals else out

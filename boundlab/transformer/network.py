@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from boundlab.arithmetic import Exact
+from boundlab.arithmetic import Exact, fold_key
 from boundlab.transformer.layers import NORMS, attention, perceptron
 
 PARAM_NAMES = ("Wq", "Wk", "Wv", "A1", "b1", "A2", "b2")
@@ -52,22 +52,19 @@ class Intermediates(NamedTuple):
     outputs: jax.Array
 
 
-def _fold(key, i):
-    return None if key is None else jax.random.fold_in(key, i)
-
 
 def block(X, layer: Params, arithmetic=Exact(), norm: str = "layer", key=None, max_shift: bool = False,
           return_intermediates: bool = False):
     """One pre-norm block, T = (Id + M o N) o (Id + A o N) (eq. 6) or with R (eq. 9)."""
     normalise = _norm(norm)
-    X_normed = normalise(X, arithmetic, _fold(key, 0))
-    attended, S, P = attention(X_normed, layer.Wq, layer.Wk, layer.Wv, arithmetic, _fold(key, 1),
+    X_normed = normalise(X, arithmetic, fold_key(key, 0))
+    attended, S, P = attention(X_normed, layer.Wq, layer.Wk, layer.Wv, arithmetic, fold_key(key, 1),
                                max_shift=max_shift, return_internals=True)
-    Y = arithmetic.add(X, attended, _fold(key, 2))
-    Y_normed = normalise(Y, arithmetic, _fold(key, 3))
-    mlp, hidden = perceptron(Y_normed, layer.A1, layer.b1, layer.A2, layer.b2, arithmetic, _fold(key, 4),
+    Y = arithmetic.add(X, attended, fold_key(key, 2))
+    Y_normed = normalise(Y, arithmetic, fold_key(key, 3))
+    mlp, hidden = perceptron(Y_normed, layer.A1, layer.b1, layer.A2, layer.b2, arithmetic, fold_key(key, 4),
                              return_hidden=True)
-    Z = arithmetic.add(Y, mlp, _fold(key, 5))
+    Z = arithmetic.add(Y, mlp, fold_key(key, 5))
     if not return_intermediates:
         return Z
     return Z, Intermediates(X, X_normed, S, P, attended, Y, Y_normed, hidden, mlp, Z)
