@@ -1,7 +1,8 @@
 """boundlab: round-off analysis of transformers in JAX.
 
 Formats and bit-exact rounding, arithmetic policies (exact float64 and Model 4.1 emulation),
-the paper's transformer (eqs. 1-10) and relative errors.
+the paper's transformer (eqs. 1-10), relative errors, condition numbers (Section 3), the
+Section 4 bounds, and ``analyze`` (one case, every quantity side by side).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -10,6 +11,8 @@ from boundlab import bounds as bounds
 from boundlab import condition as condition
 from boundlab import errors as errors
 from boundlab import transformer as transformer
+from boundlab.analysis import Analysis as Analysis
+from boundlab.analysis import analyze as analyze
 from boundlab.arithmetic import ACCUMULATIONS as ACCUMULATIONS
 from boundlab.arithmetic import Emulated as Emulated
 from boundlab.arithmetic import Exact as Exact
@@ -25,5 +28,5 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["ACCUMULATIONS", "Emulated", "Exact", "Format", "MODES", "bounds", "condition", "digits", "errors", "gamma", "get_format",
+__all__ = ["ACCUMULATIONS", "Analysis", "Emulated", "Exact", "Format", "MODES", "analyze", "bounds", "condition", "digits", "errors", "gamma", "get_format",
            "round_to", "transformer", "__version__"]

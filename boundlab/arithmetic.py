@@ -209,7 +209,7 @@ class _Policy:
 
         ``products``: terms are exact container products that Model 4.1 rounds before they
         are added (except inside a fused block); otherwise terms are already format numbers.
-        Reductions up to ``_UNROLL_LIMIT`` terms are unrolled, so that XLA fuses the whole
+        Reductions up to ``unroll`` terms (default ``_UNROLL_LIMIT``) are unrolled, so that XLA fuses the whole
         recursion into one loop over the output with the running sum in a register.
         """
         if k == 0:
@@ -229,11 +229,15 @@ class _Policy:
             total = self.round(total, keys.next())
         return total
 
+    @property
+    def _unroll(self) -> int:
+        return getattr(self, "unroll", _UNROLL_LIMIT)
+
     def _add_acc(self, x, y, key):
         return self._round_acc(self._raw_add(x, y), key)
 
     def _recursive(self, term, k, keys):
-        if k <= _UNROLL_LIMIT:
+        if k <= self._unroll:
             total = term(0, keys.next())
             for j in range(1, k):
                 total = self._add_acc(total, term(j, keys.next()), keys.next())
@@ -250,7 +254,7 @@ class _Policy:
         return jax.vmap(lambda j: term(j, fold_key(term_keys, j)))(jnp.arange(k))
 
     def _pairwise(self, term, k, keys):
-        if k <= _UNROLL_LIMIT:
+        if k <= self._unroll:
             level = [term(j, keys.next()) for j in range(k)]
             while len(level) > 1:
                 pairs = [self._add_acc(level[i], level[i + 1], keys.next()) for i in range(0, len(level) - 1, 2)]
@@ -279,7 +283,7 @@ class _Policy:
         def rounded_block(block, key):  # rounded in float64, then held exactly in the container
             return self._round_acc(block, key).astype(container)
 
-        if len(blocks) <= _UNROLL_LIMIT:
+        if len(blocks) <= self._unroll:
             total = rounded_block(blocks[0], keys.next())
             for block in blocks[1:]:
                 total = self._add_acc(total, rounded_block(block, keys.next()), keys.next())
@@ -420,6 +424,9 @@ class Emulated(_Policy):
       block_size: terms per fused block for ``"blocked"``.
       accumulator: optional wider format for sums: products are rounded to ``fmt``, every
         addition to ``accumulator``, and the finished sum once more to ``fmt``.
+      unroll: sums of up to this many terms are unrolled (fastest at run time); longer ones, or
+        all with ``unroll=0``, run as a loop (much faster to compile).  Deterministic modes give the same
+        results bit for bit either way (stochastic rounding draws its bits differently).
     """
 
     fmt: Format | str
@@ -427,9 +434,12 @@ class Emulated(_Policy):
     accumulation: str = "recursive"
     block_size: int = 32
     accumulator: Format | str | None = None
+    unroll: int = _UNROLL_LIMIT
 
     def __post_init__(self):
         object.__setattr__(self, "fmt", get_format(self.fmt))
+        if not isinstance(self.unroll, int) or self.unroll < 0:
+            raise ValueError(f"unroll must be a non-negative int, got {self.unroll!r}")
         if self.accumulator is not None:
             object.__setattr__(self, "accumulator", get_format(self.accumulator))
         if self.mode not in MODES:

@@ -55,6 +55,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from boundlab.analysis import analyze
+    from boundlab.interchange import load_case
+
+    params, X = load_case(args.case)
+    result = analyze(params, X, args.format, args.norm, mode=args.mode, accumulation=args.accumulation,
+                     key=jax.random.key(args.seed) if args.mode == "stochastic" else None,
+                     conditions=not args.no_conditions)
+    if args.json:
+        print(result.to_json(indent=1))
+    else:
+        print(result.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="boundlab",
@@ -76,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-peers", action="store_true", help="skip pychop and gfloat even if installed")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(run=_cmd_bench)
+
+    analyze = commands.add_parser("analyze", help="every Section 4 bound beside the measured error, for one case",
+                                  description="Read an interchange file (.npz with Wq, Wk, Wv, A1, b1, A2, b2 "
+                                  "stacked over layers, and X; float64), emulate the network, and print each bound of "
+                                  "the paper beside the error it bounds, the condition numbers and the flags.")
+    analyze.add_argument("case", help="interchange .npz file")
+    analyze.add_argument("--format", default="fp16", help="emulated format (fp16, bf16, t10, ...; default fp16)")
+    analyze.add_argument("--norm", choices=("layer", "rms"), default="layer", help="layer norm (7) or RMS norm (10)")
+    analyze.add_argument("--mode", default="nearest", help="rounding mode (default nearest)")
+    analyze.add_argument("--accumulation", default="recursive", help="recursive (the paper's), pairwise or blocked")
+    analyze.add_argument("--seed", type=int, default=0, help="seed for stochastic rounding")
+    analyze.add_argument("--no-conditions", action="store_true", help="skip the condition numbers (faster)")
+    analyze.add_argument("--json", action="store_true", help="print JSON keyed by statement names")
+    analyze.set_defaults(run=_cmd_analyze)
     return parser
 
 

@@ -86,6 +86,19 @@ def test_dot_products_follow_the_accumulation_order(k, accumulation, block):
             assert sums[i] == float(interpreter.total([gmpy2.mpfr(v) for v in a[i]]))
 
 
+@pytest.mark.parametrize("accumulation", ["recursive", "pairwise", "blocked"])
+def test_loops_and_unrolled_reductions_agree_bit_for_bit(accumulation):
+    for mode in ("nearest", "down"):
+        unrolled = Emulated("t8", mode=mode, accumulation=accumulation, block_size=4)
+        looped = Emulated("t8", mode=mode, accumulation=accumulation, block_size=4, unroll=0)
+        a = format_numbers(unrolled, (3, 40), 8, spread=3)
+        b = format_numbers(unrolled, (40, 5), 9, spread=3)
+        assert np.array_equal(np.asarray(jax.jit(unrolled.matmul)(a, b)), np.asarray(jax.jit(looped.matmul)(a, b)))
+        assert np.array_equal(np.asarray(jax.jit(unrolled.sum)(a)), np.asarray(jax.jit(looped.sum)(a)))
+    with pytest.raises(ValueError, match="unroll"):
+        Emulated("t8", unroll=-1)
+
+
 def test_wider_accumulator_rounds_sums_to_it_and_the_result_to_the_format():
     arithmetic = Emulated("fp16", accumulator="fp32")
     interpreter = Scalar(get_format("fp16"), "nearest", "recursive", 32, get_format("fp32"))

@@ -44,3 +44,23 @@ def test_theorem_4_30_is_differentiable_in_the_weights():
     for norm in ("layer", "rms"):
         grads = jax.grad(lambda p: jnp.log(theorem_4_30(p, X, norm, 2.0**-10).coefficient))(params)
         assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+
+
+def test_erratum_theorem_4_30_part_2_layer_norm_factors_belong_inside_the_product():
+    """Part 2 prints (1 + max_t ||x_t^(l-1)||_inf/||c||_-inf)(1 + max_t ||y_t^(l-1)||_inf/||c||_-inf) outside
+    prod_l although they depend on l: the printed formula has a free index.  The proof (Lemma 4.29
+    at each layer) puts them inside, which is what ``theorem_4_30`` evaluates."""
+    params, X = init(jax.random.key(4), "figure4", d=4, n=4, D=4, L=3)
+    u = 2.0**-20
+    record = theorem_4_30(params, X, "layer", u)
+    rx = np.asarray(record.terms["1 + max_t ||x_t||_inf/||c(x_t)||_-inf"])
+    ry = np.asarray(record.terms["1 + max_t ||y_t||_inf/||c(y_t)||_-inf"])
+    assert len(np.unique(rx)) == 3 and len(np.unique(ry)) == 3  # one value per layer: l is not free to drop
+    eta, G = np.asarray(record.terms["eta_l"]), np.asarray(record.terms["G_l"])
+    d, n, D, L = 4, 4, 4, 3
+    inside = np.prod(eta * G * rx * ry) * 16.0**L / 15 * (8 * n + 34 * d + D)
+    assert float(record.coefficient) == pytest.approx(inside, rel=2.0**-40)
+    # the two readings of the printed formula that keep the factors of one layer differ
+    first = np.prod(eta * G) * rx[0] * ry[0] * 16.0**L / 15 * (8 * n + 34 * d + D)
+    last = np.prod(eta * G) * rx[-1] * ry[-1] * 16.0**L / 15 * (8 * n + 34 * d + D)
+    assert first != pytest.approx(last) and max(first, last) < float(record.coefficient)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from boundlab.bounds.record import bound
+from boundlab.bounds.record import Bound, bound
 
 from boundlab.condition import closed_forms
 from boundlab.errors import ratio as _ratio
@@ -236,3 +236,47 @@ def remark_4_22(X, Wq, Wk, Wv, u=0.0) -> Bound:
         * jnp.max(jnp.sum(X * X, axis=0))
     return bound("Remark 4.22", xi * (2 * n + 3 * d) * growth, terms={"xi(A, X)": xi, "growth": growth, **printed.terms},
                  flags={"A(X) generic": jnp.isfinite(xi), "d >= 2": d >= 2, **printed.flags})
+
+
+def corollary_4_23(X, Wq, Wk, Wv, u=0.0) -> Bound:
+    """Corollary 4.23 (A(X) generic, W_k^T W_q non-singular, d >= 2, rho_c(X^, X) small):
+    rho_c(fl(A(X^)), A(X)) <= xi(A, X) (1 + (4/sqrt(d)) sigma_max(|W_k|^T|W_q|) sigma_max(W_k^T W_q)
+    / sigma_min(W_k^T W_q) max_t ||x_t||_2^2) ((2n + 3d) u + rho_c(X^, X)) + O(u^2 + rho^2)."""
+    d, n = X.shape
+    xi = closed_forms.attention_xi(X, Wq, Wk, Wv)
+    printed = remark_4_18(Wq, Wk)
+    growth = 1 + 4 / jnp.sqrt(d) * printed.coefficient * printed.terms["sigma_max(W_k^T W_q)"] \
+        * jnp.max(jnp.sum(X * X, axis=0))
+    factor = xi * growth
+    return bound("Corollary 4.23", factor * (2 * n + 3 * d), factor, terms={"xi(A, X)": xi, "growth": growth,
+                                                                           **printed.terms},
+                 flags={"A(X) generic": jnp.isfinite(xi), "d >= 2": d >= 2, "n u < 1": n * u < 1, **printed.flags})
+
+
+def lemma_4_17_columns(X, Wq, Wk, u=0.0) -> Bound:
+    """Lemma 4.17 for every query of causal attention at once: entry t of each field is
+    ``lemma_4_17(X[:, :t + 1], Wq, Wk, u)`` (the scores S(X_t) of query t)."""
+    d, n = X.shape
+    S = (Wk @ X).T @ (Wq @ X) / jnp.sqrt(d)  # [i, t] = S(X_t)_i
+    magnitude = jnp.abs(X).T @ (jnp.abs(Wk).T @ jnp.abs(Wq)) @ jnp.abs(X) / jnp.sqrt(d)
+    mask = causal_mask(n)
+    xi = jnp.max(jnp.where(mask, _ratio(magnitude, jnp.abs(S)), 0.0), axis=0)
+    generic = jnp.all(jnp.where(mask, S != 0, True), axis=0)
+    return bound("Lemma 4.17", xi * (3 * d + 1), terms={"xi(S, X)": xi},
+                 flags={"S(X) generic": generic, "d u < 1": jnp.full(n, d * u < 1)})
+
+
+def lemma_4_19_columns(S, u=0.0) -> Bound:
+    """Lemma 4.19 for every column of a causal score matrix: entry t is ``lemma_4_19`` of the
+    t + 1 visible scores, (t + 4) u with 0-based t."""
+    n = S.shape[1]
+    length = jnp.arange(1, n + 1, dtype=jnp.float64)
+    return bound("Lemma 4.19", length + 3, flags={"n u < 1": length * u < 1})
+
+
+def corollary_4_20_columns(S, u=0.0) -> Bound:
+    """Corollary 4.20 for every column of a causal score matrix (entries i > t ignored)."""
+    n = S.shape[1]
+    length = jnp.arange(1, n + 1, dtype=jnp.float64)
+    s_inf = jnp.max(jnp.where(causal_mask(n), jnp.abs(S), 0.0), axis=0)
+    return bound("Corollary 4.20", length + 3, 2 * s_inf, flags={"n u < 1": length * u < 1})

@@ -20,64 +20,36 @@ import jax
 import jax.numpy as jnp
 
 from boundlab.arithmetic import Exact
-from boundlab.bounds.modules import _layer_norm_alpha, _perceptron_terms, bound, remark_4_18
-from boundlab.condition import closed_forms
-from boundlab.errors import ratio as _ratio
-from boundlab.formats import gamma
+from boundlab.bounds.record import bound
+from boundlab.bounds.subblocks import centred_ratio, lemma_4_25, lemma_4_26, lemma_4_27, lemma_4_28
 from boundlab.transformer.layers import NORMS
 from boundlab.transformer.layers import attention as attention_fn
 
 
-def _growth(layer, normalised_X, sigma_min_free: bool):
-    """G_l of Lemmas 4.25-4.29 (or its sigma_min-free replacement)."""
-    d = layer.Wq.shape[0]
-    printed = remark_4_18(layer.Wq, layer.Wk)
-    if not sigma_min_free:
-        return 1 + 4 * jnp.sqrt(d) * printed.coefficient * printed.terms["sigma_max(W_k^T W_q)"], printed.flags
-    magnitude = jnp.abs(normalised_X).T @ (jnp.abs(layer.Wk).T @ jnp.abs(layer.Wq)) @ jnp.abs(normalised_X)
-    return 1 + 4 * jnp.sqrt(d) * jnp.max(magnitude) / d, {}
-
-
-def _centred_ratio(X):
-    """max_t ||x_t||_inf / ||c(x_t)||_-inf (columns of X)."""
-    c = X - jnp.mean(X, axis=0, keepdims=True)
-    return jnp.max(_ratio(jnp.max(jnp.abs(X), axis=0), jnp.min(jnp.abs(c), axis=0)))
-
-
 def block_terms(X, layer, norm: str = "layer", u: float = 0.0, sigma_min_free: bool = False) -> dict:
-    """The factors of Lemma 4.29 for one layer with exact input X (d x n): a dict of arrays."""
-    d, n = X.shape
-    normalise = NORMS[norm]
-    exact = Exact()
-    Z = normalise(X, exact)
-    xi_attention = closed_forms.attention_xi(Z, layer.Wq, layer.Wk, layer.Wv)
-    A_out = attention_fn(Z, layer.Wq, layer.Wk, layer.Wv, exact)
-    Y = X + A_out
-    xi_sub_attention = jnp.max(_ratio(jnp.abs(X) + jnp.abs(A_out), jnp.abs(Y)))
-    Yn = normalise(Y, exact)
-
-    def token(y, y_normed):
-        hidden, xi_m, omega = _perceptron_terms(y_normed, layer.A1, layer.b1, layer.A2, layer.b2)
-        out = (layer.A2 @ jnp.maximum(hidden, 0) + layer.b2)
-        xi_sub = jnp.max(_ratio(jnp.abs(y) + jnp.abs(out), jnp.abs(y + out)))
-        alpha = jnp.all(jnp.abs(hidden) > (u + (1 + u) * gamma(d, u))
-                        * (jnp.abs(layer.A1) @ jnp.abs(y_normed) + jnp.abs(layer.b1)))
-        return xi_sub * xi_m, omega, alpha
-
-    mlp_factor, omega, mlp_alpha = jax.vmap(token, in_axes=(1, 1))(Y, Yn)
-    growth, growth_flags = _growth(layer, Z, sigma_min_free)
+    """The factors of Lemma 4.29 for one layer with exact input X (d x n), from Lemma 4.25 or
+    4.26 (attention sub-block at X) and Lemma 4.27 or 4.28 (feed-forward sub-block at every
+    column y_t of Y = X + A(N(X))): a dict with "terms" and "flags" (arrays)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {tuple(NORMS)}, got {norm!r}")
+    attention_record = (lemma_4_26 if norm == "layer" else lemma_4_25)(X, layer, u, sigma_min_free)
+    Y = X + attention_fn(NORMS[norm](X, Exact()), layer.Wq, layer.Wk, layer.Wv, Exact())
+    perceptron_lemma = lemma_4_28 if norm == "layer" else lemma_4_27
+    tokens = jax.vmap(lambda y: perceptron_lemma(y, layer, u), in_axes=1)(Y)
+    a, m = attention_record.terms, tokens.terms
+    residual = "g" if norm == "layer" else "f"
     terms = {
-        "xi(f_A, X)": xi_sub_attention, "xi(A, N(X))": xi_attention, "G": growth,
-        "max_t xi(f_M, y_t) xi(M, N(y_t))": jnp.max(mlp_factor), "max_t |Omega_t|": jnp.max(omega),
+        "xi(f_A, X)": a[f"xi({residual}_A, X)"], "xi(A, N(X))": a["xi(A, N(X))"], "G": a["G"],
+        "max_t xi(f_M, y_t) xi(M, N(y_t))": jnp.max(m[f"xi({residual}_M, y)"] * m["xi(M, N(y))"]),
+        "max_t |Omega_t|": jnp.max(m["|Omega|"]),
     }
-    flags = {"d >= 2": d >= 2, "A(N(X)) generic": jnp.isfinite(xi_attention),
-             "perceptron alpha-condition": jnp.all(mlp_alpha), "M(N(y)) generic": jnp.all(jnp.isfinite(mlp_factor)),
-             **growth_flags}
+    flags = dict(attention_record.flags)
+    flags.update({name: jnp.all(value) for name, value in tokens.flags.items() if name != "layer-norm alpha-condition"})
     if norm == "layer":
-        terms["1 + max_t ||x_t||_inf/||c(x_t)||_-inf"] = 1 + _centred_ratio(X)
-        terms["1 + max_t ||y_t||_inf/||c(y_t)||_-inf"] = 1 + _centred_ratio(Y)
-        flags["layer-norm alpha-condition (x)"] = jnp.all(jax.vmap(lambda x: _layer_norm_alpha(x, u, 1.0), 1)(X))
-        flags["layer-norm alpha-condition (y)"] = jnp.all(jax.vmap(lambda y: _layer_norm_alpha(y, u, 1.0), 1)(Y))
+        terms["1 + max_t ||x_t||_inf/||c(x_t)||_-inf"] = a["1 + max_t ||x_t||_inf/||c(x_t)||_-inf"]
+        terms["1 + max_t ||y_t||_inf/||c(y_t)||_-inf"] = 1 + centred_ratio(Y)
+        flags["layer-norm alpha-condition (x)"] = flags.pop("layer-norm alpha-condition")
+        flags["layer-norm alpha-condition (y)"] = jnp.all(tokens.flags["layer-norm alpha-condition"])
     return {"terms": terms, "flags": flags}
 
 
@@ -104,9 +76,11 @@ def lemma_4_29(X, layer, norm: str = "layer", u: float = 0.0, sigma_min_free: bo
 def theorem_4_30(params, X, norm: str = "layer", u: float = 0.0, sigma_min_free: bool = False):
     """Theorem 4.30 (part 1 for ``norm="rms"``, part 2 for ``"layer"``) on the exact intermediates.
 
-    rho_c(fl(T(X)), T(X)) <= prod_l K_l (c^L - 1)/(c - 1) C u + O(u^2) with c = 9, C = 6n + 23d + D
+    rho_c(fl(T(X)), T(X)) <= prod_l K_l c^L/(c - 1) C u + O(u^2) with c = 9, C = 6n + 23d + D
     (part 1) or c = 16, C = 8n + 34d + D (part 2), K_l the factor of Lemma 4.29 at layer l
-    (the paper bounds (c^L - 1)/(c - 1) by c^L/(c - 1)).  ``terms`` also hold the per-layer factors
+    (c^L/(c - 1) bounds the geometric sum (c^L - 1)/(c - 1) of the proof).  Hypotheses (flags):
+    those of Lemma 4.29 at every layer (genericity, alpha-conditions, W_k^T W_q non-singular,
+    d >= 2) and n u < 1; u "sufficiently small" cannot be checked and is the caller's.  ``terms`` also hold the per-layer factors
     (``K_l``, ``chi_l`` or ``eta_l``, ``G_l``), the layer-by-layer composition rho_l = K_l (C u +
     c rho_{l-1}) in units of u (``layerwise``, tighter) and the weights-only growth prod_l G_l.
     """
@@ -119,12 +93,13 @@ def theorem_4_30(params, X, norm: str = "layer", u: float = 0.0, sigma_min_free:
     layers = jax.vmap(lambda x, layer: lemma_4_29(x, layer, norm, u, sigma_min_free))(inter.inputs, params)
     K = layers.terms["K"]
     constant, c = _block_constants(norm, n, d, D)
-    coefficient = jnp.prod(K) * (c**L - 1) / (c - 1) * constant
+    coefficient = jnp.prod(K) * c**L / (c - 1) * constant  # as printed: 9^L/8, 16^L/15
 
     def compose(previous, k):
         current = k * (constant + c * previous)
         return current, current
 
+    K = jnp.where(jnp.isnan(K), jnp.inf, K)  # undefined factors (degenerate intermediates) are inf, and flagged
     _, layerwise = jax.lax.scan(compose, jnp.asarray(0.0), K)
     xi_product = layers.terms["max_t xi(f_M, y_t) xi(M, N(y_t))"] * layers.terms["xi(f_A, X)"] \
         * layers.terms["xi(A, N(X))"]
@@ -132,7 +107,8 @@ def theorem_4_30(params, X, norm: str = "layer", u: float = 0.0, sigma_min_free:
     flags["n u < 1"] = n * u < 1
     statement = "Theorem 4.30" + (" (sigma_min-free)" if sigma_min_free else "")
     return bound(statement, coefficient,
-                 terms={"K_l": K, "chi_l" if norm == "rms" else "eta_l": xi_product, "G_l": layers.terms["G"],
+                 terms={**{name: value for name, value in layers.terms.items() if name not in ("K", "G")},
+                        "K_l": K, "chi_l" if norm == "rms" else "eta_l": xi_product, "G_l": layers.terms["G"],
                         "layerwise": layerwise[-1], "layerwise_per_layer": layerwise,
                         "weights_only_growth": jnp.prod(layers.terms["G"])},
                  flags=flags)

@@ -31,7 +31,69 @@ class Row(NamedTuple):
 
 
 def _worst(values):
-    return float(np.max(np.asarray(values)))
+    return jnp.max(jnp.stack([jnp.asarray(v, jnp.float64) for v in values]))
+
+
+ROWS = (
+    ("kappa_cc(norm, x_t), max over t", "norm"),
+    ("Lemma 3.12", "kappa_cc(S, X_t), max over t", "<="),
+    ("Lemma 3.13", "kappa_cc(psi, S(X_t)), max over t", "="),
+    ("Lemma 3.14", "kappa_cc(A, N(X))", "<="),
+    ("Remark 3.15", "kappa_cc(A, N(X)) <= xi [1 + 4 d ||B||_2]", "<="),
+    ("Lemmas 3.10, 3.4", "kappa_cc(M, N(y_t)), max over t", "="),
+)
+
+
+def condition_values(layer, X, norm: str = "layer"):
+    """(autodiff, closed form) pairs of the rows of ``condition_report`` as arrays: a pure
+    function (jit it with ``norm`` static)."""
+    exact = Exact()
+    X = exact.cast(X)
+    n = X.shape[1]
+    tokens = [X[:, t] for t in range(n)]
+    normalise = layers.layer_norm if norm == "layer" else layers.rms_norm
+    if norm == "layer":
+        closed_values = [closed_forms.layer_norm(x).kappa_cc_bound for x in tokens]
+    else:
+        closed_values = [closed_forms.rms_norm(x).kappa_cc for x in tokens]
+    pairs = [(_worst([autodiff.componentwise(normalise, x).value for x in tokens]), _worst(closed_values))]
+
+    Xn = normalise(X)
+    S_all = layers.scores(Xn, layer.Wq, layer.Wk)
+    score_auto, score_closed, soft_auto, soft_closed = [], [], [], []
+    for t in range(1, n + 1):
+        Xt = Xn[:, :t]
+        score_auto.append(autodiff.componentwise(lambda Y: layers.scores(Y, layer.Wq, layer.Wk)[:, -1], Xt).value)
+        score_closed.append(closed_forms.scores(Xt, layer.Wq, layer.Wk).kappa_cc_bound)
+        s = S_all[:t, t - 1]
+        soft_auto.append(autodiff.componentwise(lambda v: layers.softmax(v), s).value)
+        soft_closed.append(closed_forms.softmax(s).kappa_cc)
+    pairs.append((_worst(score_auto), _worst(score_closed)))
+    pairs.append((_worst(soft_auto), _worst(soft_closed)))
+
+    att_auto = autodiff.componentwise(lambda Y: layers.attention(Y, layer.Wq, layer.Wk, layer.Wv), Xn).value
+    att = closed_forms.attention(Xn, layer.Wq, layer.Wk, layer.Wv)
+    pairs.append((att_auto, att.kappa_cc_bound))
+    pairs.append((att_auto, att.remark_3_15_normalised_bound))
+
+    Y = X + layers.attention(Xn, layer.Wq, layer.Wk, layer.Wv)
+    Yn = normalise(Y)
+
+    def mlp(v):
+        return layers.perceptron(v[:, None], layer.A1, layer.b1, layer.A2, layer.b2)[:, 0]
+
+    mlp_auto, mlp_closed = [], []
+    for t in range(n):
+        y = Yn[:, t]
+        mlp_auto.append(autodiff.componentwise(mlp, y).value)
+        local = closed_forms.perceptron(layer.A1, layer.b1, layer.A2, layer.b2, y)
+        offset = mlp(y) - local.jacobian @ y  # M is affine near y (Lemma 3.10): M(v) = J v + offset
+        mlp_closed.append(jnp.where(local.generic, closed_forms.affine(local.jacobian, offset, y).kappa_cc, jnp.inf))
+    pairs.append((_worst(mlp_auto), _worst(mlp_closed)))
+    return jnp.asarray(pairs)
+
+
+_condition_values = jax.jit(condition_values, static_argnums=2)
 
 
 def condition_report(layer, X, norm: str = "layer") -> list[Row]:
@@ -40,57 +102,10 @@ def condition_report(layer, X, norm: str = "layer") -> list[Row]:
 
     ``layer`` is one layer's ``Params`` (no leading L axis), X the layer's input (d, n).
     """
-    exact = Exact()
-    X = exact.cast(X)
-    d, n = X.shape
-    rows = []
-    tokens = [X[:, t] for t in range(n)]
-    if norm == "layer":
-        normalise, closed, statement = layers.layer_norm, closed_forms.layer_norm, "Lemma 3.8"
-        closed_values = [float(closed(x).kappa_cc_bound) for x in tokens]
-        relation = "<="
-    else:
-        normalise, closed, statement = layers.rms_norm, closed_forms.rms_norm, "Lemma 3.6"
-        closed_values = [float(closed(x).kappa_cc) for x in tokens]
-        relation = "="
-    auto = [float(autodiff.componentwise(normalise, x).value) for x in tokens]
-    rows.append(Row(statement, "kappa_cc(norm, x_t), max over t", _worst(auto), _worst(closed_values), relation))
-
-    Xn = normalise(X)
-    S_all = layers.scores(Xn, layer.Wq, layer.Wk)
-    score_auto, score_closed, soft_auto, soft_closed = [], [], [], []
-    for t in range(1, n + 1):
-        Xt = Xn[:, :t]
-        score_auto.append(float(autodiff.componentwise(lambda Y: layers.scores(Y, layer.Wq, layer.Wk)[:, -1], Xt).value))
-        score_closed.append(float(closed_forms.scores(Xt, layer.Wq, layer.Wk).kappa_cc_bound))
-        s = S_all[:t, t - 1]
-        soft_auto.append(float(autodiff.componentwise(lambda v: layers.softmax(v), s).value))
-        soft_closed.append(float(closed_forms.softmax(s).kappa_cc))
-    rows.append(Row("Lemma 3.12", "kappa_cc(S, X_t), max over t", _worst(score_auto), _worst(score_closed), "<="))
-    rows.append(Row("Lemma 3.13", "kappa_cc(psi, S(X_t)), max over t", _worst(soft_auto), _worst(soft_closed), "="))
-
-    att_auto = float(autodiff.componentwise(lambda Y: layers.attention(Y, layer.Wq, layer.Wk, layer.Wv), Xn).value)
-    att = closed_forms.attention(Xn, layer.Wq, layer.Wk, layer.Wv)
-    rows.append(Row("Lemma 3.14", "kappa_cc(A, N(X))", att_auto, float(att.kappa_cc_bound), "<="))
-    rows.append(Row("Remark 3.15", "kappa_cc(A, N(X)) <= xi [1 + 4 d ||B||_2]", att_auto,
-                    float(att.remark_3_15_normalised_bound), "<="))
-
-    Y = X + layers.attention(Xn, layer.Wq, layer.Wk, layer.Wv)
-    Yn = normalise(Y)
-    mlp_auto, mlp_closed = [], []
-    for t in range(n):
-        y = Yn[:, t]
-
-        def mlp(v):
-            return layers.perceptron(v[:, None], layer.A1, layer.b1, layer.A2, layer.b2)[:, 0]
-
-        mlp_auto.append(float(autodiff.componentwise(mlp, y).value))
-        local = closed_forms.perceptron(layer.A1, layer.b1, layer.A2, layer.b2, y)
-        value = mlp(y)
-        offset = value - local.jacobian @ y  # M is affine near y (Lemma 3.10): M(v) = J v + offset
-        mlp_closed.append(float(jnp.where(local.generic, closed_forms.affine(local.jacobian, offset, y).kappa_cc, jnp.inf)))
-    rows.append(Row("Lemmas 3.10, 3.4", "kappa_cc(M, N(y_t)), max over t", _worst(mlp_auto), _worst(mlp_closed), "="))
-    return rows
+    values = np.asarray(_condition_values(layer, X, norm))
+    first = ("Lemma 3.8", ROWS[0][0], "<=") if norm == "layer" else ("Lemma 3.6", ROWS[0][0], "=")
+    return [Row(statement, quantity, float(auto), float(closed), relation)
+            for (statement, quantity, relation), (auto, closed) in zip((first,) + ROWS[1:], values)]
 
 
 def format_report(rows: list[Row]) -> str:
@@ -102,4 +117,4 @@ def format_report(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Row", "condition_report", "format_report"]
+__all__ = ["Row", "condition_report", "condition_values", "format_report"]
