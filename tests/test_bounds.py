@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tolerances import relative_tolerance
+
 from boundlab import Emulated, Exact, bounds, errors
 from boundlab.transformer import attention, centring, layer_norm, perceptron, rms_norm, scores, softmax
 
@@ -152,3 +154,24 @@ def test_bounds_are_differentiable_in_the_weights():
     assert np.all(np.isfinite(np.asarray(grad)))
     grad = jax.grad(lambda w: jnp.log(bounds.remark_4_22(X, w, Wk, Wv).coefficient))(Wq)
     assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_per_query_records_equal_the_statement_on_each_prefix():
+    d, n = 4, 6
+    X = draw(3, (d, n))
+    Wq, Wk, Wv = draw(4, (d, d)), draw(5, (d, d)), draw(6, (d, d))
+    u = 2.0**-12
+    columns = bounds.lemma_4_17_columns(X, Wq, Wk, u)
+    S = (Wk @ X).T @ (Wq @ X) / jnp.sqrt(d)
+    softmax_columns = bounds.lemma_4_19_columns(S, u)
+    perturbed = bounds.corollary_4_20_columns(S, u)
+    for t in range(1, n + 1):
+        want = float(bounds.lemma_4_17(X[:, :t], Wq, Wk, u).coefficient)  # same formula, other summation order
+        assert float(columns.coefficient[t - 1]) == pytest.approx(want, rel=relative_tolerance())
+        assert float(softmax_columns.coefficient[t - 1]) == float(bounds.lemma_4_19(S[:t, t - 1], u).coefficient)
+        single = bounds.corollary_4_20(S[:t, t - 1], u)
+        assert float(perturbed.input_gain[t - 1]) == float(single.input_gain)
+    # Corollary 4.23 is Remark 4.22 with the factor 4 (not 2) and the input error
+    corollary = bounds.corollary_4_23(X, Wq, Wk, Wv, u)
+    assert float(corollary.input_gain) * (2 * n + 3 * d) == pytest.approx(float(corollary.coefficient))
+    assert float(corollary.coefficient) >= float(bounds.remark_4_22(X, Wq, Wk, Wv, u).coefficient)

@@ -34,8 +34,9 @@ def _worst(values):
     return jnp.max(jnp.stack([jnp.asarray(v, jnp.float64) for v in values]))
 
 
+NORM_ROWS = {"layer": ("Lemma 3.8", "kappa_cc(norm, x_t), max over t", "<="),
+             "rms": ("Lemma 3.6", "kappa_cc(norm, x_t), max over t", "=")}
 ROWS = (
-    ("kappa_cc(norm, x_t), max over t", "norm"),
     ("Lemma 3.12", "kappa_cc(S, X_t), max over t", "<="),
     ("Lemma 3.13", "kappa_cc(psi, S(X_t)), max over t", "="),
     ("Lemma 3.14", "kappa_cc(A, N(X))", "<="),
@@ -45,8 +46,10 @@ ROWS = (
 
 
 def condition_values(layer, X, norm: str = "layer"):
-    """(autodiff, closed form) pairs of the rows of ``condition_report`` as arrays: a pure
-    function (jit it with ``norm`` static)."""
+    """(autodiff, closed form) pairs of the rows of ``condition_report`` as a (6, 2) array: a
+    pure function (jit it with ``norm`` static)."""
+    if norm not in NORM_ROWS:
+        raise ValueError(f"norm must be 'layer' or 'rms', got {norm!r}")
     exact = Exact()
     X = exact.cast(X)
     n = X.shape[1]
@@ -103,9 +106,8 @@ def condition_report(layer, X, norm: str = "layer") -> list[Row]:
     ``layer`` is one layer's ``Params`` (no leading L axis), X the layer's input (d, n).
     """
     values = np.asarray(_condition_values(layer, X, norm))
-    first = ("Lemma 3.8", ROWS[0][0], "<=") if norm == "layer" else ("Lemma 3.6", ROWS[0][0], "=")
     return [Row(statement, quantity, float(auto), float(closed), relation)
-            for (statement, quantity, relation), (auto, closed) in zip((first,) + ROWS[1:], values)]
+            for (statement, quantity, relation), (auto, closed) in zip((NORM_ROWS[norm],) + ROWS, values)]
 
 
 def format_report(rows: list[Row]) -> str:
