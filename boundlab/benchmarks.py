@@ -142,3 +142,44 @@ def forward_benchmark(batch: int = 5000, d: int = 20, n: int = 20, D: int = 20, 
         results.append(Timing(f"forward {name}", best, first, best / base,
                               note=f"{batch} inits, d=n=D={d}, L={L}; first call includes compilation"))
     return results
+
+
+def figure1_benchmark(inits: int = 5000, L: int = 40, d: int = 20, precisions=(12, 16, 20, 24),
+                      accumulation: str = "recursive", chunk: int = 2500, bound_samples: int = 200) -> list[Timing]:
+    """Wall time of the Figure 1 sweep (``inits`` initialisations, every precision, every product
+    and partial sum rounded), compilation included, beside the same sweep in float64 only.
+
+    The ratio is to the float64 sweep (init + exact forward + per-layer errors against itself),
+    timed in the same process.  The Theorem 4.30 samples of ``boundlab figure 1`` are timed
+    separately (``bound_samples`` row).
+    """
+    import dataclasses as dc
+
+    from boundlab.experiments import Figure1, figure1
+    from boundlab.experiments.layers import layer_errors
+    from boundlab.experiments.sweep import sweep
+    from boundlab.transformer import init
+
+    config = Figure1(d=d, n=d, D=d, L=L, inits=inits, precisions=tuple(precisions), accumulation=accumulation,
+                     chunk=chunk, bound_samples=0)
+
+    def exact_only(key, index):
+        params, X = config.narrow(init(key, "figure1", d=d, n=d, D=d, L=L))
+        return layer_errors(params, X, (), config.norm)
+
+    start = time.perf_counter()
+    sweep(exact_only, jax.random.key(0), inits, chunk, progress=False)
+    base = time.perf_counter() - start
+    start = time.perf_counter()
+    figure1(config, progress=False)
+    seconds = time.perf_counter() - start
+    note = f"{inits} inits, L = {L}, d = n = D = {d}, t = {','.join(map(str, precisions))}, {accumulation}; compilation included"
+    rows = [Timing("Figure 1 sweep, float64 only", base, base, 1.0, note=note),
+            Timing("Figure 1 sweep, all precisions", seconds, seconds, seconds / base, note=note)]
+    if bound_samples:
+        start = time.perf_counter()
+        figure1(dc.replace(config, inits=bound_samples, bound_samples=bound_samples), progress=False)
+        with_bounds = time.perf_counter() - start
+        rows.append(Timing(f"Theorem 4.30 on {bound_samples} inits (+ their sweep)", with_bounds, with_bounds,
+                           with_bounds / base, note="what boundlab figure 1 adds for its bound column"))
+    return rows

@@ -20,6 +20,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     jax.config.update("jax_enable_x64", True)
     from boundlab.benchmarks import forward_benchmark, rounding_benchmark
 
+    from boundlab.benchmarks import figure1_benchmark
+
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
         args.batch, args.layers = min(args.batch, 500), min(args.layers, 10)
@@ -33,6 +35,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                "ratio to Exact()",
                                forward_benchmark(batch=args.batch, L=args.layers, fmt=args.emulate,
                                                  repeats=max(1, args.repeats // 2)))
+    if args.only in (None, "figure1"):
+        inits, layers = (500, 10) if args.quick else (5000, 40)
+        sections["figure1"] = (f"Figure 1 sweep, {inits} initialisations, L = {layers}, t = 12, 16, 20, 24",
+                               "ratio to float64 sweep", figure1_benchmark(inits=inits, L=layers))
     device = str(jax.devices()[0])
     if args.json:
         report = {"device": device, **{key: [dataclasses.asdict(t) for t in rows]
@@ -73,6 +79,92 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enable_x64():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _figure_config(number: int, args: argparse.Namespace):
+    import dataclasses
+
+    from boundlab.experiments import CONFIGS
+
+    config = CONFIGS[number]()
+    if args.quick:
+        config = config.quick()
+    changes = {"accumulation": args.accumulation, "mode": args.mode, "seed": args.seed}
+    if args.precisions:
+        changes["precisions"] = tuple(int(t) for t in args.precisions.split(","))
+    if args.inits:
+        changes["inits"] = args.inits
+    if args.chunk:
+        changes["chunk"] = args.chunk
+    if args.size:
+        changes.update({name: args.size for name in ("d", "n", "D") if hasattr(config, name)})
+    if args.layers:
+        if number == 2:
+            raise ValueError("figure 2 takes --depths, not --layers")
+        if number == 3:
+            raise ValueError("figure 3 is one attention layer; --layers does not apply")
+        changes["L"] = args.layers
+    if getattr(args, "depths", None):
+        if number != 2:
+            raise ValueError("--depths applies to figure 2 only")
+        changes["depths"] = tuple(int(v) for v in args.depths.split(","))
+    if args.no_bounds and hasattr(config, "bound_samples"):
+        changes["bound_samples"] = 0
+    return dataclasses.replace(config, **changes)
+
+
+def _headline(result) -> str:
+    import json
+
+    from boundlab.experiments.stats import to_json
+
+    summary = to_json(result.summary)
+    keep = {k: v for k, v in summary.items() if k in ("headline", "reading", "theorem_4_30", "theorem_4_30_variant_a")}
+    return json.dumps(keep, indent=1)
+
+
+def _cmd_figure(args: argparse.Namespace) -> int:
+    _enable_x64()
+    import os
+
+    from boundlab.experiments import RUNNERS, write
+
+    config = _figure_config(args.number, args)
+    result = RUNNERS[args.number](config, progress=not args.no_progress)
+    out = args.out or os.path.join("boundlab-figures", f"figure{args.number}")
+    paths = write(result, out)
+    print(f"figure {args.number}: wrote {paths['png']}, {', '.join(paths['csv'])}, {paths['summary']}")
+    print(_headline(result))
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    _enable_x64()
+    from boundlab.experiments.reproduce import reproduce
+
+    index = reproduce(args.out, full=args.full, progress=not args.no_progress)
+    print(f"wrote {index}")
+    return 0
+
+
+def _add_figure_knobs(parser):
+    parser.add_argument("--precisions", help="comma-separated significand bits t (default per figure)")
+    parser.add_argument("--accumulation", default="recursive", help="recursive (default), pairwise or blocked")
+    parser.add_argument("--mode", default="nearest", help="rounding mode (nearest, zero, up, down)")
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed (results do not depend on chunk or devices)")
+    parser.add_argument("--inits", type=int, help="number of initialisations (per grid point)")
+    parser.add_argument("--size", type=int, help="d = n = D")
+    parser.add_argument("--layers", type=int, help="depth L (figures 1 and 4)")
+    parser.add_argument("--depths", help="comma-separated depths (figure 2)")
+    parser.add_argument("--chunk", type=int, help="initialisations per compiled chunk (default 2500)")
+    parser.add_argument("--no-bounds", action="store_true", help="skip the Theorem 4.30 samples")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="boundlab",
@@ -83,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
-    bench.add_argument("--only", choices=("rounding", "forward"), help="run one part only")
-    bench.add_argument("--quick", action="store_true", help="a small forward (500 inits, L = 10)")
+    bench.add_argument("--only", choices=("rounding", "forward", "figure1"), help="run one part only")
+    bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")
     bench.add_argument("--batch", type=int, default=5000, help="initialisations in the forward (default 5000)")
@@ -108,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-conditions", action="store_true", help="skip the condition numbers (faster)")
     analyze.add_argument("--json", action="store_true", help="print JSON keyed by statement names")
     analyze.set_defaults(run=_cmd_analyze)
+
+    figure = commands.add_parser("figure", help="reproduce Figure 1, 2, 3 or 4 (PNG, CSV, summary.json)")
+    figure.add_argument("number", type=int, choices=(1, 2, 3, 4))
+    figure.add_argument("--quick", action="store_true", help="small sizes (seconds instead of minutes)")
+    figure.add_argument("--out", help="output folder (default boundlab-figures/figureN)")
+    _add_figure_knobs(figure)
+    figure.set_defaults(run=_cmd_figure)
+
+    reproduce = commands.add_parser("reproduce", help="all four figures (quick sizes) and a bound-vs-measured table, "
+                                    "with an index.md")
+    reproduce.add_argument("--out", default="boundlab-reproduce", help="output folder (default boundlab-reproduce)")
+    reproduce.add_argument("--full", action="store_true", help="the paper's sizes (tens of minutes on a CPU)")
+    reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
+    reproduce.set_defaults(run=_cmd_reproduce)
     return parser
 
 

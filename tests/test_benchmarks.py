@@ -24,3 +24,11 @@ def test_forward_benchmark_rows_are_ratios_to_exact():
     rows = forward_benchmark(batch=4, d=3, n=3, D=3, L=2, repeats=1)
     assert [r.name.split()[1] for r in rows] == ["Exact()", "Emulated(t10,", "Emulated(t10,"]
     assert rows[0].ratio == 1.0 and all(r.seconds > 0 for r in rows)
+
+
+def test_figure1_benchmark_times_the_sweep_against_float64():
+    from boundlab.benchmarks import figure1_benchmark
+
+    rows = figure1_benchmark(inits=6, L=2, d=3, precisions=(10, 16), chunk=4, bound_samples=2)
+    assert rows[0].ratio == 1.0 and len(rows) == 3
+    assert all(r.seconds > 0 for r in rows) and "compilation included" in rows[1].note

@@ -32,3 +32,13 @@ def test_normwise():
     assert float(relative_normwise(jnp.ones(2), jnp.zeros(2))) == np.inf
     with pytest.raises(ValueError, match="shapes differ"):
         relative_normwise(jnp.ones(2), jnp.ones(3))
+
+
+def test_nan_propagates_under_jit_even_when_every_entry_is_nan():
+    """XLA:CPU's max reduction can drop NaN (an all-NaN layer once came out as -inf)."""
+    exact = jnp.ones((4, 5))
+    for approx in (jnp.full((4, 5), jnp.nan), exact.at[2, 3].set(jnp.nan)):
+        assert np.isnan(float(jax.jit(relative_componentwise)(approx, exact)))
+        assert np.isnan(float(jax.jit(relative_normwise)(approx, exact)))
+    per_column = jax.jit(lambda a, e: relative_componentwise(a, e, axis=0))(exact.at[:, 1].set(jnp.nan), exact)
+    assert np.isnan(np.asarray(per_column)[1]) and np.all(np.asarray(per_column)[[0, 2, 3, 4]] == 0)

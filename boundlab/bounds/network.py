@@ -105,6 +105,7 @@ def theorem_4_30(params, X, norm: str = "layer", u: float = 0.0, sigma_min_free:
         * layers.terms["xi(A, N(X))"]
     flags = {name: jnp.all(value) for name, value in layers.flags.items()}
     flags["n u < 1"] = n * u < 1
+    flags["exact intermediates finite"] = jnp.all(jnp.isfinite(inter.outputs)) & jnp.all(jnp.isfinite(inter.softmax))
     statement = "Theorem 4.30" + (" (sigma_min-free)" if sigma_min_free else "")
     return bound(statement, coefficient,
                  terms={**{name: value for name, value in layers.terms.items() if name not in ("K", "G")},

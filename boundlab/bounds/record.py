@@ -42,9 +42,13 @@ class Bound:
 
 
 def bound(statement, coefficient, input_gain=0.0, terms=None, flags=None) -> Bound:
-    """A ``Bound`` with array fields; an undefined (NaN) coefficient becomes inf."""
+    """A ``Bound`` with array fields; an undefined coefficient becomes inf.
+
+    Undefined: NaN, or negative, which a bound cannot be; it comes from a maximum over NaN
+    terms, which XLA:CPU may reduce to -inf (non-finite exact intermediates, also flagged).
+    """
     coefficient = jnp.asarray(coefficient, dtype=jnp.float64)
-    coefficient = jnp.where(jnp.isnan(coefficient), jnp.inf, coefficient)
+    coefficient = jnp.where(jnp.isnan(coefficient) | (coefficient < 0), jnp.inf, coefficient)
     return Bound(statement, coefficient, jnp.asarray(input_gain, dtype=jnp.float64),
                  {k: jnp.asarray(v) for k, v in (terms or {}).items()},
                  {k: jnp.asarray(v) for k, v in (flags or {}).items()})

@@ -1,0 +1,72 @@
+"""Per-layer measured errors of a network in several arithmetics at once, exact and emulated in
+lockstep (no intermediates kept)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from boundlab.arithmetic import Exact, fold_key
+from boundlab.errors import relative_componentwise, relative_normwise
+from boundlab.transformer.layers import NORMS, attention, perceptron
+from boundlab.transformer.network import Params, block
+
+EXACT = Exact()
+
+
+def post_norm_block(X, layer, arithmetic=EXACT, norm: str = "layer", key=None, max_shift: bool = False):
+    """Figure 4 b: the normalisation put immediately after, instead of before, the attention,
+    T = (Id + M o N) o (Id + N o A), instead of (6): the attention sees the raw residual stream."""
+    normalise = NORMS[norm]
+    attended = attention(X, layer.Wq, layer.Wk, layer.Wv, arithmetic, fold_key(key, 1), max_shift=max_shift)
+    Y = arithmetic.add(X, normalise(attended, arithmetic, fold_key(key, 3)), fold_key(key, 2))
+    mlp = perceptron(normalise(Y, arithmetic, fold_key(key, 4)), layer.A1, layer.b1, layer.A2, layer.b2, arithmetic,
+                     fold_key(key, 5))
+    return arithmetic.add(Y, mlp, fold_key(key, 6))
+
+
+def layer_errors(params: Params, X, arithmetics, norm: str = "layer", max_shift: bool = False, key=None,
+                 post_norm: bool = False, exact=EXACT) -> dict:
+    """rho_c and rho (normwise, Frobenius) of every layer's output under each arithmetic in
+    ``arithmetics`` against the float64 output: {"componentwise": (P, L), "normwise": (P, L)}.
+
+    ``params`` and ``X`` must be format numbers of every arithmetic (round them to the
+    narrowest first), so that one exact forward is the reference of all: Model 4.1's operands
+    are floating-point numbers.  NaN marks an overflow (exp or the activations leaving the
+    range), inf a support mismatch.  Exact and emulated forwards run side by side in one
+    ``lax.scan`` and only the errors are kept, so memory does not grow with L.  ``exact`` is the
+    reference arithmetic (``Exact()``, XLA's float64 dot products; ``Exact("recursive")``
+    follows the emulated order, so that ``Emulated("t53")`` gives exactly zero).
+    """
+    step_block = post_norm_block if post_norm else block
+    wide = lambda a: jnp.asarray(a, jnp.float64)  # noqa: E731
+    X = wide(X)
+    params = jax.tree.map(wide, params)
+    narrowed = [jax.tree.map(a.cast, params) for a in arithmetics]
+    for a, rounded in zip(arithmetics, narrowed):  # concrete inputs: check they are format numbers
+        for name, value in rounded._asdict().items():
+            if not isinstance(value, jax.core.Tracer) and not bool(jnp.all(wide(value) == getattr(params, name))):
+                raise ValueError(f"{name} is not made of {a.fmt} numbers; round params and X to the narrowest "
+                                 "format first")
+
+    def step(carry, inputs):
+        exact_in, emulated_in = carry
+        index = inputs[0]
+        exact_out = step_block(exact_in, inputs[1], exact, norm, max_shift=max_shift)
+        outs, componentwise, normwise = [], [], []
+        for a, x, layer in zip(arithmetics, emulated_in, inputs[2:]):
+            layer_key = None if key is None else jax.random.fold_in(key, index)
+            out = step_block(x, layer, a, norm, layer_key, max_shift=max_shift)
+            outs.append(out)
+            componentwise.append(relative_componentwise(wide(out), exact_out))
+            normwise.append(relative_normwise(wide(out), exact_out))
+        if not arithmetics:  # the reference alone (for timing it)
+            empty = jnp.zeros((0,), jnp.float64) + jnp.sum(exact_out) * 0
+            return (exact_out, ()), (empty, empty)
+        return (exact_out, tuple(outs)), (jnp.stack(componentwise), jnp.stack(normwise))
+
+    L = params.A1.shape[0]
+    start = (X, tuple(a.cast(X) for a in arithmetics))
+    _, (componentwise, normwise) = lax.scan(step, start, (jnp.arange(L), params, *narrowed))
+    return {"componentwise": componentwise.T, "normwise": normwise.T}

@@ -1,0 +1,122 @@
+"""Matplotlib figures laid out like the paper's (PNG, Agg backend)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+KIND_LABELS = {"componentwise": "componentwise rho_c", "normwise": "normwise (Frobenius)"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot(result, path) -> None:
+    plt = _pyplot()
+    figure = {1: _figure1, 2: _figure2, 3: _figure3, 4: _figure4}[result.number](plt, result)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _colours(plt, count):
+    return plt.cm.viridis(np.linspace(0.1, 0.85, count))
+
+
+def _figure1(plt, result):
+    summary, config = result.summary, result.config
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    layers = np.arange(1, config.L + 1)
+    colours = _colours(plt, len(config.precisions))
+    for column, kind in enumerate(("componentwise", "normwise")):
+        for colour, t in zip(colours, config.precisions):
+            stats = summary["precisions"][f"t{t}"][kind]["per_layer"]
+            axes[0, column].semilogy(layers, stats["mean"], color=colour, label=f"t = {t}")
+            axes[1, column].semilogy(layers, stats["median"], color=colour, label=f"t = {t}")
+            axes[1, column].fill_between(layers, stats["p5"], stats["p95"], color=colour, alpha=0.2)
+        axes[0, column].set_title(f"mean {KIND_LABELS[kind]} error per layer")
+        axes[1, column].set_title("median, 5th-95th percentile")
+        for row in range(2):
+            axes[row, column].set_xlabel("layer")
+            axes[row, column].legend(fontsize=8)
+        final = result.data[kind][:, :, -1]
+        ax = axes[column, 2]
+        finite = final[np.isfinite(final) & (final > 0)]
+        if finite.size:
+            bins = np.logspace(np.log10(finite.min()), np.log10(finite.max()), 40)
+            for p, (colour, t) in enumerate(zip(colours, config.precisions)):
+                values = final[:, p]
+                values = values[np.isfinite(values) & (values > 0)]
+                ax.hist(values, bins=bins, color=colour, alpha=0.5, label=f"t = {t}")
+                ax.axvline(summary["precisions"][f"t{t}"][kind]["last_layer"]["mean"], color="black", lw=1)
+            ax.set_xscale("log")
+        ax.set_title(f"final layer, {KIND_LABELS[kind]} (black: means)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Figure 1: d = n = D = {config.d}, L = {config.L}, {config.inits} initialisations, "
+                 f"{config.accumulation} sums")
+    return fig
+
+
+def _figure2(plt, result):
+    summary, config = result.summary, result.config
+    fig, axes = plt.subplots(2, len(config.precisions), figsize=(5 * len(config.precisions), 8), squeeze=False)
+    colours = _colours(plt, len(config.depths))
+    for column, t in enumerate(config.precisions):
+        for row, kind in enumerate(("componentwise", "normwise")):
+            ax = axes[row, column]
+            for colour, depth in zip(colours, config.depths):
+                entry = summary["precisions"][f"t{t}"][f"L{depth}"][kind]
+                ax.loglog(config.lambdas, entry["mean"], "o-", color=colour,
+                          label=f"L = {depth} (slope {entry['loglog_slope']:.2f})")
+            ax.set_xlabel("lambda")
+            ax.set_title(f"t = {t}: mean {KIND_LABELS[kind]} error, last layer")
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Figure 2: W_k^T W_q scaled by lambda, {config.inits} initialisations per lambda")
+    return fig
+
+
+def _figure3(plt, result):
+    summary, config = result.summary, result.config
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    norms = np.asarray(summary["mean_input_norm"])
+    colours = _colours(plt, len(config.precisions))
+    for ax, kind in zip(axes, ("componentwise", "normwise")):
+        for colour, t in zip(colours, config.precisions):
+            entry = summary["precisions"][f"t{t}"][kind]
+            mean, std = np.asarray(entry["mean"]), np.asarray(entry["std"])
+            fit = entry["fit_a_plus_b_norm_p"]
+            ax.loglog(norms, mean, "o-", color=colour, label=f"t = {t} (p = {fit['p']:.2f})")
+            ax.fill_between(norms, np.maximum(mean - std, mean * 1e-3), mean + std, color=colour, alpha=0.2)
+            ax.loglog(norms, fit["a"] + fit["b"] * norms ** fit["p"], "--", color=colour, lw=0.8)
+        x0, y0 = norms[len(norms) // 2], np.nanmax(summary["precisions"][f"t{config.precisions[-1]}"][kind]["mean"])
+        ax.loglog([x0, 2 * x0, 2 * x0, x0], [y0, y0, 4 * y0, y0], color="grey")  # slope-2 triangle
+        ax.set_xlabel("mean column norm ||x_t||_2")
+        ax.set_title(f"self-attention, mean {KIND_LABELS[kind]} error +- 1 std (dashed: a + b ||x||^p)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Figure 3: d = n = {config.d}, W = I, X ~ N(1, 0.01) scaled, {config.inits} initialisations")
+    return fig
+
+
+def _figure4(plt, result):
+    summary, config = result.summary, result.config
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    layers = np.arange(1, config.L + 1)
+    colours = _colours(plt, len(config.precisions))
+    for column, (variant, title) in enumerate((("a_norm_before_attention", "a) layer norm before the attention"),
+                                               ("b_norm_after_attention", "b) layer norm after the attention"))):
+        for row, kind in enumerate(("normwise", "componentwise")):
+            ax = axes[row, column]
+            for colour, t in zip(colours, config.precisions):
+                entry = summary["precisions"][f"t{t}"][variant][kind]
+                mean, std = np.asarray(entry["mean"]), np.asarray(entry["std"])
+                ax.semilogy(layers, mean, color=colour, label=f"t = {t} (x{entry['growth_factor_per_layer']:.3f}/layer)")
+                ax.fill_between(layers, np.maximum(mean - std, mean * 1e-3), mean + std, color=colour, alpha=0.2)
+            ax.set_xlabel("layer")
+            ax.set_title(f"{title}: mean {KIND_LABELS[kind]} error")
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Figure 4: d = n = D = {config.d}, L = {config.L}, {config.inits} initialisations")
+    return fig

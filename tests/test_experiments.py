@@ -1,0 +1,145 @@
+"""Sweeps and Figures 1-4: determinism across chunks and devices, exactness at t = 53, the
+figures' data, fits and files, and the acceptance checks of the quick figures."""
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from boundlab import Emulated, Exact
+from boundlab.cli import main
+from boundlab.experiments import Figure1, Figure2, Figure3, Figure4, figure1
+from boundlab.experiments.layers import layer_errors, post_norm_block
+from boundlab.experiments.reproduce import reproduce
+from boundlab.experiments.stats import growth_fit, power_fit
+from boundlab.experiments.sweep import sweep
+from boundlab.transformer import init, layer_norm, perceptron
+from boundlab.transformer import attention as attention_fn
+
+SWEEP_SOURCE = """
+import jax, jax.numpy as jnp
+from boundlab import Emulated
+from boundlab.experiments.layers import layer_errors
+from boundlab.experiments.sweep import sweep
+from boundlab.transformer import init
+ARITHMETICS = (Emulated("t10", unroll=0),)
+def one(key, index):
+    params, X = init(key, "figure1", d=3, n=4, D=5, L=2)
+    narrow = Emulated("t10")
+    params, X = jax.tree.map(lambda a: jnp.asarray(narrow.cast(a), jnp.float64), (params, X))
+    return layer_errors(params, X, ARITHMETICS, "layer")["normwise"]
+"""
+
+
+def _sweep_function():
+    namespace = {}
+    exec(SWEEP_SOURCE, namespace)  # the same function here and in the 4-device subprocess
+    return namespace["one"]
+
+
+def test_sweep_results_do_not_depend_on_the_chunk_size_or_the_device_count(tmp_path):
+    one = _sweep_function()
+    reference = sweep(one, jax.random.key(3), 10, chunk=10, progress=False)
+    np.testing.assert_array_equal(sweep(one, jax.random.key(3), 10, chunk=4, progress=False), reference)
+    assert reference.shape == (10, 1, 2) and np.all(reference > 0)
+    script = tmp_path / "four.py"
+    script.write_text(SWEEP_SOURCE + textwrap.dedent(f"""
+        import numpy as np
+        jax.config.update("jax_enable_x64", True)
+        assert len(jax.devices()) == 4, jax.devices()
+        out = sweep(one, jax.random.key(3), 10, chunk=6, progress=False)
+        np.save({str(tmp_path / 'four.npy')!r}, out)
+    """))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=600)
+    np.testing.assert_array_equal(np.load(tmp_path / "four.npy"), reference)
+
+
+def test_layer_errors_are_zero_at_53_bits_and_flag_overflow_as_nan():
+    params, X = init(jax.random.key(0), "figure4", d=4, n=3, D=5, L=3)
+    for post_norm, norm in ((False, "rms"), (True, "layer")):
+        errors = layer_errors(params, X, (Emulated("t53", accumulation="recursive"),), norm, post_norm=post_norm,
+                              exact=Exact("recursive"))
+        assert np.all(np.asarray(errors["componentwise"]) == 0) and errors["normwise"].shape == (1, 3)
+    t10 = Emulated("t10", unroll=0)
+    rounded, X10 = jax.tree.map(lambda a: jnp.asarray(t10.cast(a), jnp.float64), (params, X * 1e3))
+    huge = layer_errors(rounded, X10, (t10,), "layer", post_norm=True)  # raw attention: exp overflows
+    assert np.isnan(np.asarray(huge["normwise"])).any()
+    with pytest.raises(ValueError, match="narrowest"):
+        layer_errors(params, X, (t10,), "layer")
+
+
+def test_post_norm_block_normalises_the_attention_output():
+    params, X = init(jax.random.key(1), "figure4", d=4, n=3, D=5, L=1)
+    layer = jax.tree.map(lambda a: a[0], params)
+    Y = X + layer_norm(attention_fn(X, layer.Wq, layer.Wk, layer.Wv))
+    want = Y + perceptron(layer_norm(Y), layer.A1, layer.b1, layer.A2, layer.b2)
+    got = post_norm_block(X, layer, Exact(), "layer")
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2.0**-40, atol=0)
+
+
+def test_fits_recover_known_rates():
+    layers = np.arange(1, 11)
+    fit = growth_fit(1e-6 * 1.5**layers)
+    assert fit["growth_factor_per_layer"] == pytest.approx(1.5) and fit["r2"] == pytest.approx(1.0)
+    x = np.logspace(-1, 1.5, 12)
+    power = power_fit(x, 1e-4 + 3e-6 * x**2)
+    assert power["p"] == pytest.approx(2.0, rel=1e-3) and power["a"] == pytest.approx(1e-4, rel=1e-3)
+
+
+TINY = {
+    1: Figure1(d=4, n=4, D=4, L=3, inits=12, precisions=(10, 16), bound_samples=4, chunk=8),
+    2: Figure2(d=4, n=4, D=4, depths=(1, 2), lambdas=(0.5, 1.0, 2.0), inits=5, precisions=(10, 16), chunk=8),
+    3: Figure3(d=4, n=4, scales=(0.5, 1.0, 40.0), inits=6, precisions=(10, 16), chunk=8),
+    4: Figure4(d=4, n=4, D=4, L=3, inits=6, precisions=(10, 16), bound_samples=3, chunk=8),
+}
+
+
+def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
+    index = reproduce(str(tmp_path), progress=False, configs=TINY, bound_cases=())
+    text = open(index).read()
+    summaries = {}
+    for number, config in TINY.items():
+        folder = tmp_path / f"figure{number}"
+        assert (folder / f"figure{number}.png").stat().st_size > 1000
+        assert f"figure{number}/figure{number}.png" in text
+        summaries[number] = json.loads((folder / "summary.json").read_text())
+        assert summaries[number]["figure"] == number
+        with open(folder / "errors_normwise.csv") as handle:
+            rows = list(csv.reader(handle))
+        grid = {2: len(getattr(config, "lambdas", ())), 3: len(getattr(config, "scales", ())), 4: 2}.get(number, 1)
+        assert len(rows) == 1 + config.inits * grid * len(config.precisions)
+    assert "Section 4 bounds" in text and (tmp_path / "bounds.json").exists()
+    t16 = summaries[1]["precisions"]["t16"]["normwise"]
+    assert {"growth_rate_log10_per_layer", "r2", "median_over_mean_last_layer"} <= set(t16)
+    assert summaries[1]["theorem_4_30"]["t16"]["samples"] == 4
+    assert "loglog_slope" in summaries[2]["precisions"]["t16"]["L2"]["normwise"]
+    assert "growth_rate_log10_per_layer_norm_after" in summaries[4]["headline"]
+    # Figure 3's largest scale makes exp overflow: counted, never averaged in
+    assert summaries[3]["precisions"]["t10"]["overflowed_runs"] == TINY[3].inits
+    assert np.all(np.isfinite(summaries[3]["precisions"]["t10"]["normwise"]["mean"][:2]))
+
+
+def test_quick_figure_1_grows_log_linearly_with_the_median_below_the_mean():
+    config = dataclasses.replace(Figure1().quick(), bound_samples=0, precisions=(24,))
+    summary = figure1(config, progress=False).summary
+    headline = summary["headline"]
+    assert headline["r2"] >= 0.9 and headline["median_over_mean_last_layer"] < 1
+    assert headline["growth_rate_log10_per_layer"] > 0
+
+
+def test_cli_figure_3_quick_reports_quadratic_growth(tmp_path, capsys):
+    assert main(["figure", "3", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 1.5 <= summary["headline"]["p"] <= 2.5
+    assert "figure 3: wrote" in capsys.readouterr().out
+    assert main(["figure", "3", "--layers", "4"]) == 2
+    assert "does not apply" in capsys.readouterr().err
