@@ -160,7 +160,7 @@ def _add_figure_knobs(parser):
     parser.add_argument("--size", type=int, help="d = n = D")
     parser.add_argument("--layers", type=int, help="depth L (figures 1 and 4)")
     parser.add_argument("--depths", help="comma-separated depths (figure 2)")
-    parser.add_argument("--chunk", type=int, help="initialisations per compiled chunk (default 2500)")
+    parser.add_argument("--chunk", type=int, help="initialisations per compiled chunk (default 128)")
     parser.add_argument("--no-bounds", action="store_true", help="skip the Theorem 4.30 samples")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

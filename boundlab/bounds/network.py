@@ -83,6 +83,8 @@ def theorem_4_30(params, X, norm: str = "layer", u: float = 0.0, sigma_min_free:
     d >= 2) and n u < 1; u "sufficiently small" cannot be checked and is the caller's.  ``terms`` also hold the per-layer factors
     (``K_l``, ``chi_l`` or ``eta_l``, ``G_l``), the layer-by-layer composition rho_l = K_l (C u +
     c rho_{l-1}) in units of u (``layerwise``, tighter) and the weights-only growth prod_l G_l.
+    At depth the coefficient can exceed float64's range (inf); ``log10_coefficient`` and
+    ``log10_layerwise`` stay finite.
     """
     from boundlab.transformer.network import Params, forward
 
@@ -95,12 +97,16 @@ def theorem_4_30(params, X, norm: str = "layer", u: float = 0.0, sigma_min_free:
     constant, c = _block_constants(norm, n, d, D)
     coefficient = jnp.prod(K) * c**L / (c - 1) * constant  # as printed: 9^L/8, 16^L/15
 
-    def compose(previous, k):
-        current = k * (constant + c * previous)
+    K = jnp.where(jnp.isnan(K), jnp.inf, K)  # undefined factors (degenerate intermediates) are inf, and flagged
+    log_K = jnp.log(K)
+
+    def compose(log_previous, log_k):  # rho_l = K_l (C + c rho_{l-1}), in logarithms (no overflow at depth)
+        current = log_k + jnp.logaddexp(jnp.log(constant), jnp.log(c) + log_previous)
         return current, current
 
-    K = jnp.where(jnp.isnan(K), jnp.inf, K)  # undefined factors (degenerate intermediates) are inf, and flagged
-    _, layerwise = jax.lax.scan(compose, jnp.asarray(0.0), K)
+    _, log_layerwise = jax.lax.scan(compose, jnp.asarray(-jnp.inf), log_K)
+    layerwise = jnp.exp(log_layerwise)
+    log10_coefficient = (jnp.sum(log_K) + L * jnp.log(c) - jnp.log(c - 1) + jnp.log(constant)) / jnp.log(10.0)
     xi_product = layers.terms["max_t xi(f_M, y_t) xi(M, N(y_t))"] * layers.terms["xi(f_A, X)"] \
         * layers.terms["xi(A, N(X))"]
     flags = {name: jnp.all(value) for name, value in layers.flags.items()}
@@ -111,5 +117,6 @@ def theorem_4_30(params, X, norm: str = "layer", u: float = 0.0, sigma_min_free:
                  terms={**{name: value for name, value in layers.terms.items() if name not in ("K", "G")},
                         "K_l": K, "chi_l" if norm == "rms" else "eta_l": xi_product, "G_l": layers.terms["G"],
                         "layerwise": layerwise[-1], "layerwise_per_layer": layerwise,
-                        "weights_only_growth": jnp.prod(layers.terms["G"])},
+                        "weights_only_growth": jnp.prod(layers.terms["G"]),
+                        "log10_coefficient": log10_coefficient, "log10_layerwise": log_layerwise[-1] / jnp.log(10.0)},
                  flags=flags)

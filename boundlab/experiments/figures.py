@@ -41,7 +41,7 @@ class Common:
     accumulation: str = "recursive"
     mode: str = "nearest"
     seed: int = 0
-    chunk: int = 2500
+    chunk: int = 128  # on 2 CPU cores, small chunks stay in cache: 128 ran 1.6x faster than 1000
 
     def arithmetics(self) -> tuple[Emulated, ...]:
         # loops rather than unrolled sums: the same numbers, faster to compile and, vmapped over
@@ -149,35 +149,44 @@ def _theorem_samples(config, scheme, count, progress, norm="layer", **init_kwarg
     """Theorem 4.30 on the first ``count`` initialisations (the same keys as the sweep); the
     coefficient does not depend on u, the hypotheses (alpha-conditions, n u < 1) do."""
 
+    us = jnp.asarray([2.0**-t for t in config.precisions])
+
     def one(key, index):
         params, X = config.narrow(init(key, scheme, **init_kwargs))
-        record = theorem_4_30(params, X, norm, 2.0 ** -min(config.precisions))
-        valid = [theorem_4_30(params, X, norm, 2.0**-t).valid for t in config.precisions]
-        return {"coefficient": record.coefficient, "layerwise": record.terms["layerwise"], "valid": jnp.stack(valid)}
+        # u is traced: one compiled theorem for every precision (only the hypotheses depend on u)
+        records = jax.vmap(lambda u: theorem_4_30(params, X, norm, u))(us)
+        return {"log10_coefficient": records.terms["log10_coefficient"][0],
+                "log10_layerwise": records.terms["log10_layerwise"][0], "valid": records.valid}
 
     return sweep(one, jax.random.key(config.seed), count, min(config.chunk, 100), progress, "Theorem 4.30")
 
 
 def _bound_summary(samples, errors_componentwise, precisions):
-    """Theorem 4.30 (a bound on rho_c of the output) beside the measured componentwise errors."""
+    """Theorem 4.30 (a bound on rho_c of the output) beside the measured componentwise errors, in
+    log10 (at depth the bound exceeds float64's range)."""
     out = {}
     for i, t in enumerate(precisions):
-        u = 2.0**-t
         valid = samples["valid"][:, i]
         measured = errors_componentwise[: len(valid), i, -1]
-        bound = samples["coefficient"] * u
-        layerwise = samples["layerwise"] * u
+        log_bound = samples["log10_coefficient"] - t * np.log10(2.0)
+        log_layerwise = samples["log10_layerwise"] - t * np.log10(2.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_measured = np.log10(measured)
         ok = valid & np.isfinite(measured)
         stats = finite_stats(errors_componentwise[:, i, -1])
+
+        def median(values):
+            return float(np.median(values[valid])) if valid.any() else float("nan")
+
         out[f"t{t}"] = {
             "samples": int(len(valid)), "hypotheses_hold": int(valid.sum()),
-            "bound_median": float(np.median(bound[valid])) if valid.any() else float("nan"),
-            "bound_min": float(np.min(bound[valid])) if valid.any() else float("nan"),
-            "layerwise_bound_median": float(np.median(layerwise[valid])) if valid.any() else float("nan"),
+            "log10_bound_median": median(log_bound), "log10_bound_min": float(np.min(log_bound[valid])) if valid.any()
+            else float("nan"), "log10_layerwise_bound_median": median(log_layerwise),
             "measured_mean": float(stats["mean"]), "measured_median": float(stats["median"]),
             "measured_max": float(stats["max"]),
-            "bound_holds_on_samples": bool(np.all(measured[ok] <= bound[ok])),
-            "median_bound_over_measured": float(np.median(bound[ok] / measured[ok])) if ok.any() else float("nan"),
+            "bound_holds_on_samples": bool(np.all(log_measured[ok] <= log_bound[ok])),
+            "median_log10_bound_over_measured": float(np.median(log_bound[ok] - log_measured[ok])) if ok.any()
+            else float("nan"),
         }
     return out
 
@@ -217,7 +226,7 @@ def figure1(config: Figure1 = Figure1(), progress: bool = True) -> FigureResult:
         samples = _theorem_samples(config, "figure1", min(config.bound_samples, config.inits), progress,
                                    config.norm, **shape)
         summary["theorem_4_30"] = _bound_summary(samples, data["componentwise"], config.precisions)
-        data["theorem_4_30_coefficient"] = samples["coefficient"]
+        data["theorem_4_30_log10_coefficient"] = samples["log10_coefficient"]
     return FigureResult(1, config, data, summary)
 
 
