@@ -29,6 +29,6 @@ def test_forward_benchmark_rows_are_ratios_to_exact():
 def test_figure1_benchmark_times_the_sweep_against_float64():
     from boundlab.benchmarks import figure1_benchmark
 
-    rows = figure1_benchmark(inits=6, L=2, d=3, precisions=(10, 16), chunk=4, bound_samples=2)
-    assert rows[0].ratio == 1.0 and len(rows) == 3
+    rows = figure1_benchmark(inits=6, L=2, d=3, precisions=(10, 16), chunk=4, bound_samples=0)
+    assert rows[0].ratio == 1.0 and len(rows) == 2
     assert all(r.seconds > 0 for r in rows) and "compilation included" in rows[1].note

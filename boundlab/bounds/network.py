@@ -95,9 +95,11 @@ def theorem_4_30(params, X, norm: str = "layer", u: float = 0.0, sigma_min_free:
     layers = jax.vmap(lambda x, layer: lemma_4_29(x, layer, norm, u, sigma_min_free))(inter.inputs, params)
     K = layers.terms["K"]
     constant, c = _block_constants(norm, n, d, D)
-    coefficient = jnp.prod(K) * c**L / (c - 1) * constant  # as printed: 9^L/8, 16^L/15
 
-    K = jnp.where(jnp.isnan(K), jnp.inf, K)  # undefined factors (degenerate intermediates) are inf, and flagged
+    # undefined factors (degenerate or non-finite intermediates: NaN, or -inf from XLA:CPU's max
+    # over NaN) are inf, and flagged
+    K = jnp.where(jnp.isnan(K) | (K < 0), jnp.inf, K)
+    coefficient = jnp.prod(K) * c**L / (c - 1) * constant  # as printed: 9^L/8, 16^L/15
     log_K = jnp.log(K)
 
     def compose(log_previous, log_k):  # rho_l = K_l (C + c rho_{l-1}), in logarithms (no overflow at depth)
