@@ -86,7 +86,7 @@ def _layer(X_true, given, arithmetic, norm, u, key):
     def on_format_numbers(function, x, k):
         """(emulated, exact) of ``function`` at x rounded to the format: the part's own error."""
         xr = arithmetic.cast(x)
-        return wide(function(xr, rounded, arithmetic, k)), function(wide(xr), W, EXACT, None)
+        return jax.tree.map(wide, function(xr, rounded, arithmetic, k)), function(wide(xr), W, EXACT, None)
 
     out = {}
     # -- normalisation (per token), exact inputs: the block's two normalisations
@@ -124,11 +124,10 @@ def _layer(X_true, given, arithmetic, norm, u, key):
 
     # -- perceptron, exact inputs (per token)
     V = true.perceptron_input
-    H_em, H_exact = on_format_numbers(lambda x, w, a, k: layers.perceptron(x, *w[3:], a, k, return_hidden=True)[1],
-                                      V, fold_key(key, 30))
+    (M_em, H_em), (M_exact, H_exact) = on_format_numbers(
+        lambda x, w, a, k: layers.perceptron(x, *w[3:], a, k, return_hidden=True), V, fold_key(key, 30))
     out["Lemma 4.3"] = _entry(jax.vmap(lambda x: bounds.lemma_4_3(given.A1, x, given.b1, u), 1)(V),
                               _columns(H_em, H_exact))
-    M_em, M_exact = on_format_numbers(lambda x, w, a, k: layers.perceptron(x, *w[3:], a, k), V, fold_key(key, 30))
     out["Lemma 4.14"] = _entry(jax.vmap(lambda x: bounds.lemma_4_14(x, *given[3:], u), 1)(V), _columns(M_em, M_exact))
 
     # -- sub-blocks and the block, exact inputs
