@@ -194,9 +194,12 @@ def measure(params, X, arithmetic, norm: str = "layer", key=None) -> dict:
     per_layer = jax.vmap(one)(true.inputs, given, layer_keys)
     theorem = bounds.theorem_4_30(given, X_given, norm, u)
     free = bounds.theorem_4_30(given, X_given, norm, u, sigma_min_free=True)
-    propagated = jax.vmap(lambda x, layer: bounds.lemma_4_29(x, layer, norm, u))(true.inputs, given)
     network_in_range = jax.vmap(lambda e: _block_in_range(e, X.shape[1], arithmetic.fmt))(ex)
-    per_layer["Lemma 4.29 (propagated)"] = _entry(propagated, network, network_in, network_in_range)
+    # the same Lemma 4.29 records (evaluated per layer above), now with the network's own errors
+    block_lemma = per_layer["Lemma 4.29"]
+    per_layer["Lemma 4.29 (propagated)"] = {
+        **block_lemma, "input_error": network_in, "measured": network,
+        "flags": {**block_lemma["flags"], RANGE_FLAG: network_in_range}}
     return {"statements": per_layer, "theorem": theorem, "theorem_sigma_min_free": free,
             "network_error": network, "measured": network[-1], "in_range": network_in_range,
             "measured_against_given": relative_componentwise(emulated_out, exact_given),
