@@ -5,8 +5,11 @@ evaluate one kind of operation on arrays, elementwise:
 
 * ``add``, ``sub``, ``mul``, ``div``, ``sqrt``, ``exp``: one rounding of the exact result, as
   in Model 4.1: fl(x op y) = (x op y)(1 + delta), |delta| <= u.
-* ``sum`` and ``matmul``: sums and dot products in the policy's accumulation order (see
-  ``ACCUMULATIONS``); ``recursive`` is the order that Lemma 4.3 analyses.
+* ``sum``, ``dot_general`` (``lax.dot_general``'s signature: any batch and contracting
+  dimensions, usable as ``flax.nnx.Linear(..., dot_general=policy.dot_general)`` and in
+  ``jnp.einsum(..., _dot_general=policy.dot_general)``), ``matmul`` and ``einsum``: sums and
+  dot products in the policy's accumulation order (``boundlab.accumulation``); ``recursive`` is
+  the order that Lemma 4.3 analyses.
 
 How the emulation stays exact.  Each operation is carried out in a container (float32 or
 float64) and its result rounded to the format with ``boundlab.rounding``.  Products of two
@@ -19,10 +22,9 @@ therefore emulated in float32 when t <= 11 and their range (subnormals included)
 float32's normal range (fp16, fp8), and in float64 when t <= 25 or the format is float64 itself.
 
 XLA's algebraic simplifier would turn x / broadcast(y) into x * (1/y); ``div`` prevents it (see
-there).  Known deviations, documented rather than hidden: exp is the container's exp rounded to t bits
-(correctly rounded except when the container's own error straddles a rounding boundary,
-probability about 2^(t-p)); XLA on the CPU flushes float64 subnormals, so t<N> results below
-2^-1022 become zero.
+there).  exp is correctly rounded in every mode (``boundlab.elementary``: the few results near a
+rounding boundary are recomputed in double-word arithmetic).  Known deviation, documented rather
+than hidden: XLA on the CPU flushes float64 subnormals, so t<N> results below 2^-1022 become zero.
 
 >>> import jax.numpy as jnp
 >>> fp16 = Emulated("fp16")
@@ -33,28 +35,19 @@ probability about 2^(t-p)); XLA on the CPU flushes float64 subnormals, so t<N> r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from boundlab import accumulation, elementary
 from boundlab._x64 import require_x64
+from boundlab.accumulation import ACCUMULATIONS, KeyStream, fold_key, take
 from boundlab.formats import Format, get_format
 from boundlab.rounding import MODES, random_bits_for, round_bits, round_scalar
-
-ACCUMULATIONS = ("recursive", "pairwise", "blocked")
-"""Orders of sums and dot products.
-
-* ``recursive``: s = (((x_1 + x_2) + x_3) + ...), one rounding per addition (Lemma 4.3).
-* ``pairwise``: a balanced tree, levels padded with exact zeros; one rounding per addition.
-* ``blocked``: the terms of each block of ``block_size`` (products unrounded, which is exact) are
-  added in float64 in index order, rounded to nearest at 53 bits, which is exact while a block's
-  terms span fewer than 53 - 2t bits of exponent; the block sum is rounded once, and the block
-  results are added recursively, as in tensor-core multiply-accumulate with a wide internal
-  accumulator.
-"""
 
 _UNROLL_LIMIT = 64  # reductions up to this length are unrolled so XLA fuses them into one loop
 _FP64 = get_format("fp64")
@@ -119,12 +112,15 @@ class _Policy:
         return round_bits(x, self.fmt, "nearest").astype(self.dtype)
 
     # -- rounding -----------------------------------------------------------------------------
+    def _random_bits(self, x, key):
+        if self.mode != "stochastic":
+            return None
+        if key is None:
+            raise ValueError(f"{self} rounds stochastically and needs a PRNG key (pass key=...)")
+        return random_bits_for(key, x.shape, x.dtype)
+
     def _round_to(self, x, fmt: Format, key) -> jax.Array:
-        if self.mode == "stochastic":
-            if key is None:
-                raise ValueError(f"{self} rounds stochastically and needs a PRNG key (pass key=...)")
-            return round_bits(x, fmt, "stochastic", random_bits_for(key, x.shape, x.dtype))
-        return round_bits(x, fmt, self.mode)
+        return round_bits(x, fmt, self.mode, self._random_bits(x, key))
 
     def round(self, x, key=None) -> jax.Array:
         """fl(x): ``x`` (held in the container) rounded to the format."""
@@ -133,24 +129,15 @@ class _Policy:
     def _round_acc(self, x, key) -> jax.Array:
         return self._round_to(x, self.accumulator or self.fmt, key)
 
-    def _needs_sticky_sums(self) -> bool:
-        return self.mode != "nearest"
-
     def _raw_add(self, x, y) -> jax.Array:
         """x + y in the container, made round-to-odd where a directed or stochastic rounding
         follows, so that the second rounding sees on which side of the container result the
         exact sum lies (TwoSum, Knuth: exact without FMA)."""
         total = x + y
-        if not self._needs_sticky_sums():
+        if self.mode == "nearest":
             return total
         y_virtual = total - x
-        error = (x - (total - y_virtual)) + (y - y_virtual)
-        uint = jnp.uint32 if total.dtype == jnp.float32 else jnp.uint64
-        bits = lax.bitcast_convert_type(total, uint)
-        inexact = (error != 0) & jnp.isfinite(total)
-        below = inexact & (jnp.signbit(error) != jnp.signbit(total))  # |exact| < |total|
-        odd = (bits - below.astype(uint)) | jnp.asarray(1, uint)
-        return lax.bitcast_convert_type(jnp.where(inexact, odd, bits), total.dtype)
+        return elementary.sticky(total, (x - (total - y_virtual)) + (y - y_virtual))
 
     # -- elementwise operations (Model 4.1) ---------------------------------------------------
     def add(self, x, y, key=None) -> jax.Array:
@@ -179,8 +166,8 @@ class _Policy:
         return self.round(jnp.sqrt(x), key)
 
     def exp(self, x, key=None) -> jax.Array:
-        """fl(exp(x)) (the container's exp, rounded once)."""
-        return self.round(jnp.exp(x), key)
+        """fl(exp(x)), correctly rounded in every mode (``boundlab.elementary.exp``)."""
+        return elementary.exp(x, self.fmt, self.mode, self._random_bits(x, key))
 
     # -- reductions -----------------------------------------------------------------------------
     def sum(self, x, axis: int = -1, key=None) -> jax.Array:
@@ -190,106 +177,145 @@ class _Policy:
         """
         x = jnp.moveaxis(x, axis, -1)
         k = x.shape[-1]
-        return self._reduce(lambda j: _take(x, j, -1), k, key, products=False)
+        return self._reduce(lambda j: take(x, j, -1), k, key, products=False)
+
+    def dot_general(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, key=None,
+                    **kwargs) -> jax.Array:
+        """``lax.dot_general`` in the policy's arithmetic: every product rounded once, each dot
+        product summed in the accumulation order over the contracting dimensions taken in
+        row-major order; recursively, |fl(a^T b) - a^T b| <= gamma_k |a|^T |b| (Lemma 4.3.2).
+
+        The operands are rounded into the format first (a no-op for format numbers), so flax
+        parameters in float32 become format numbers.  ``precision`` is ignored (the policy is
+        the precision); ``preferred_element_type`` may name a float dtype that holds every format
+        number (the result is converted, exactly); other keyword arguments that flax and
+        ``jnp.einsum`` pass (``out_sharding``) are accepted and ignored.  ``key``: PRNG key for
+        stochastic rounding.  Result shape: batch dimensions, then the free dimensions of lhs,
+        then those of rhs, as ``lax.dot_general``.
+
+        >>> import jax.numpy as jnp
+        >>> a, b = jnp.ones((2, 3), jnp.float32), jnp.full((3, 4), 2.0**-11, jnp.float32)
+        >>> Emulated("fp16").dot_general(a, b, (((1,), (0,)), ((), ())))[0, 0] * 2**11  # 3 exact products
+        Array(3., dtype=float32)
+        """
+        lhs, rhs = self.cast(lhs), self.cast(rhs)
+        a, b, out_shape = _canonical_operands(lhs, rhs, dimension_numbers)
+        k = a.shape[-1]
+        if k == 0:
+            out = jnp.zeros(out_shape, self.dtype)  # an empty sum is an exact zero
+        else:
+            out = self._product(a, b, key).reshape(out_shape)
+        return _result_dtype(out, preferred_element_type, self)
+
+    def _product(self, a, b, key):
+        """(..., m, k) x (..., k, n) -> (..., m, n), every product rounded, sums in order."""
+        return self._reduce(lambda j: take(a, j, -1)[..., :, None] * take(b, j, -2)[..., None, :],
+                            a.shape[-1], key, products=True)
 
     def matmul(self, a, b, key=None) -> jax.Array:
-        """fl(a @ b) for a (..., m, k) and b (..., k, n), each entry a dot product of length k.
+        """fl(a @ b) for a (..., m, k) and b (..., k, n) (batch dimensions broadcast), as
+        ``dot_general``; recursively |fl(A x) - A x| <= gamma_k |A| |x| (Lemma 4.3.2)."""
+        if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"matmul: needs (..., m, k) @ (..., k, n), got {a.shape} @ {b.shape}")
+        batch = jnp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        a = jnp.broadcast_to(a, batch + a.shape[-2:])
+        b = jnp.broadcast_to(b, batch + b.shape[-2:])
+        nb = len(batch)
+        return self.dot_general(a, b, (((nb + 1,), (nb,)), (tuple(range(nb)), tuple(range(nb)))), key=key)
 
-        Products are rounded once, then summed in the accumulation order; recursively,
-        |fl(A x) - A x| <= gamma_k |A| |x| (Lemma 4.3.2).
-        """
-        if a.shape[-1] != b.shape[-2]:
-            raise ValueError(f"matmul: inner dimensions differ, {a.shape} @ {b.shape}")
-        k = a.shape[-1]
-        return self._reduce(lambda j: _take(a, j, -1)[..., :, None] * _take(b, j, -2)[..., None, :],
-                            k, key, products=True)
+    def einsum(self, subscripts: str, *operands, key=None) -> jax.Array:
+        """``jnp.einsum`` with every contraction through ``dot_general`` (a sum over an index
+        that appears in one operand only is not supported: ``jnp.einsum`` would do it unrounded)."""
+        for spec in subscripts.replace(" ", "").split("->")[0].split(","):
+            others = subscripts.replace(spec, "", 1)
+            if any(index not in others for index in spec if index.isalpha()):
+                raise ValueError(f"einsum: an index of {spec!r} appears in no other operand and no "
+                                 f"output ({subscripts!r}); its sum would not be rounded")
+        return jnp.einsum(subscripts, *operands, optimize=False,
+                          _dot_general=functools.partial(self.dot_general, key=key))
 
-    def _reduce(self, term: Callable, k: int, key, products: bool) -> jax.Array:
+    def _reduce(self, term, k: int, key, products: bool) -> jax.Array:
         """Sum the k terms term(0), ..., term(k-1) in the accumulation order.
 
         ``products``: terms are exact container products that Model 4.1 rounds before they
         are added (except inside a fused block); otherwise terms are already format numbers.
-        Reductions up to ``unroll`` terms (default ``_UNROLL_LIMIT``) are unrolled, so that XLA fuses the whole
-        recursion into one loop over the output with the running sum in a register.
         """
         if k == 0:
             raise ValueError("cannot sum an empty axis")
-        keys = _KeyStream(key)
+        keys = KeyStream(key)
+        unroll = getattr(self, "unroll", _UNROLL_LIMIT)
 
         def rounded_term(j, term_key):
             return self.round(term(j), term_key) if products else term(j)
 
+        def add(x, y, add_key):
+            return self._round_acc(self._raw_add(x, y), add_key)
+
         if self.accumulation == "recursive":
-            total = self._recursive(rounded_term, k, keys)
+            total = accumulation.recursive(rounded_term, k, add, keys, unroll)
         elif self.accumulation == "pairwise":
-            total = self._pairwise(rounded_term, k, keys)
+            total = accumulation.pairwise(rounded_term, k, add, keys, unroll)
         else:
-            total = self._blocked(term, k, keys)
+            require_x64("accumulation='blocked' (block sums are formed in float64)")
+            container = self.dtype
+
+            def round_block(block, block_key):  # rounded in float64, held exactly in the container
+                return self._round_acc(block, block_key).astype(container)
+
+            total = accumulation.blocked(term, k, add, round_block, self.block_size, keys, unroll)
         if self.accumulator is not None and self.accumulator != self.fmt:
             total = self.round(total, keys.next())
         return total
 
-    @property
-    def _unroll(self) -> int:
-        return getattr(self, "unroll", _UNROLL_LIMIT)
 
-    def _add_acc(self, x, y, key):
-        return self._round_acc(self._raw_add(x, y), key)
+def _dimensions(lhs, rhs, dimension_numbers):
+    """The checked (lhs_contract, rhs_contract, lhs_batch, rhs_batch) of ``lax.dot_general``."""
+    try:
+        (lc, rc), (lb, rb) = dimension_numbers
+        lc, rc, lb, rb = (tuple(int(i) for i in dims) for dims in (lc, rc, lb, rb))
+    except (TypeError, ValueError):
+        raise ValueError(f"dimension_numbers must be ((lhs_contract, rhs_contract), (lhs_batch, rhs_batch)), "
+                         f"got {dimension_numbers!r}") from None
+    for name, dims, ndim in (("lhs", lc + lb, lhs.ndim), ("rhs", rc + rb, rhs.ndim)):
+        if len(set(dims)) != len(dims) or any(not 0 <= i < ndim for i in dims):
+            raise ValueError(f"dot_general: {name} dimensions {dims} are repeated or outside 0..{ndim - 1}")
+    if len(lc) != len(rc) or len(lb) != len(rb):
+        raise ValueError(f"dot_general: {len(lc)} vs {len(rc)} contracting, {len(lb)} vs {len(rb)} batch dimensions")
+    for l_dims, r_dims, kind in ((lc, rc, "contracting"), (lb, rb, "batch")):
+        for i, j in zip(l_dims, r_dims, strict=True):
+            if lhs.shape[i] != rhs.shape[j]:
+                raise ValueError(f"dot_general: {kind} dimensions differ, lhs {lhs.shape}[{i}] vs rhs {rhs.shape}[{j}]")
+    return lc, rc, lb, rb
 
-    def _recursive(self, term, k, keys):
-        if k <= self._unroll:
-            total = term(0, keys.next())
-            for j in range(1, k):
-                total = self._add_acc(total, term(j, keys.next()), keys.next())
-            return total
-        term_keys, sum_keys = keys.next(), keys.next()
 
-        def body(j, total):
-            return self._add_acc(total, term(j, fold_key(term_keys, j)), fold_key(sum_keys, j))
+def _canonical_operands(lhs, rhs, dimension_numbers):
+    """lhs, rhs of ``lax.dot_general`` as (batch..., m, k) and (batch..., k, n), and the shape of
+    the result; the k contracting entries in row-major order of the contracting dimensions."""
+    lc, rc, lb, rb = _dimensions(lhs, rhs, dimension_numbers)
+    lf = tuple(i for i in range(lhs.ndim) if i not in lc + lb)
+    rf = tuple(i for i in range(rhs.ndim) if i not in rc + rb)
+    batch = tuple(lhs.shape[i] for i in lb)
+    m = math.prod(lhs.shape[i] for i in lf)
+    n = math.prod(rhs.shape[i] for i in rf)
+    k = math.prod(lhs.shape[i] for i in lc)
+    a = jnp.transpose(lhs, lb + lf + lc).reshape(batch + (m, k))
+    b = jnp.transpose(rhs, rb + rc + rf).reshape(batch + (k, n))
+    return a, b, batch + tuple(lhs.shape[i] for i in lf) + tuple(rhs.shape[i] for i in rf)
 
-        return lax.fori_loop(1, k, body, term(0, fold_key(term_keys, 0)))
 
-    def _stacked_terms(self, term, k, keys):
-        term_keys = keys.next()
-        return jax.vmap(lambda j: term(j, fold_key(term_keys, j)))(jnp.arange(k))
-
-    def _pairwise(self, term, k, keys):
-        if k <= self._unroll:
-            level = [term(j, keys.next()) for j in range(k)]
-            while len(level) > 1:
-                pairs = [self._add_acc(level[i], level[i + 1], keys.next()) for i in range(0, len(level) - 1, 2)]
-                level = pairs + ([level[-1]] if len(level) % 2 else [])
-            return level[0]
-        stacked = self._stacked_terms(term, k, keys)
-        while stacked.shape[0] > 1:
-            if stacked.shape[0] % 2:  # an odd term out waits for the next level, as above
-                carried, stacked = stacked[-1:], stacked[:-1]
-                stacked = jnp.concatenate([self._add_acc(stacked[0::2], stacked[1::2], keys.next()), carried])
-            else:
-                stacked = self._add_acc(stacked[0::2], stacked[1::2], keys.next())
-        return stacked[0]
-
-    def _blocked(self, term, k, keys):
-        size = self.block_size
-        require_x64("accumulation='blocked' (block sums are formed in float64)")
-        container = self.dtype
-        blocks = []
-        for start in range(0, k, size):
-            block = term(start).astype(jnp.float64)
-            for j in range(start + 1, min(start + size, k)):
-                block = block + term(j).astype(jnp.float64)  # the fused part: no rounding to t bits
-            blocks.append(block)
-
-        def rounded_block(block, key):  # rounded in float64, then held exactly in the container
-            return self._round_acc(block, key).astype(container)
-
-        if len(blocks) <= self._unroll:
-            total = rounded_block(blocks[0], keys.next())
-            for block in blocks[1:]:
-                total = self._add_acc(total, rounded_block(block, keys.next()), keys.next())
-            return total
-        stacked = jnp.stack(blocks)
-        return self._recursive(lambda j, key: rounded_block(_take(stacked, j, 0), key), len(blocks), keys)
+def _result_dtype(out, preferred_element_type, policy):
+    if preferred_element_type is None or np.dtype(preferred_element_type) == out.dtype:
+        return out
+    wanted = np.dtype(preferred_element_type)
+    fmt = policy.fmt
+    in_float32 = fmt.precision <= 24 and fmt.emax <= 127 and fmt.min_subnormal >= 2.0**-149
+    holds = wanted == np.float64 or (wanted == np.float32 and in_float32)
+    if not holds:
+        raise ValueError(f"preferred_element_type={wanted} cannot hold every number of {policy.fmt} "
+                         f"(the emulated result is exact in {policy.dtype}); use {policy.dtype} or None")
+    if wanted == np.float64:
+        require_x64(f"{policy}.dot_general(preferred_element_type=float64)")
+    return out.astype(wanted)
 
 
 @jax.custom_batching.custom_vmap
@@ -328,30 +354,6 @@ def ieee_divide(x, y) -> jax.Array:
     """
     shape = jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y))
     return _divide_same_shape(jnp.broadcast_to(x, shape), jnp.broadcast_to(y, shape))
-
-
-def fold_key(key, index):
-    """fold_in(key, index), or None when there is no key (deterministic rounding)."""
-    return None if key is None else jax.random.fold_in(key, index)
-
-
-def _take(x, j, axis):
-    if isinstance(j, int):
-        return lax.index_in_dim(x, j, axis=axis, keepdims=False)
-    return lax.dynamic_index_in_dim(x, j, axis=axis, keepdims=False)
-
-
-class _KeyStream:
-    """Distinct PRNG keys for successive rounding sites, fixed by the order of the trace."""
-
-    def __init__(self, key):
-        self.key, self._count = key, 0
-
-    def next(self):
-        if self.key is None:
-            return None
-        self._count += 1
-        return jax.random.fold_in(self.key, self._count)
 
 
 def _check_common(policy, accumulation_choices):
@@ -401,12 +403,20 @@ class Exact(_Policy):
             return jnp.sum(x, axis=axis)
         return super().sum(x, axis, key)
 
-    def matmul(self, a, b, key=None) -> jax.Array:
-        if self.accumulation == "native":
-            if a.shape[-1] != b.shape[-2]:
-                raise ValueError(f"matmul: inner dimensions differ, {a.shape} @ {b.shape}")
-            return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
-        return super().matmul(a, b, key)
+    def exp(self, x, key=None) -> jax.Array:
+        return jnp.exp(x)  # float64's own exp: the reference (Emulated("t53") uses it too)
+
+    def dot_general(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, key=None,
+                    **kwargs) -> jax.Array:
+        """``lax.dot_general`` in float64: XLA's order and precision HIGHEST (``"native"``), or
+        the ordered accumulation with every float64 operation rounded once."""
+        if self.accumulation != "native":
+            return super().dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type, key=key)
+        lhs, rhs = self.cast(lhs), self.cast(rhs)
+        _dimensions(lhs, rhs, dimension_numbers)  # the same checks and messages
+        out = lax.dot_general(lhs, rhs, dimension_numbers, precision=lax.Precision.HIGHEST,
+                              preferred_element_type=jnp.float64)
+        return _result_dtype(out, preferred_element_type, self)
 
     def __str__(self) -> str:
         return "Exact()" if self.accumulation == "native" else f"Exact({self.accumulation})"

@@ -1,5 +1,7 @@
 """Arithmetic policies against MPFR, one operation and one reduction at a time."""
 
+import functools
+
 import gmpy2
 import jax
 import jax.numpy as jnp
@@ -136,3 +138,72 @@ def test_stochastic_matmul_needs_a_key_and_is_reproducible():
         arithmetic.matmul(a, b)
     one = arithmetic.matmul(a, b, key=jax.random.key(0))
     assert np.array_equal(np.asarray(one), np.asarray(arithmetic.matmul(a, b, key=jax.random.key(0))))
+
+
+# -- dot_general: lax.dot_general's meaning in the policy's arithmetic ------------------------
+
+def _scalar_dot(rows, cols, arithmetic):
+    """An independent recursion: every product rounded, then summed left to right, one rounding each."""
+    out = np.empty((rows.shape[0], cols.shape[1]))
+    for i in range(rows.shape[0]):
+        for j in range(cols.shape[1]):
+            total = float(arithmetic.mul(rows[i, 0], cols[0, j]))
+            for k in range(1, rows.shape[1]):
+                total = float(arithmetic.add(np.float64(total), arithmetic.mul(rows[i, k], cols[k, j])))
+            out[i, j] = total
+    return out
+
+
+def test_dot_general_is_the_rounded_recursion_for_any_dimension_numbers():
+    arithmetic = Emulated("t8")
+    rng = np.random.default_rng(3)
+    lhs = np.asarray(arithmetic.cast(rng.standard_normal((2, 3, 4))))  # (batch, contract_a, free)
+    rhs = np.asarray(arithmetic.cast(rng.standard_normal((2, 5, 3))))  # (batch, free, contract_a)
+    got = np.asarray(jax.jit(lambda a, b: arithmetic.dot_general(a, b, (((1,), (2,)), ((0,), (0,)))))(lhs, rhs))
+    assert got.shape == jax.eval_shape(lambda a, b: jax.lax.dot_general(a, b, (((1,), (2,)), ((0,), (0,)))),
+                                       lhs, rhs).shape
+    for batch in range(2):
+        want = _scalar_dot(lhs[batch].T, rhs[batch].T, arithmetic)
+        assert np.array_equal(got[batch], want)
+    # two contracting dimensions: summed in row-major order of (dim 0, dim 1)
+    a = np.asarray(arithmetic.cast(rng.standard_normal((3, 2, 4))))
+    b = np.asarray(arithmetic.cast(rng.standard_normal((3, 2, 5))))
+    two = np.asarray(arithmetic.dot_general(a, b, (((0, 1), (0, 1)), ((), ()))))
+    assert np.array_equal(two, _scalar_dot(a.reshape(6, 4).T, b.reshape(6, 5), arithmetic))
+    with pytest.raises(ValueError, match="contracting dimensions differ"):
+        arithmetic.dot_general(a, b, (((0,), (2,)), ((), ())))
+
+
+def test_dot_general_plugs_into_flax_linear_and_einsum():
+    from flax import nnx
+
+    fp16 = Emulated("fp16")
+    layer = nnx.Linear(6, 3, use_bias=False, dot_general=fp16.dot_general, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (4, 6), jnp.float32)
+    got = nnx.jit(lambda m, v: m(v))(layer, x)
+    want = jax.jit(lambda v, w: fp16.matmul(fp16.cast(v), fp16.cast(w)))(x, layer.kernel[...])
+    assert got.dtype == jnp.float32 and np.array_equal(np.asarray(got), np.asarray(want))
+    # an einsum with a batch dimension, under jit and vmap, equals the matrix products one by one
+    a = fp16.cast(jax.random.normal(jax.random.key(2), (5, 4, 7)))
+    b = fp16.cast(jax.random.normal(jax.random.key(3), (5, 7, 2)))
+    batched = jax.jit(lambda p, q: fp16.einsum("bik,bkj->bij", p, q))(a, b)
+    mapped = jax.jit(jax.vmap(lambda p, q: fp16.einsum("ik,kj->ij", p, q)))(a, b)
+    single = jax.jit(fp16.matmul)
+    one_by_one = np.stack([np.asarray(single(a[i], b[i])) for i in range(5)])
+    assert np.array_equal(np.asarray(batched), one_by_one) and np.array_equal(np.asarray(mapped), one_by_one)
+    einsum_layer = nnx.Einsum("bk,kn->bn", (7, 2), einsum_op=functools.partial(jnp.einsum, _dot_general=fp16.dot_general),
+                              rngs=nnx.Rngs(0))
+    got = nnx.jit(lambda m, v: m(v))(einsum_layer, a[0])  # no bias_shape: no bias
+    assert np.array_equal(np.asarray(got), np.asarray(single(a[0], fp16.cast(einsum_layer.kernel[...]))))
+    with pytest.raises(ValueError, match="would not be rounded"):
+        fp16.einsum("ik->i", a[0])
+
+
+def test_exact_dot_general_is_lax_dot_general_in_float64():
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    dims = (((1,), (0,)), ((), ()))
+    want = jax.lax.dot_general(jnp.asarray(a), jnp.asarray(b), dims, precision=jax.lax.Precision.HIGHEST)
+    assert np.array_equal(np.asarray(Exact().dot_general(a, b, dims)), np.asarray(want))
+    with pytest.raises(ValueError, match="cannot hold"):
+        Emulated("t24").dot_general(a, b, dims, preferred_element_type=jnp.float32)

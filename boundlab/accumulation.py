@@ -1,0 +1,109 @@
+"""Orders of sums and dot products, one small function per order.
+
+Each order sums the k terms ``term(0, key), ..., term(k - 1, key)`` with a rounded addition
+``add(x, y, key)`` supplied by the arithmetic policy (Model 4.1: fl(x + y) = (x + y)(1 + delta)).
+
+* ``recursive``: s = (((x_1 + x_2) + x_3) + ...), one rounding per addition; the order Lemma
+  4.3 analyses: |fl(sum x) - sum x| <= gamma_{k-1} ||x||_1.
+* ``pairwise``: a balanced tree, an odd term out waiting for the next level; one rounding per
+  addition (error gamma_{ceil(log2 k)} ||x||_1).
+* ``blocked``: the unrounded terms of each block of ``size`` are added in float64 in index order
+  (exact while a block's terms span fewer than 53 - 2t bits of exponent), each block sum is
+  rounded once by ``round_block`` and the block results are added recursively: tensor-core
+  multiply-accumulate with a wide internal accumulator.
+
+Sums of up to ``unroll`` terms are unrolled into straight-line code (XLA fuses the recursion into
+one loop over the output, running sum in a register); longer ones run as ``lax.fori_loop`` or a
+vectorised tree (much faster to compile).  Deterministic modes give the same bits either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+ACCUMULATIONS = ("recursive", "pairwise", "blocked")
+
+Term = Callable  # term(j, key) -> array; j a Python int (unrolled) or a traced index
+Add = Callable  # add(x, y, key) -> fl(x + y)
+
+
+def fold_key(key, index):
+    """fold_in(key, index), or None when there is no key (deterministic rounding)."""
+    return None if key is None else jax.random.fold_in(key, index)
+
+
+def take(x, j, axis):
+    """x[..., j, ...] along ``axis`` for a Python int or a traced index."""
+    if isinstance(j, int):
+        return lax.index_in_dim(x, j, axis=axis, keepdims=False)
+    return lax.dynamic_index_in_dim(x, j, axis=axis, keepdims=False)
+
+
+class KeyStream:
+    """Distinct PRNG keys for successive rounding sites, fixed by the order of the trace."""
+
+    def __init__(self, key):
+        self.key, self._count = key, 0
+
+    def next(self):
+        if self.key is None:
+            return None
+        self._count += 1
+        return jax.random.fold_in(self.key, self._count)
+
+
+def recursive(term: Term, k: int, add: Add, keys: KeyStream, unroll: int):
+    """(((t_0 + t_1) + t_2) + ...) + t_{k-1}, every addition rounded."""
+    if k <= unroll:
+        total = term(0, keys.next())
+        for j in range(1, k):
+            total = add(total, term(j, keys.next()), keys.next())
+        return total
+    term_keys, sum_keys = keys.next(), keys.next()
+
+    def body(j, total):
+        return add(total, term(j, fold_key(term_keys, j)), fold_key(sum_keys, j))
+
+    return lax.fori_loop(1, k, body, term(0, fold_key(term_keys, 0)))
+
+
+def pairwise(term: Term, k: int, add: Add, keys: KeyStream, unroll: int):
+    """A balanced tree of rounded additions; an odd term out joins at the next level."""
+    if k <= unroll:
+        level = [term(j, keys.next()) for j in range(k)]
+        while len(level) > 1:
+            pairs = [add(level[i], level[i + 1], keys.next()) for i in range(0, len(level) - 1, 2)]
+            level = pairs + ([level[-1]] if len(level) % 2 else [])
+        return level[0]
+    term_keys = keys.next()
+    stacked = jax.vmap(lambda j: term(j, fold_key(term_keys, j)))(jnp.arange(k))
+    while stacked.shape[0] > 1:
+        if stacked.shape[0] % 2:  # the odd term out waits for the next level, as above
+            carried, stacked = stacked[-1:], stacked[:-1]
+            stacked = jnp.concatenate([add(stacked[0::2], stacked[1::2], keys.next()), carried])
+        else:
+            stacked = add(stacked[0::2], stacked[1::2], keys.next())
+    return stacked[0]
+
+
+def blocked(raw_term: Callable, k: int, add: Add, round_block: Callable, size: int, keys: KeyStream,
+            unroll: int):
+    """Blocks of ``size`` unrounded terms ``raw_term(j)`` summed exactly in float64, each block
+    rounded once (``round_block(block, key)``), the block results added recursively."""
+    blocks = []
+    for start in range(0, k, size):
+        block = raw_term(start).astype(jnp.float64)
+        for j in range(start + 1, min(start + size, k)):
+            block = block + raw_term(j).astype(jnp.float64)  # the fused part: no rounding to t bits
+        blocks.append(block)
+    if len(blocks) <= unroll:
+        total = round_block(blocks[0], keys.next())
+        for block in blocks[1:]:
+            total = add(total, round_block(block, keys.next()), keys.next())
+        return total
+    stacked = jnp.stack(blocks)
+    return recursive(lambda j, key: round_block(take(stacked, j, 0), key), len(blocks), add, keys, unroll)
