@@ -20,6 +20,8 @@ from boundlab.formats import Format as Format
 from boundlab.formats import digits as digits
 from boundlab.formats import gamma as gamma
 from boundlab.formats import get_format as get_format
+from boundlab.interchange import load_case as load_case
+from boundlab.interchange import save_case as save_case
 from boundlab.rounding import MODES as MODES
 from boundlab.rounding import round_to as round_to
 
@@ -28,5 +30,5 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["ACCUMULATIONS", "Analysis", "Emulated", "Exact", "Format", "MODES", "analyze", "bounds", "condition", "digits", "errors", "gamma", "get_format",
-           "round_to", "transformer", "__version__"]
+__all__ = ["ACCUMULATIONS", "Analysis", "Emulated", "Exact", "Format", "MODES", "analyze", "bounds", "condition", "digits",
+           "errors", "gamma", "get_format", "load_case", "round_to", "save_case", "transformer", "__version__"]

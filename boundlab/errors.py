@@ -12,6 +12,17 @@ def ratio(numerator, denominator):
     return jnp.where(denominator != 0, numerator / safe, jnp.where(numerator != 0, jnp.inf, 0.0))
 
 
+def nan_max(a, axis=None, where=None):
+    """The maximum, NaN when any entry is NaN (XLA:CPU's max may drop NaN, or give -inf for an
+    all-NaN slice); ``where`` restricts it to some entries (the others count as -inf)."""
+    a = jnp.asarray(a)
+    nan = jnp.isnan(a)
+    if where is not None:
+        nan = nan & where
+        a = jnp.where(where, a, -jnp.inf)
+    return jnp.where(jnp.any(nan, axis=axis), jnp.nan, jnp.max(jnp.where(nan, -jnp.inf, a), axis=axis))
+
+
 def relative_componentwise(approx, exact, axis=None):
     """rho_c(approx, exact) = max_i |approx_i - exact_i| / |exact_i| (Section 3.1).
 
@@ -28,12 +39,9 @@ def relative_componentwise(approx, exact, axis=None):
     approx, exact = jnp.asarray(approx), jnp.asarray(exact)
     if approx.shape != exact.shape:
         raise ValueError(f"relative_componentwise: shapes differ, {approx.shape} vs {exact.shape}")
-    relative = ratio(jnp.abs(approx - exact), jnp.abs(exact))
     nan = jnp.isnan(approx) | jnp.isnan(exact)
-    # XLA:CPU's max reduction may drop NaN (it returned -inf for an all-NaN layer), so NaN is
-    # propagated explicitly
-    worst = jnp.max(jnp.where(nan, 0.0, relative), axis=axis)
-    return jnp.where(jnp.any(nan, axis=axis), jnp.nan, worst)
+    relative = ratio(jnp.abs(approx - exact), jnp.abs(exact))
+    return nan_max(jnp.where(nan, jnp.nan, relative), axis=axis)
 
 
 def relative_normwise(approx, exact, ord=2, axis=None):

@@ -175,16 +175,26 @@ def get_format(name: str | Format, *, overflow: str | None = None) -> Format:
 def gamma(n, u):
     """gamma_n = n u / (1 - n u) (Lemma 4.2), and +inf when n u >= 1 (the lemma's hypothesis fails).
 
-    Python numbers give a float; arrays give an array (usable under jit and vmap).
+    n >= 0 and u >= 0: a negative one raises ValueError (for Python numbers and concrete
+    arrays) or gives NaN (under ``jit``, where no check can raise).  Python numbers give a
+    float; arrays give an array (usable under jit and vmap).
 
     >>> gamma(2, 0.25), gamma(4, 0.25)
     (1.0, inf)
     """
     if isinstance(n, (int, float)) and isinstance(u, (int, float)):
+        if not (n >= 0 and u >= 0):
+            raise ValueError(f"gamma_n needs n >= 0 and u >= 0, got n = {n!r}, u = {u!r}")
         nu = n * u
         return math.inf if nu >= 1 else nu / (1 - nu)
+    import jax
     import jax.numpy as jnp
+    import numpy as np
 
+    for name, value in (("n", n), ("u", u)):
+        if not isinstance(value, jax.core.Tracer) and np.any(~(np.asarray(value) >= 0)):
+            raise ValueError(f"gamma_n needs {name} >= 0 everywhere, got {value!r}")
     nu = jnp.asarray(n) * jnp.asarray(u)
     safe = jnp.where(nu < 1, nu, 0)
-    return jnp.where(nu < 1, safe / (1 - safe), jnp.inf)
+    valid = (jnp.asarray(n) >= 0) & (jnp.asarray(u) >= 0)
+    return jnp.where(valid, jnp.where(nu < 1, safe / (1 - safe), jnp.inf), jnp.nan)

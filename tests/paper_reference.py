@@ -71,8 +71,9 @@ def centred_ratio(x, norm1=False):
 
 
 def module_coefficients(X, p, norm):
-    """Lemma 4.6 or 4.11 (max over the block's two normalisations), 4.14, 4.17, 4.19, 4.21 at
-    one layer's exact input X."""
+    """Lemma 4.6 or 4.11 (max over the block's two normalisations), 4.3, 4.10, 4.14, 4.17, 4.19,
+    4.21, Corollaries 4.9, 4.12, 4.16, 4.20, 4.23, Remarks 4.13, 4.22 and Lemmas 4.25-4.28 at one
+    layer's exact input X: the coefficient (in units of u) of each."""
     d, n = X.shape
     Z, A, Y, _ = block(X, p, norm)
     N = layer_norm if norm == "layer" else rms_norm
@@ -90,6 +91,48 @@ def module_coefficients(X, p, norm):
         xi_s.append(max(div(np.abs(Z[:, i]) @ B @ np.abs(Z[:, t]) / math.sqrt(d), abs(s[i])) for i in range(t + 1)))
         s_inf.append(max(abs(v) for v in s))
     out["Lemma 4.17"] = (3 * d + 1) * max(xi_s)
+    # Lemma 4.3 (part 3) on L_1 at N(y_t): max_i ((d + 1) |A_1||x| + |b_1|)_i / |A_1 x + b_1|_i
+    lemma_4_3 = []
+    for t in range(n):
+        x = N(Y[:, t])
+        y = p["A1"] @ x + p["b1"]
+        top = (d + 1) * (np.abs(p["A1"]) @ np.abs(x)) + np.abs(p["b1"])
+        lemma_4_3.append(max(div(a, abs(b)) for a, b in zip(top, y)))
+    out["Lemma 4.3"] = max(lemma_4_3)
+    ys = [Y[:, t] for t in range(n)]
+    if norm == "rms":
+        out["Corollary 4.9"] = d / 2 + 3
+    else:
+        out["Lemma 4.10"] = max(1 + centred_ratio(x, norm1=True) for x in tokens)
+        out["Corollary 4.12"] = max(d / 2 + 5 + 2 * centred_ratio(y, norm1=True) for y in ys)
+        out["Remark 4.13"] = max(3 * (1 + centred_ratio(y)) * d for y in ys)
+    out["Corollary 4.16"] = out["Lemma 4.14"]
+    out["Corollary 4.20"] = n + 3
+    # Remark 4.22 and Corollary 4.23: xi(A) (2n + 3d)(1 + (c / sqrt(d)) sigma(|Wk|^T|Wq|) kappa max_t ||z_t||^2)
+    singular = np.linalg.svd(p["Wk"].T @ p["Wq"], compute_uv=False)
+    sigma_abs = np.linalg.svd(np.abs(p["Wk"]).T @ np.abs(p["Wq"]), compute_uv=False)[0]
+    max_sq = max(float(Z[:, t] @ Z[:, t]) for t in range(n))
+    for name, c in (("Remark 4.22", 2.0), ("Corollary 4.23", 4.0)):
+        out[name] = xi_attention(Z, p) * (2 * n + 3 * d) * (1 + c / math.sqrt(d) * sigma_abs * singular[0]
+                                                             / singular[-1] * max_sq)
+    # Lemmas 4.25-4.28: the sub-block factors times (2n + 6d | 2n + 7d) and (5d | 6d + |Omega|)
+    G = 1 + 4 * math.sqrt(d) * sigma_abs * singular[0] / singular[-1]
+    xi_residual = max(div(abs(X[i, t]) + abs(A[i, t]), abs(Y[i, t])) for i in range(d) for t in range(n))
+    attention_k = xi_residual * xi_attention(Z, p) * G
+    _, _, _, block_out = block(X, p, norm)
+    feed_forward = []
+    for t in range(n):
+        xi_m, omega = xi_perceptron(N(Y[:, t]), p)
+        m = block_out[:, t] - Y[:, t]
+        xi_fm = max(div(abs(Y[i, t]) + abs(m[i]), abs(block_out[i, t])) for i in range(d))
+        feed_forward.append((xi_fm * xi_m, omega, Y[:, t]))
+    if norm == "rms":
+        out["Lemma 4.25"] = attention_k * (2 * n + 6 * d)
+        out["Lemma 4.27"] = max(k * (5 * d + omega) for k, omega, _ in feed_forward)
+    else:
+        rx = 1 + max(centred_ratio(X[:, t]) for t in range(n))
+        out["Lemma 4.26"] = attention_k * rx * (2 * n + 7 * d)
+        out["Lemma 4.28"] = max(k * (1 + centred_ratio(y)) * (6 * d + omega) for k, omega, y in feed_forward)
     out["Lemma 4.19"] = n + 3
     out["Lemma 4.21"] = xi_attention(Z, p) * max(2 * (t + 1) + d + 3 + 2 * s_inf[t] * xi_s[t] * (3 * d + 1)
                                                   for t in range(n))

@@ -15,7 +15,7 @@ from tolerances import relative_difference, relative_tolerance
 import boundlab
 from boundlab import Emulated, bounds
 from boundlab.analysis import measure
-from boundlab.analysis.measure import RANGE_FLAG
+from boundlab.analysis.measurement import RANGE_FLAG
 from boundlab.cli import main
 from boundlab.interchange import save_case
 from boundlab.transformer import compare, init, rms_norm
@@ -89,9 +89,9 @@ def test_coefficients_do_not_depend_on_u_and_bounds_scale_linearly():
     params, X = jax.tree.map(lambda a: jnp.asarray(coarse.cast(a), jnp.float64), (params, X))  # representable in both
     raw = measure(params, X, Emulated("t12", unroll=0), "rms")
     for u in (2.0**-12, 2.0**-20):  # a few statements evaluated directly at another u: same coefficients
-        assert float(bounds.theorem_4_30(params, X, "rms", u).coefficient) == float(raw["theorem"].coefficient)
+        assert float(bounds.theorem_4_30(params, X, norm="rms", u=u).coefficient) == float(raw["theorem"].coefficient)
         first = jax.tree.map(lambda a: a[0], params)
-        lemma = bounds.lemma_4_17_columns(rms_norm(X), first.Wq, first.Wk, u)
+        lemma = bounds.lemma_4_17_columns(rms_norm(X), first.Wq, first.Wk, u=u)
         assert np.all(relative_difference(lemma.coefficient, raw["statements"]["Lemma 4.17"]["coefficient"][0])
                       < relative_tolerance())
     record = raw["theorem"]
@@ -206,3 +206,24 @@ def test_cli_analyze_prints_json_and_refuses_bad_files(tmp_path, capsys):
     (tmp_path / "junk.npz").write_text("not a zip")
     assert main(["analyze", str(tmp_path / "junk.npz")]) == 2
     assert "not a readable .npz" in capsys.readouterr().err
+
+
+def test_analyze_runs_the_exact_forward_of_the_case_once(monkeypatch):
+    from boundlab.analysis import measurement as measure_module
+    from boundlab.transformer import network
+
+    calls = []
+    original = network.forward
+
+    def counting(params, X, arithmetic=None, *args, **kwargs):
+        calls.append(type(arithmetic).__name__)
+        return original(params, X, arithmetic, *args, **kwargs)
+
+    monkeypatch.setattr(measure_module, "forward", counting)
+    monkeypatch.setattr(network, "forward", counting)  # what theorem_4_30 would call
+    params, X = init(jax.random.key(5), "figure4", d=3, n=3, D=4, L=2)
+    data = boundlab.analyze(params, X, "t20", "layer", conditions=False).to_dict()
+    # one exact pass of the case as given, one of the case rounded to the format (the
+    # reference of the measured network error), one emulated pass; the theorem reuses the factors
+    assert calls == ["Exact", "Exact", "Emulated"]
+    assert np.isfinite(data["Theorem 4.30"]["coefficient"])

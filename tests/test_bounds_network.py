@@ -5,6 +5,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import paper_reference
 import pytest
 
 from boundlab import Emulated
@@ -24,8 +25,8 @@ def test_theorem_4_30_is_never_below_the_measured_error(t, norm, shape):
     params, X = jax.vmap(lambda k: init(k, "figure4", d=d, n=n, D=D, L=L))(keys)
     rounded = jax.tree.map(lambda a: arithmetic.cast(a).astype(jnp.float64), (params, X))
     measured = jax.vmap(lambda p, x: compare(p, x, arithmetic, norm).componentwise)(params, X)
-    theorem = jax.vmap(lambda p, x: theorem_4_30(p, x, norm, u))(*rounded)
-    free = jax.vmap(lambda p, x: theorem_4_30(p, x, norm, u, sigma_min_free=True))(*rounded)
+    theorem = jax.vmap(lambda p, x: theorem_4_30(p, x, norm=norm, u=u))(*rounded)
+    free = jax.vmap(lambda p, x: theorem_4_30(p, x, norm=norm, u=u, sigma_min_free=True))(*rounded)
     for record in (theorem, free):
         valid = np.asarray(record.valid)
         if t >= 16:  # at t = 10 the genericity (alpha) hypotheses fail often, and are flagged
@@ -42,7 +43,7 @@ def test_theorem_4_30_is_never_below_the_measured_error(t, norm, shape):
 def test_theorem_4_30_is_differentiable_in_the_weights():
     params, X = init(jax.random.key(1), "figure4", d=3, n=3, D=4, L=2)
     for norm in ("layer", "rms"):
-        grads = jax.grad(lambda p: jnp.log(theorem_4_30(p, X, norm, 2.0**-10).coefficient))(params)
+        grads = jax.grad(lambda p: jnp.log(theorem_4_30(p, X, norm=norm, u=2.0**-10).coefficient))(params)
         assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
 
 
@@ -52,15 +53,24 @@ def test_erratum_theorem_4_30_part_2_layer_norm_factors_belong_inside_the_produc
     at each layer) puts them inside, which is what ``theorem_4_30`` evaluates."""
     params, X = init(jax.random.key(4), "figure4", d=4, n=4, D=4, L=3)
     u = 2.0**-20
-    record = theorem_4_30(params, X, "layer", u)
+    record = theorem_4_30(params, X, norm="layer", u=u)
     rx = np.asarray(record.terms["1 + max_t ||x_t||_inf/||c(x_t)||_-inf"])
     ry = np.asarray(record.terms["1 + max_t ||y_t||_inf/||c(y_t)||_-inf"])
     assert len(np.unique(rx)) == 3 and len(np.unique(ry)) == 3  # one value per layer: l is not free to drop
-    eta, G = np.asarray(record.terms["eta_l"]), np.asarray(record.terms["G_l"])
+    # the factors of each layer from the independent implementation, inside the product
+    numpy_params = {k: np.asarray(v) for k, v in params._asdict().items()}
+    inputs, factors = np.asarray(X), []
+    for layer in range(3):
+        layer_factors, inputs = paper_reference.layer_factors(inputs, {k: v[layer] for k, v in numpy_params.items()},
+                                                             "layer")
+        factors.append(layer_factors)
     d, n, D, L = 4, 4, 4, 3
-    inside = np.prod(eta * G * rx * ry) * 16.0**L / 15 * (8 * n + 34 * d + D)
+    constant = 16.0**L / 15 * (8 * n + 34 * d + D)
+    inside = np.prod([f["K_l"] for f in factors]) * constant
     assert float(record.coefficient) == pytest.approx(inside, rel=2.0**-40)
     # the two readings of the printed formula that keep the factors of one layer differ
-    first = np.prod(eta * G) * rx[0] * ry[0] * 16.0**L / 15 * (8 * n + 34 * d + D)
-    last = np.prod(eta * G) * rx[-1] * ry[-1] * 16.0**L / 15 * (8 * n + 34 * d + D)
+    outside = np.prod([f["eta_l"] * f["G_l"] for f in factors]) * constant
+    key_x, key_y = "1 + max_t ||x_t||_inf/||c(x_t)||_-inf", "1 + max_t ||y_t||_inf/||c(y_t)||_-inf"
+    first = outside * factors[0][key_x] * factors[0][key_y]
+    last = outside * factors[-1][key_x] * factors[-1][key_y]
     assert first != pytest.approx(last) and max(first, last) < float(record.coefficient)

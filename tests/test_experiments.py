@@ -20,7 +20,7 @@ from boundlab.experiments import Figure1, Figure2, Figure3, Figure4, figure1
 from boundlab.experiments.layers import layer_errors, post_norm_block
 from boundlab.experiments.reproduce import reproduce
 from boundlab.experiments.stats import growth_fit, power_fit
-from boundlab.experiments.sweep import sweep
+from boundlab.experiments.sweeps import sweep
 from boundlab.transformer import init, layer_norm, perceptron
 from boundlab.transformer import attention as attention_fn
 
@@ -28,7 +28,7 @@ SWEEP_SOURCE = """
 import jax, jax.numpy as jnp
 from boundlab import Emulated
 from boundlab.experiments.layers import layer_errors
-from boundlab.experiments.sweep import sweep
+from boundlab.experiments.sweeps import sweep
 from boundlab.transformer import init
 ARITHMETICS = (Emulated("t10", unroll=0),)
 def one(key, index):

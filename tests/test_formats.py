@@ -108,3 +108,17 @@ def test_gamma_on_arrays_under_jit_and_vmap():
     np.testing.assert_array_equal(np.asarray(jax.jit(gamma)(n, 0.25)), expected)
     np.testing.assert_array_equal(np.asarray(jax.vmap(gamma, in_axes=(0, None))(n, 0.25)), expected)
     assert np.isfinite(jax.grad(lambda u: gamma(3.0, u))(0.1))
+
+
+def test_gamma_rejects_negative_arguments():
+    import jax
+    import jax.numpy as jnp
+
+    from boundlab import gamma
+
+    for n, u in ((-5, 0.1), (5, -0.1)):
+        with pytest.raises(ValueError, match="n >= 0 and u >= 0"):
+            gamma(n, u)
+    with pytest.raises(ValueError):
+        gamma(jnp.asarray([-1.0, 2.0]), 0.1)
+    assert np.isnan(float(jax.jit(gamma)(-5.0, 0.1)))  # under jit: NaN, not a negative bound

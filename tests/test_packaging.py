@@ -35,3 +35,21 @@ def test_every_source_subpackage_is_installed():
     pyproject = tomllib.loads((source.parent / "pyproject.toml").read_text())
     listed = set(pyproject["tool"]["setuptools"]["packages"])
     assert {f"boundlab.{init.parent.name}" for init in source.glob("*/__init__.py")} <= listed
+
+
+def test_no_submodule_is_shadowed_by_a_name_of_its_package():
+    # boundlab.transformer.init once was both a module and a function: import paths broke
+    import pkgutil
+    import types
+
+    import boundlab
+
+    packages = [boundlab] + [importlib.import_module(f"boundlab.{m.name}") for m in pkgutil.iter_modules(boundlab.__path__)
+                             if m.ispkg]
+    for package in packages:
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name == "__main__":  # importing it runs the command line
+                continue
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            attribute = getattr(package, info.name, module)
+            assert isinstance(attribute, types.ModuleType) and attribute is module, f"{package.__name__}.{info.name}"

@@ -1,6 +1,6 @@
 """One case, every quantity side by side: ``analyze`` and the jit-friendly ``measure``."""
 
-from boundlab.analysis.measure import measure as measure
+from boundlab.analysis.measurement import measure as measure
 from boundlab.analysis.report import Analysis as Analysis
 from boundlab.analysis.report import analyze as analyze
 

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from boundlab._x64 import require_x64
-from boundlab.analysis.measure import measure
+from boundlab.analysis.measurement import measure
 from boundlab.arithmetic import Emulated
 from boundlab.condition.report import condition_report
 from boundlab.transformer.network import PARAM_NAMES, Params, validate

@@ -8,7 +8,7 @@ measured under emulation.
 
 >>> import jax.numpy as jnp
 >>> from boundlab import bounds
->>> record = bounds.lemma_4_6(jnp.array([1.0, -2.0, 3.0]), u=2.0**-11)
+>>> record = bounds.lemma_4_6(jnp.array([1.0, -2.0, 3.0]), u=2.0**-11)  # u: required, keyword-only
 >>> record.statement, float(record.coefficient), bool(record.valid)  # (d/2 + 3) u
 ('Lemma 4.6', 4.5, True)
 """
@@ -40,11 +40,13 @@ from boundlab.bounds.subblocks import lemma_4_25 as lemma_4_25
 from boundlab.bounds.subblocks import lemma_4_26 as lemma_4_26
 from boundlab.bounds.subblocks import lemma_4_27 as lemma_4_27
 from boundlab.bounds.subblocks import lemma_4_28 as lemma_4_28
-from boundlab.bounds.network import block_terms as block_terms
+from boundlab.bounds.network import BlockFactors as BlockFactors
+from boundlab.bounds.network import block_factors as block_factors
+from boundlab.bounds.network import block_record as block_record
 from boundlab.bounds.network import lemma_4_29 as lemma_4_29
 from boundlab.bounds.network import theorem_4_30 as theorem_4_30
 
-__all__ = ["Bound", "block_terms", "corollary_4_9", "corollary_4_12", "corollary_4_16", "corollary_4_20",
+__all__ = ["BlockFactors", "Bound", "block_factors", "block_record", "corollary_4_9", "corollary_4_12", "corollary_4_16", "corollary_4_20",
            "corollary_4_20_columns", "corollary_4_23", "lemma_4_3", "lemma_4_6", "lemma_4_10", "lemma_4_11",
            "lemma_4_14", "lemma_4_17", "lemma_4_17_absolute", "lemma_4_17_columns", "lemma_4_19",
            "lemma_4_19_columns", "lemma_4_21", "lemma_4_21_absolute", "lemma_4_25", "lemma_4_26", "lemma_4_27",

@@ -47,8 +47,13 @@ def bound(statement, coefficient, input_gain=0.0, terms=None, flags=None) -> Bou
     Undefined: NaN, or negative, which a bound cannot be; it comes from a maximum over NaN
     terms, which XLA:CPU may reduce to -inf (non-finite exact intermediates, also flagged).
     """
-    coefficient = jnp.asarray(coefficient, dtype=jnp.float64)
-    coefficient = jnp.where(jnp.isnan(coefficient) | (coefficient < 0), jnp.inf, coefficient)
+    coefficient = undefined_to_inf(jnp.asarray(coefficient, dtype=jnp.float64))
     return Bound(statement, coefficient, jnp.asarray(input_gain, dtype=jnp.float64),
                  {k: jnp.asarray(v) for k, v in (terms or {}).items()},
                  {k: jnp.asarray(v) for k, v in (flags or {}).items()})
+
+
+def undefined_to_inf(value) -> jax.Array:
+    """NaN or negative (a maximum over NaN terms, which XLA:CPU may reduce to -inf) becomes inf:
+    an undefined factor of a bound is no bound."""
+    return jnp.where(jnp.isnan(value) | (value < 0), jnp.inf, value)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from boundlab.condition.autodiff import operator_norm
 from boundlab.errors import ratio as _ratio
-from boundlab.transformer.layers import causal_mask
+from boundlab.quantities import causal_mask, centre
 
 
 def _min_abs(x):
@@ -108,11 +108,6 @@ def rms_norm(x) -> RMSNorm:
         jnp.where(generic, 2 * (1 - lo**2 / sq), jnp.inf),
         generic,
     ), nonzero)
-
-
-def centre(x):
-    """c(x) = x - mu(x) e."""
-    return x - jnp.mean(x)
 
 
 class Centring(NamedTuple):
@@ -278,12 +273,16 @@ def softmax(s) -> Softmax:
     psi = jax.nn.softmax(s)
     spread = jnp.abs(s) * (1 - 2 * psi) + psi @ jnp.abs(s)
     one_inf = jnp.max(psi * _sum_of_others(psi))  # 1 - psi_i as sum_{j != i} psi_j: no cancellation
-    n = s.shape[0]
-    # diagonal psi_i - psi_i^2 written as psi_i sum_{j != i} psi_j: no cancellation when psi_i ~ 1
-    jac = jnp.diag(psi * _sum_of_others(psi)) - jnp.outer(psi, psi) * (1 - jnp.eye(n))
-    record = Softmax(jac, jnp.max(psi), one_inf, 2 * one_inf,
+    record = Softmax(softmax_jacobian(psi), jnp.max(psi), one_inf, 2 * one_inf,
                      jnp.max(psi * spread) / jnp.max(psi), jnp.max(spread), 2 * _max_abs(s), jnp.asarray(True))
     return _guard(record, jnp.any(s != 0))  # Lemma 3.3 needs s != 0
+
+
+def softmax_jacobian(psi):
+    """J_psi = diag(psi) - psi psi^T (Lemma 3.13), the diagonal psi_i - psi_i^2 written as
+    psi_i sum_{j != i} psi_j: no cancellation when psi_i ~ 1."""
+    n = psi.shape[0]
+    return jnp.diag(psi * _sum_of_others(psi)) - jnp.outer(psi, psi) * (1 - jnp.eye(n))
 
 
 class Attention(NamedTuple):
@@ -331,8 +330,7 @@ def attention_jacobian(X, Wq, Wk, Wv):
     for t in range(1, n + 1):
         Xt = X[:, :t]
         psi = jax.nn.softmax(Xt.T @ B @ Xt[:, -1])
-        J_psi = jnp.diag(psi) - jnp.outer(psi, psi)
-        H = jnp.kron(psi[None, :], Wv) + Wv @ Xt @ J_psi @ scores_jacobian(Xt, B)
+        H = jnp.kron(psi[None, :], Wv) + Wv @ Xt @ softmax_jacobian(psi) @ scores_jacobian(Xt, B)
         rows.append(jnp.concatenate([H, jnp.zeros((d, d * (n - t)))], axis=1))
     return jnp.concatenate(rows, axis=0)
 

@@ -14,7 +14,7 @@ from boundlab.experiments.figures import figure4 as figure4
 from boundlab.experiments.layers import layer_errors as layer_errors
 from boundlab.experiments.layers import post_norm_block as post_norm_block
 from boundlab.experiments.output import write as write
-from boundlab.experiments.sweep import sweep as sweep
+from boundlab.experiments.sweeps import sweep as sweep
 
 __all__ = ["CONFIGS", "RUNNERS", "Figure1", "Figure2", "Figure3", "Figure4", "FigureResult", "figure1", "figure2",
            "figure3", "figure4", "layer_errors", "post_norm_block", "sweep", "write"]

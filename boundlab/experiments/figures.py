@@ -27,7 +27,7 @@ from boundlab.bounds import theorem_4_30
 from boundlab.errors import relative_componentwise, relative_normwise
 from boundlab.experiments.layers import layer_errors
 from boundlab.experiments.stats import finite_stats, growth_fit, linear_fit, power_fit
-from boundlab.experiments.sweep import sweep
+from boundlab.experiments.sweeps import sweep
 from boundlab.transformer import attention, init
 
 KINDS = ("componentwise", "normwise")
@@ -154,7 +154,7 @@ def _theorem_samples(config, scheme, count, progress, norm="layer", **init_kwarg
     def one(key, index):
         params, X = config.narrow(init(key, scheme, **init_kwargs))
         # u is traced: one compiled theorem for every precision (only the hypotheses depend on u)
-        records = jax.vmap(lambda u: theorem_4_30(params, X, norm, u))(us)
+        records = jax.vmap(lambda u: theorem_4_30(params, X, norm=norm, u=u))(us)
         return {"log10_coefficient": records.terms["log10_coefficient"][0],
                 "log10_layerwise": records.terms["log10_layerwise"][0], "valid": records.valid}
 

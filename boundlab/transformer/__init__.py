@@ -4,10 +4,10 @@ Every function takes an arithmetic (``boundlab.Exact()`` or ``boundlab.Emulated(
 order of operations is documented in ``boundlab.transformer.layers``.
 """
 
-from boundlab.transformer.compare import Comparison as Comparison
-from boundlab.transformer.compare import compare as compare
-from boundlab.transformer.init import SCHEMES as SCHEMES
-from boundlab.transformer.init import init as init
+from boundlab.transformer.comparison import Comparison as Comparison
+from boundlab.transformer.comparison import compare as compare
+from boundlab.transformer.inits import SCHEMES as SCHEMES
+from boundlab.transformer.inits import init as init
 from boundlab.transformer.layers import attention as attention
 from boundlab.transformer.layers import causal_mask as causal_mask
 from boundlab.transformer.layers import centring as centring

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from boundlab.arithmetic import Exact, fold_key
+from boundlab.quantities import causal_mask
 
 
 
@@ -78,11 +79,6 @@ def perceptron(X, A1, b1, A2, b2, arithmetic=Exact(), key=None, return_hidden=Fa
     active = jnp.maximum(hidden, 0)
     out = arithmetic.add(arithmetic.matmul(A2, active, fold_key(key, 2)), b2[:, None], fold_key(key, 3))
     return (out, hidden) if return_hidden else out
-
-
-def causal_mask(n: int) -> jax.Array:
-    """mask[i, t] = (i <= t): key i is visible to query t."""
-    return jnp.arange(n)[:, None] <= jnp.arange(n)[None, :]
 
 
 def scores(X, Wq, Wk, arithmetic=Exact(), key=None):

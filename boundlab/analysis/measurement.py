@@ -26,7 +26,10 @@ import jax.numpy as jnp
 
 from boundlab import bounds
 from boundlab.arithmetic import Exact, fold_key
+from boundlab.bounds.network import block_parts, factors_from_parts
+from boundlab.bounds.subblocks import attention_record, feed_forward_record
 from boundlab.errors import relative_componentwise
+from boundlab.quantities import causal_mask
 from boundlab.transformer import layers
 from boundlab.transformer.network import Params, block, forward
 
@@ -62,31 +65,36 @@ def in_range(values, fmt) -> jax.Array:
 
 
 def _block_in_range(ex, n, fmt):
-    mask = layers.causal_mask(n)
+    mask = causal_mask(n)
     exps = jnp.where(mask, jnp.exp(ex.scores), 0.0)
     return in_range([ex.inputs, ex.attention_input, ex.scores, exps, ex.softmax, ex.attention, ex.attention_residual,
                      ex.perceptron_input, ex.hidden, ex.perceptron, ex.outputs], fmt)
 
 
-def _layer(X_true, given, arithmetic, norm, u, key):
-    """All statements about one layer whose exact input is ``X_true`` (float64, the actual
-    case's), with the layer's weights ``given`` (float64)."""
+def _layer(true, given, arithmetic, norm, u, key):
+    """All statements about one layer: ``true`` is the layer's slice of the single exact forward
+    of the case as given (float64), ``given`` the layer's weights (float64).  Returns the
+    entries and the layer's ``BlockFactors`` (for Theorem 4.30)."""
+    X_true = true.inputs
     n = X_true.shape[1]
+    D = given.A1.shape[0]
     wide = lambda a: jnp.asarray(a, jnp.float64)  # noqa: E731
     rounded = jax.tree.map(arithmetic.cast, given)  # the weights as format numbers (container)
     W = jax.tree.map(wide, rounded)  # ... held in float64 for the exact references
-    _, true = block(X_true, given, EXACT, norm, return_intermediates=True)  # where the bounds are evaluated
     Xr = arithmetic.cast(X_true)
     _, ex = block(wide(Xr), W, EXACT, norm, return_intermediates=True)  # exact, on format numbers
     _, em = block(Xr, rounded, arithmetic, norm, fold_key(key, 0), return_intermediates=True)
     em = jax.tree.map(wide, em)
     normalise = layers.NORMS[norm]
-    mask = layers.causal_mask(n)
+    mask = causal_mask(n)
 
     def on_format_numbers(function, x, k):
         """(emulated, exact) of ``function`` at x rounded to the format: the part's own error."""
         xr = arithmetic.cast(x)
         return jax.tree.map(wide, function(xr, rounded, arithmetic, k)), function(wide(xr), W, EXACT, None)
+
+    def per_column(statement, X, *args):
+        return jax.vmap(lambda x: statement(x, *args, u=u), in_axes=1)(X)
 
     out = {}
     # -- normalisation (per token), exact inputs: the block's two normalisations
@@ -94,24 +102,21 @@ def _layer(X_true, given, arithmetic, norm, u, key):
         k = fold_key(key, 10 + index)
         measured = _columns(*on_format_numbers(lambda x, w, a, kk: normalise(x, a, kk), vectors, k))
         if norm == "rms":
-            out.setdefault("Lemma 4.6", []).append(_entry(jax.vmap(lambda x: bounds.lemma_4_6(x, u), 1)(vectors),
-                                                           measured))
+            out.setdefault("Lemma 4.6", []).append(_entry(per_column(bounds.lemma_4_6, vectors), measured))
         else:
-            out.setdefault("Lemma 4.11", []).append(_entry(jax.vmap(lambda x: bounds.lemma_4_11(x, u), 1)(vectors),
-                                                            measured))
+            out.setdefault("Lemma 4.11", []).append(_entry(per_column(bounds.lemma_4_11, vectors), measured))
             centred = _columns(*on_format_numbers(lambda x, w, a, kk: layers.centring(x, a, kk), vectors,
                                                   fold_key(k, 5)))
-            out.setdefault("Lemma 4.10", []).append(_entry(jax.vmap(lambda x: bounds.lemma_4_10(x, u), 1)(vectors),
-                                                            centred))
+            out.setdefault("Lemma 4.10", []).append(_entry(per_column(bounds.lemma_4_10, vectors), centred))
     out = {name: jax.tree.map(lambda *a: jnp.concatenate(a), *entries) for name, entries in out.items()}
 
     # -- attention parts, exact inputs
     Z = true.attention_input
     S_em, S_exact = on_format_numbers(lambda x, w, a, k: layers.scores(x, w.Wq, w.Wk, a, k), Z, fold_key(key, 20))
-    out["Lemma 4.17"] = _entry(bounds.lemma_4_17_columns(Z, given.Wq, given.Wk, u), _columns(S_em, S_exact))
+    out["Lemma 4.17"] = _entry(bounds.lemma_4_17_columns(Z, given.Wq, given.Wk, u=u), _columns(S_em, S_exact))
     P_em, P_exact = on_format_numbers(lambda x, w, a, k: layers.softmax(x, a, k, mask=mask), true.scores,
                                       fold_key(key, 21))
-    out["Lemma 4.19"] = _entry(bounds.lemma_4_19_columns(true.scores, u), _columns(P_em, P_exact))
+    out["Lemma 4.19"] = _entry(bounds.lemma_4_19_columns(true.scores, u=u), _columns(P_em, P_exact))
     printed = bounds.remark_4_18(given.Wq, given.Wk)
     out["Remark 4.18"] = {"coefficient": printed.coefficient, "input_gain": jnp.zeros(()), "input_error": jnp.zeros(()),
                           "measured": jnp.max(out["Lemma 4.17"]["terms"]["xi(S, X)"]), "flags": printed.flags,
@@ -119,58 +124,65 @@ def _layer(X_true, given, arithmetic, norm, u, key):
     A_em, A_exact = on_format_numbers(lambda x, w, a, k: layers.attention(x, w.Wq, w.Wk, w.Wv, a, k), Z,
                                       fold_key(key, 22))
     for statement in (bounds.lemma_4_21, bounds.lemma_4_21_absolute, bounds.remark_4_22):
-        record = statement(Z, given.Wq, given.Wk, given.Wv, u)
+        record = statement(Z, given.Wq, given.Wk, given.Wv, u=u)
         out[record.statement] = _entry(record, relative_componentwise(A_em, A_exact))
 
     # -- perceptron, exact inputs (per token)
     V = true.perceptron_input
     (M_em, H_em), (M_exact, H_exact) = on_format_numbers(
         lambda x, w, a, k: layers.perceptron(x, *w[3:], a, k, return_hidden=True), V, fold_key(key, 30))
-    out["Lemma 4.3"] = _entry(jax.vmap(lambda x: bounds.lemma_4_3(given.A1, x, given.b1, u), 1)(V),
+    out["Lemma 4.3"] = _entry(jax.vmap(lambda x: bounds.lemma_4_3(given.A1, x, b=given.b1, u=u), 1)(V),
                               _columns(H_em, H_exact))
-    out["Lemma 4.14"] = _entry(jax.vmap(lambda x: bounds.lemma_4_14(x, *given[3:], u), 1)(V), _columns(M_em, M_exact))
+    out["Lemma 4.14"] = _entry(per_column(bounds.lemma_4_14, V, *given[3:]), _columns(M_em, M_exact))
 
-    # -- sub-blocks and the block, exact inputs
-    record = (bounds.lemma_4_26 if norm == "layer" else bounds.lemma_4_25)(X_true, given, u)
+    # -- sub-blocks and the block, exact inputs: each lemma evaluated once, from the exact pass
+    attention_parts, token_parts = block_parts(X_true, given, norm, u, true)
+    d = X_true.shape[0]
+    if norm == "layer":
+        record = attention_record("Lemma 4.26", attention_parts, False, 2 * n + 7 * d, 4.0)
+        sub_perceptron = feed_forward_record("Lemma 4.28", token_parts, 6 * d + token_parts.omega, 4.0)
+    else:
+        record = attention_record("Lemma 4.25", attention_parts, False, 2 * n + 6 * d, 3.0)
+        sub_perceptron = feed_forward_record("Lemma 4.27", token_parts, 5 * d + token_parts.omega, 3.0)
     out[record.statement] = _entry(record, relative_componentwise(em.attention_residual, ex.attention_residual))
 
     def feed_forward(y, w, a, k):
         return a.add(y, layers.perceptron(normalise(y, a, fold_key(k, 0)), *w[3:], a, fold_key(k, 1)), fold_key(k, 2))
 
     F_em, F_exact = on_format_numbers(feed_forward, true.attention_residual, fold_key(key, 40))
-    sub_perceptron = bounds.lemma_4_28 if norm == "layer" else bounds.lemma_4_27
-    record = jax.vmap(lambda y: sub_perceptron(y, given, u), 1)(true.attention_residual)
-    out[record.statement] = _entry(record, _columns(F_em, F_exact))
-    out["Lemma 4.29"] = _entry(bounds.lemma_4_29(X_true, given, norm, u), relative_componentwise(em.outputs, ex.outputs))
+    out[sub_perceptron.statement] = _entry(sub_perceptron, _columns(F_em, F_exact))
+    factors = factors_from_parts(attention_parts, token_parts, true, norm)
+    out["Lemma 4.29"] = _entry(bounds.block_record(factors, n, d, D, norm), relative_componentwise(em.outputs, ex.outputs))
 
     # -- perturbed inputs inside the emulated block (input errors measured, not assumed)
     corollaries = (bounds.corollary_4_12, bounds.remark_4_13) if norm == "layer" else (bounds.corollary_4_9,)
     for statement in corollaries:
-        record = jax.vmap(lambda y: statement(y, u), 1)(true.attention_residual)
+        record = per_column(statement, true.attention_residual)
         out[record.statement] = _entry(record, _columns(em.perceptron_input, ex.perceptron_input),
                                        _columns(em.attention_residual, ex.attention_residual))
-    record = jax.vmap(lambda x: bounds.corollary_4_16(x, *given[3:], u), 1)(true.perceptron_input)
+    record = per_column(bounds.corollary_4_16, true.perceptron_input, *given[3:])
     out["Corollary 4.16"] = _entry(record, _columns(em.perceptron, ex.perceptron),
                                    _columns(em.perceptron_input, ex.perceptron_input))
-    out["Corollary 4.20"] = _entry(bounds.corollary_4_20_columns(true.scores, u), _columns(em.softmax, ex.softmax),
+    out["Corollary 4.20"] = _entry(bounds.corollary_4_20_columns(true.scores, u=u), _columns(em.softmax, ex.softmax),
                                    _columns(em.scores, ex.scores))
-    record = bounds.corollary_4_23(true.attention_input, given.Wq, given.Wk, given.Wv, u)
+    record = bounds.corollary_4_23(true.attention_input, given.Wq, given.Wk, given.Wv, u=u)
     out["Corollary 4.23"] = _entry(record, relative_componentwise(em.attention, ex.attention),
                                    relative_componentwise(em.attention_input, ex.attention_input))
     ok = _block_in_range(ex, n, arithmetic.fmt)
     for entry in out.values():
         entry["flags"][RANGE_FLAG] = jnp.broadcast_to(ok, entry["coefficient"].shape)
-    return out
+    return out, factors
 
 
 def measure(params, X, arithmetic, norm: str = "layer", key=None) -> dict:
     """All statements on one case (see the module docstring); arrays only, so jit/vmap work.
 
-    The bounds are evaluated in float64 on the exact intermediates of the case as given.  The
-    errors are measured as Model 4.1 defines them: the weights and each part's input are rounded
-    to the format (operands are format numbers), and the emulated result is compared with the
-    float64 result on the same format numbers.  ``measured_against_given`` compares the
-    emulated network with the exact network of the unrounded case.
+    The bounds are evaluated in float64 on the exact intermediates of the case as given, from
+    one exact forward pass: every per-layer lemma once, Theorem 4.30 (both variants) from the
+    per-layer factors.  The errors are measured as Model 4.1 defines them: the weights and each
+    part's input are rounded to the format (operands are format numbers), and the emulated result
+    is compared with the float64 result on the same format numbers.  ``measured_against_given``
+    compares the emulated network with the exact network of the unrounded case.
     """
     u = arithmetic.unit_roundoff
     params = Params(*params) if isinstance(params, Params) else Params(**params)
@@ -188,12 +200,12 @@ def measure(params, X, arithmetic, norm: str = "layer", key=None) -> dict:
     L = params.A1.shape[0]
     layer_keys = jnp.arange(L) if key is None else jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(L))
 
-    def one(x, layer, k):
-        return _layer(x, layer, arithmetic, norm, u, None if key is None else k)
+    def one(inter, layer, k):
+        return _layer(inter, layer, arithmetic, norm, u, None if key is None else k)
 
-    per_layer = jax.vmap(one)(true.inputs, given, layer_keys)
-    theorem = bounds.theorem_4_30(given, X_given, norm, u)
-    free = bounds.theorem_4_30(given, X_given, norm, u, sigma_min_free=True)
+    per_layer, factors = jax.vmap(one)(true, given, layer_keys)
+    theorem = bounds.theorem_4_30(given, X_given, norm=norm, u=u, factors=factors)
+    free = bounds.theorem_4_30(given, X_given, norm=norm, u=u, sigma_min_free=True, factors=factors)
     network_in_range = jax.vmap(lambda e: _block_in_range(e, X.shape[1], arithmetic.fmt))(ex)
     # the same Lemma 4.29 records (evaluated per layer above), now with the network's own errors
     block_lemma = per_layer["Lemma 4.29"]
