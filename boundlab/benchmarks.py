@@ -157,7 +157,7 @@ def figure1_benchmark(inits: int = 5000, L: int = 40, d: int = 20, precisions=(1
 
     from boundlab.arithmetic import Exact
     from boundlab.experiments import Figure1, figure1
-    from boundlab.experiments.sweep import sweep
+    from boundlab.experiments.sweeps import sweep
     from boundlab.transformer import forward, init
 
     config = Figure1(d=d, n=d, D=d, L=L, inits=inits, precisions=tuple(precisions), accumulation=accumulation,
@@ -183,4 +183,25 @@ def figure1_benchmark(inits: int = 5000, L: int = 40, d: int = 20, precisions=(1
         with_bounds = time.perf_counter() - start
         rows.append(Timing(f"Theorem 4.30 on {bound_samples} inits (+ their sweep)", with_bounds, with_bounds,
                            with_bounds / base, note="what boundlab figure 1 adds for its bound column"))
+    return rows
+
+
+def analyze_benchmark(d: int = 20, L: int = 40, fmt: str = "t24", repeats: int = 1, conditions: bool = True,
+                      seed: int = 0) -> list[Timing]:
+    """``analyze`` on one figure1 case (d = n = D, L layers) as a user calls it: every Section 4
+    statement, Theorem 4.30 in both variants and (with ``conditions``) the condition numbers of
+    every layer; the first call compiles.  Beside one emulated forward of the same case (the
+    baseline: what measuring the error alone costs)."""
+    from boundlab.analysis import analyze
+    from boundlab.arithmetic import Emulated
+    from boundlab.transformer import forward, init
+
+    params, X = init(jax.random.key(seed), "figure1", d=d, n=d, D=d, L=L)
+    emulated = jax.jit(lambda p, x: forward(p, x, Emulated(fmt, unroll=0)))
+    base, base_first = time_call(lambda: emulated(params, X), repeats)
+    note = f"d = n = D = {d}, L = {L}, {fmt}; first call includes compilation"
+    rows = [Timing(f"emulated forward ({fmt})", base, base_first, 1.0, note=note)]
+    best, first = time_call(lambda: analyze(params, X, fmt, conditions=conditions).raw, repeats)
+    name = "analyze" + (" (with condition numbers)" if conditions else " (bounds and errors)")
+    rows.append(Timing(name, best, first, best / base, note=note))
     return rows

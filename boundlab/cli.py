@@ -18,9 +18,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from boundlab.benchmarks import forward_benchmark, rounding_benchmark
-
-    from boundlab.benchmarks import figure1_benchmark
+    from boundlab.benchmarks import analyze_benchmark, figure1_benchmark, forward_benchmark, rounding_benchmark
 
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
@@ -39,6 +37,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         inits, layers = (500, 10) if args.quick else (5000, 40)
         sections["figure1"] = (f"Figure 1 sweep, {inits} initialisations, L = {layers}, t = 12, 16, 20, 24",
                                "ratio to float64 sweep", figure1_benchmark(inits=inits, L=layers))
+    if args.only in (None, "analyze"):
+        layers = 10 if args.quick else 40
+        sections["analyze"] = (f"analyze, one case, d = n = D = 20, L = {layers}, t24 (first call compiles)",
+                               "ratio to one emulated forward", analyze_benchmark(L=layers, repeats=max(1, args.repeats // 2)))
     device = str(jax.devices()[0])
     if args.json:
         report = {"device": device, **{key: [dataclasses.asdict(t) for t in rows]
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
-    bench.add_argument("--only", choices=("rounding", "forward", "figure1"), help="run one part only")
+    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze"), help="run one part only")
     bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")

@@ -72,8 +72,12 @@ def jacobian(f, x, mode: str | None = None) -> jax.Array:
     return (jax.jacfwd if mode == "fwd" else jax.jacrev)(flat)(point)
 
 
-def componentwise(f, x, mode: str | None = None) -> Condition:
+def componentwise(f, x, mode: str | None = None, where=None) -> Condition:
     """kappa_cc(f, x) = ||diag(f(x))^-1 J_f(x) diag(x)||_inf (Lemma 3.3).
+
+    ``where`` (a boolean mask of f's output, vectorised) restricts the norm to those outputs:
+    the others must be exact zeros that do not depend on x (padding, as when a causal prefix is
+    evaluated at a fixed shape under ``vmap``).
 
     >>> import jax.numpy as jnp
     >>> float(componentwise(lambda v: v * v, jnp.array([1.0, -3.0])).value)  # kappa_cc(x^2) = 2
@@ -81,10 +85,11 @@ def componentwise(f, x, mode: str | None = None) -> Condition:
     """
     J = jacobian(f, x, mode)
     out, point = vec(f(x)), vec(x)
+    keep = jnp.ones(out.shape, bool) if where is None else vec(where)
     rows = jnp.sum(jnp.abs(J * point[None, :]), axis=1)
-    defined = jnp.all(out != 0) & _differentiable(J, out)
+    defined = jnp.all((out != 0) | ~keep) & _differentiable(J, out)
     safe = jnp.where(out != 0, jnp.abs(out), 1)
-    value = jnp.where(defined, jnp.max(rows / safe), jnp.inf)
+    value = jnp.where(defined, jnp.max(jnp.where(keep, rows / safe, 0.0)), jnp.inf)
     return Condition(value, defined)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -10,6 +11,7 @@ import numpy as np
 
 from boundlab.arithmetic import Exact
 from boundlab.condition import autodiff, closed_forms
+from boundlab.quantities import causal_mask
 from boundlab.transformer import layers
 
 
@@ -52,27 +54,39 @@ def condition_values(layer, X, norm: str = "layer"):
         raise ValueError(f"norm must be 'layer' or 'rms', got {norm!r}")
     exact = Exact()
     X = exact.cast(X)
-    n = X.shape[1]
-    tokens = [X[:, t] for t in range(n)]
+    d, n = X.shape
     normalise = layers.layer_norm if norm == "layer" else layers.rms_norm
+    per_token = functools.partial(jax.vmap, in_axes=1)  # one trace for all tokens
     if norm == "layer":
-        closed_values = [closed_forms.layer_norm(x).kappa_cc_bound for x in tokens]
+        closed_values = per_token(lambda x: closed_forms.layer_norm(x).kappa_cc_bound)(X)
     else:
-        closed_values = [closed_forms.rms_norm(x).kappa_cc for x in tokens]
-    pairs = [(_worst([autodiff.componentwise(normalise, x).value for x in tokens]), _worst(closed_values))]
+        closed_values = per_token(lambda x: closed_forms.rms_norm(x).kappa_cc)(X)
+    pairs = [(jnp.max(per_token(lambda x: autodiff.componentwise(normalise, x).value)(X)), jnp.max(closed_values))]
 
     Xn = normalise(X)
     S_all = layers.scores(Xn, layer.Wq, layer.Wk)
-    score_auto, score_closed, soft_auto, soft_closed = [], [], [], []
-    for t in range(1, n + 1):
-        Xt = Xn[:, :t]
-        score_auto.append(autodiff.componentwise(lambda Y: layers.scores(Y, layer.Wq, layer.Wk)[:, -1], Xt).value)
-        score_closed.append(closed_forms.scores(Xt, layer.Wq, layer.Wk).kappa_cc_bound)
-        s = S_all[:t, t - 1]
-        soft_auto.append(autodiff.componentwise(lambda v: layers.softmax(v), s).value)
-        soft_closed.append(closed_forms.softmax(s).kappa_cc)
-    pairs.append((_worst(score_auto), _worst(score_closed)))
-    pairs.append((_worst(soft_auto), _worst(soft_closed)))
+    mask = causal_mask(n)
+
+    def prefix_conditions(t):
+        """kappa_cc of the scores of query t and of their softmax, with the keys i > t padded
+        with zeros (the same numbers as on the prefix X_t, at a fixed shape)."""
+        visible = mask[:, t]
+
+        def last_scores(Y):
+            return jnp.where(visible, layers.scores(jnp.where(visible[None, :], Y, 0.0), layer.Wq, layer.Wk)[:, t], 0.0)
+
+        def softmax(v):
+            return layers.softmax(v[:, None], mask=visible[:, None])[:, 0]
+
+        prefix = jnp.where(visible[None, :], Xn, 0.0)
+        scores = autodiff.componentwise(last_scores, prefix, where=visible).value
+        return scores, autodiff.componentwise(softmax, jnp.where(visible, S_all[:, t], 0.0), where=visible).value
+
+    score_auto, soft_auto = jax.vmap(prefix_conditions)(jnp.arange(n))
+    score_closed = [closed_forms.scores(Xn[:, :t], layer.Wq, layer.Wk).kappa_cc_bound for t in range(1, n + 1)]
+    soft_closed = [closed_forms.softmax(S_all[:t, t - 1]).kappa_cc for t in range(1, n + 1)]
+    pairs.append((jnp.max(score_auto), _worst(score_closed)))
+    pairs.append((jnp.max(soft_auto), _worst(soft_closed)))
 
     att_auto = autodiff.componentwise(lambda Y: layers.attention(Y, layer.Wq, layer.Wk, layer.Wv), Xn).value
     att = closed_forms.attention(Xn, layer.Wq, layer.Wk, layer.Wv)
@@ -85,14 +99,13 @@ def condition_values(layer, X, norm: str = "layer"):
     def mlp(v):
         return layers.perceptron(v[:, None], layer.A1, layer.b1, layer.A2, layer.b2)[:, 0]
 
-    mlp_auto, mlp_closed = [], []
-    for t in range(n):
-        y = Yn[:, t]
-        mlp_auto.append(autodiff.componentwise(mlp, y).value)
+    def mlp_closed(y):
         local = closed_forms.perceptron(layer.A1, layer.b1, layer.A2, layer.b2, y)
         offset = mlp(y) - local.jacobian @ y  # M is affine near y (Lemma 3.10): M(v) = J v + offset
-        mlp_closed.append(jnp.where(local.generic, closed_forms.affine(local.jacobian, offset, y).kappa_cc, jnp.inf))
-    pairs.append((_worst(mlp_auto), _worst(mlp_closed)))
+        return jnp.where(local.generic, closed_forms.affine(local.jacobian, offset, y).kappa_cc, jnp.inf)
+
+    mlp_auto = per_token(lambda y: autodiff.componentwise(mlp, y).value)(Yn)
+    pairs.append((jnp.max(mlp_auto), jnp.max(per_token(mlp_closed)(Yn))))
     return jnp.asarray(pairs)
 
 
