@@ -138,12 +138,8 @@ def _layer(true, given, arithmetic, norm, u, key):
     # -- sub-blocks and the block, exact inputs: each lemma evaluated once, from the exact pass
     attention_parts, token_parts = block_parts(X_true, given, norm, u, true)
     d = X_true.shape[0]
-    if norm == "layer":
-        record = attention_record("Lemma 4.26", attention_parts, False, 2 * n + 7 * d, 4.0)
-        sub_perceptron = feed_forward_record("Lemma 4.28", token_parts, 6 * d + token_parts.omega, 4.0)
-    else:
-        record = attention_record("Lemma 4.25", attention_parts, False, 2 * n + 6 * d, 3.0)
-        sub_perceptron = feed_forward_record("Lemma 4.27", token_parts, 5 * d + token_parts.omega, 3.0)
+    record = attention_record(attention_parts, norm, n, d)
+    sub_perceptron = feed_forward_record(token_parts, norm, d)
     out[record.statement] = _entry(record, relative_componentwise(em.attention_residual, ex.attention_residual))
 
     def feed_forward(y, w, a, k):

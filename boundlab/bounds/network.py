@@ -63,15 +63,20 @@ def _check_norm(norm):
         raise ValueError(f"norm must be one of {tuple(NORMS)}, got {norm!r}")
 
 
-def block_parts(X, layer, norm: str, u, intermediates=None) -> tuple[AttentionParts, FeedForwardParts]:
-    """Lemma 4.25/4.26 at X and Lemma 4.27/4.28 at every column of Y = X + A(N(X)) (stacked on a
-    leading token axis); ``intermediates``: this layer's exact intermediates (else computed)."""
+def _exact_intermediates(X, layer, norm, intermediates):
+    """This layer's exact intermediates: the caller's, or one exact block evaluated here."""
     _check_norm(norm)
     if intermediates is None:
         from boundlab.transformer.network import block
 
         _, intermediates = block(X, layer, Exact(), norm, return_intermediates=True)
-    inter = intermediates
+    return intermediates
+
+
+def block_parts(X, layer, norm: str, u, intermediates=None) -> tuple[AttentionParts, FeedForwardParts]:
+    """Lemma 4.25/4.26 at X and Lemma 4.27/4.28 at every column of Y = X + A(N(X)) (stacked on a
+    leading token axis); ``intermediates``: this layer's exact intermediates (else computed)."""
+    inter = _exact_intermediates(X, layer, norm, intermediates)
     attention = attention_parts(X, layer, norm, u, inter.attention_input, inter.attention)
     tokens = jax.vmap(lambda y, r, h: feed_forward_parts(y, layer, norm, u, r, h), in_axes=(1, 1, 1))(
         inter.attention_residual, inter.perceptron_input, inter.hidden)
@@ -97,11 +102,7 @@ def factors_from_parts(attention: AttentionParts, tokens: FeedForwardParts, inte
 def block_factors(X, layer, norm: str, u, intermediates=None) -> BlockFactors:
     """The factors of Lemma 4.29 for one layer with exact input X (d x n); ``intermediates`` is
     that layer's slice of ``forward(..., Exact(), return_intermediates=True)`` (else computed)."""
-    if intermediates is None:
-        from boundlab.transformer.network import block
-
-        _check_norm(norm)
-        _, intermediates = block(X, layer, Exact(), norm, return_intermediates=True)
+    intermediates = _exact_intermediates(X, layer, norm, intermediates)
     return factors_from_parts(*block_parts(X, layer, norm, u, intermediates), intermediates, norm)
 
 

@@ -89,18 +89,20 @@ def feed_forward_parts(y, layer, norm: str, u, normalised=None, hidden=None) -> 
     return FeedForwardParts(xi_residual, parts.xi, parts.omega, layer_norm, flags)
 
 
-def attention_record(statement_name, parts: AttentionParts, sigma_min_free, constant, gain):
-    """Lemma 4.25 or 4.26 from the parts: K = xi(f_A) xi(A) G [(1 + ...)], K constant u + K gain rho."""
+def attention_record(parts: AttentionParts, norm: str, n: int, d: int, sigma_min_free: bool = False) -> Bound:
+    """Lemma 4.25 (RMS norm) or 4.26 (layer norm) from the parts: K = xi(f_A) xi(A) G [(1 + ...)],
+    bound K ((2n + 6d) u + 3 rho) or K ((2n + 7d) u + 4 rho)."""
+    name, constant, gain = ("Lemma 4.25", 2 * n + 6 * d, 3.0) if norm == "rms" else ("Lemma 4.26", 2 * n + 7 * d, 4.0)
     G = parts.growth_free if sigma_min_free else parts.growth
     K = parts.xi_residual * parts.xi_attention * G * parts.layer_norm
-    residual = "f_A" if statement_name == "Lemma 4.25" else "g_A"
+    residual = "f_A" if norm == "rms" else "g_A"
     terms = {f"xi({residual}, X)": parts.xi_residual, "xi(A, N(X))": parts.xi_attention, "G": G}
-    if statement_name == "Lemma 4.26":
+    if norm == "layer":
         terms["1 + max_t ||x_t||_inf/||c(x_t)||_-inf"] = parts.layer_norm
     flags = dict(parts.flags)
     if not sigma_min_free:
         flags["W_k^T W_q non-singular"] = parts.nonsingular
-    return bound(statement_name, K * constant, K * gain, terms=terms, flags=flags)
+    return bound(name, K * constant, K * gain, terms=terms, flags=flags)
 
 
 @statement()
@@ -111,8 +113,7 @@ def lemma_4_25(X, layer, *, u, sigma_min_free: bool = False, intermediates=None)
     d, n = X.shape
     given = {} if intermediates is None else {"normalised": intermediates.attention_input,
                                               "attended": intermediates.attention}
-    parts = attention_parts(X, layer, "rms", u, **given)
-    return attention_record("Lemma 4.25", parts, sigma_min_free, 2 * n + 6 * d, 3.0)
+    return attention_record(attention_parts(X, layer, "rms", u, **given), "rms", n, d, sigma_min_free)
 
 
 @statement()
@@ -123,18 +124,20 @@ def lemma_4_26(X, layer, *, u, sigma_min_free: bool = False, intermediates=None)
     d, n = X.shape
     given = {} if intermediates is None else {"normalised": intermediates.attention_input,
                                               "attended": intermediates.attention}
-    parts = attention_parts(X, layer, "layer", u, **given)
-    return attention_record("Lemma 4.26", parts, sigma_min_free, 2 * n + 7 * d, 4.0)
+    return attention_record(attention_parts(X, layer, "layer", u, **given), "layer", n, d, sigma_min_free)
 
 
-def feed_forward_record(statement_name, parts: FeedForwardParts, constant, gain):
-    """Lemma 4.27 or 4.28 from the parts (elementwise, so stacked parts give per-token records)."""
+def feed_forward_record(parts: FeedForwardParts, norm: str, d: int) -> Bound:
+    """Lemma 4.27 (RMS norm) or 4.28 (layer norm) from the parts, K = xi(f_M) xi(M) [(1 + ...)]:
+    K ((5d + |Omega|) u + 3 rho) or K ((6d + |Omega|) u + 4 rho).  Elementwise, so stacked parts
+    give per-token records."""
+    name, constant, gain = ("Lemma 4.27", 5 * d, 3.0) if norm == "rms" else ("Lemma 4.28", 6 * d, 4.0)
     K = parts.xi_residual * parts.xi_perceptron * parts.layer_norm
-    residual = "f_M" if statement_name == "Lemma 4.27" else "g_M"
+    residual = "f_M" if norm == "rms" else "g_M"
     terms = {f"xi({residual}, y)": parts.xi_residual, "xi(M, N(y))": parts.xi_perceptron, "|Omega|": parts.omega}
-    if statement_name == "Lemma 4.28":
+    if norm == "layer":
         terms["1 + ||y||_inf/||c(y)||_-inf"] = parts.layer_norm
-    return bound(statement_name, K * constant, K * gain, terms=terms, flags=parts.flags)
+    return bound(name, K * (constant + parts.omega), K * gain, terms=terms, flags=parts.flags)
 
 
 @statement(vectors=("y",))
@@ -143,8 +146,7 @@ def lemma_4_27(y, layer, *, u) -> Bound:
     ((5d + |Omega|) u + 3 rho_c(y^, y)) + O(u^2 + rho^2), f_M(y) = y + M(R(y)), Omega =
     supp_+(L_1(R(y))); hypotheses: M(R(y)) generic, |L_1(R(y))| > (u + (1 + u) gamma_d)
     (|A_1||R(y)| + |b_1|)."""
-    parts = feed_forward_parts(y, layer, "rms", u)
-    return feed_forward_record("Lemma 4.27", parts, 5 * y.shape[0] + parts.omega, 3.0)
+    return feed_forward_record(feed_forward_parts(y, layer, "rms", u), "rms", y.shape[0])
 
 
 @statement(vectors=("y",))
@@ -152,5 +154,4 @@ def lemma_4_28(y, layer, *, u) -> Bound:
     """Lemma 4.28 (layer norm): rho_c(fl(g_M(y^)), g_M(y)) <= xi(g_M, y) xi(M, N(y))
     (1 + ||y||_inf / ||c(y)||_-inf) ((6d + |Omega|) u + 4 rho_c(y^, y)) + O(u^2 + rho^2);
     hypotheses as Lemma 4.27 plus ||c(y)||_-inf > 2 (1 + u) gamma_d ||y||_inf."""
-    parts = feed_forward_parts(y, layer, "layer", u)
-    return feed_forward_record("Lemma 4.28", parts, 6 * y.shape[0] + parts.omega, 4.0)
+    return feed_forward_record(feed_forward_parts(y, layer, "layer", u), "layer", y.shape[0])
