@@ -197,6 +197,14 @@ def test_a_statement_about_one_vector_refuses_a_matrix_and_vmap_gives_the_column
         assert bool(np.asarray(columns.valid)[t])
 
 
+def test_a_zero_column_is_flagged_in_its_own_column():
+    X = jnp.array([[1.0, 0.0, 2.0], [-2.0, 0.0, 1.0]])
+    with pytest.raises(ValueError, match="one vector"):
+        bounds.lemma_4_6(X, u=FP16_U)  # once an any() over the matrix called this valid
+    valid = np.asarray(jax.vmap(lambda x: bounds.lemma_4_6(x, u=FP16_U), in_axes=1)(X).valid)
+    assert valid.tolist() == [True, False, True]
+
+
 def test_arguments_after_the_arrays_are_keyword_only_and_u_is_required():
     A = jnp.array([[1.0, 2.0], [3.0, 4.0]])
     x = jnp.array([1.0, -1.0])

@@ -48,6 +48,14 @@ def test_exp_is_correctly_rounded_for_every_number_of_the_small_formats(name):
     check(name, every_number(name))
 
 
+def test_the_two_reported_fp16_cases():
+    # the container's exp rounded once gave 1.0078125 and 1.0234375 here (one ulp off)
+    x = np.array([0.007297515869140625, 0.0226898193359375], np.float32)
+    got = np.asarray(Emulated("fp16").exp(jnp.asarray(x)), dtype=np.float64)
+    assert got.tolist() == mpfr_exp(x.astype(np.float64), get_format("fp16"), "nearest").tolist() \
+        == [1.0068359375, 1.0224609375]
+
+
 @pytest.mark.parametrize("name", ["fp16", "fp8_e4m3"])
 def test_exp_without_x64_is_correctly_rounded_in_float_float(name, x64_off):
     # float32 containers without float64: the near-boundary cases are resolved in float-float
