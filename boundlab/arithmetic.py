@@ -198,7 +198,10 @@ class _Policy:
         >>> Emulated("fp16").dot_general(a, b, (((1,), (0,)), ((), ())))[0, 0] * 2**11  # 3 exact products
         Array(3., dtype=float32)
         """
-        lhs, rhs = self.cast(lhs), self.cast(rhs)
+        return self._contract(self.cast(lhs), self.cast(rhs), dimension_numbers, preferred_element_type, key)
+
+    def _contract(self, lhs, rhs, dimension_numbers, preferred_element_type, key):
+        """``dot_general`` on operands that are already format numbers in the container."""
         a, b, out_shape = _canonical_operands(lhs, rhs, dimension_numbers)
         k = a.shape[-1]
         if k == 0:
@@ -214,14 +217,15 @@ class _Policy:
 
     def matmul(self, a, b, key=None) -> jax.Array:
         """fl(a @ b) for a (..., m, k) and b (..., k, n) (batch dimensions broadcast), as
-        ``dot_general``; recursively |fl(A x) - A x| <= gamma_k |A| |x| (Lemma 4.3.2)."""
+        ``dot_general`` on operands that are already format numbers (no rounding on entry: the
+        transformer's hot path); recursively |fl(A x) - A x| <= gamma_k |A| |x| (Lemma 4.3.2)."""
         if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
             raise ValueError(f"matmul: needs (..., m, k) @ (..., k, n), got {a.shape} @ {b.shape}")
         batch = jnp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         a = jnp.broadcast_to(a, batch + a.shape[-2:])
         b = jnp.broadcast_to(b, batch + b.shape[-2:])
         nb = len(batch)
-        return self.dot_general(a, b, (((nb + 1,), (nb,)), (tuple(range(nb)), tuple(range(nb)))), key=key)
+        return self._contract(a, b, (((nb + 1,), (nb,)), (tuple(range(nb)), tuple(range(nb)))), None, key)
 
     def einsum(self, subscripts: str, *operands, key=None) -> jax.Array:
         """``jnp.einsum`` with every contraction through ``dot_general`` (a sum over an index
@@ -370,7 +374,8 @@ class Exact(_Policy):
     ``accumulation="native"`` (default) lets XLA evaluate sums and dot products (fastest; the
     order is XLA's).  ``"recursive"``, ``"pairwise"`` or ``"blocked"`` follow the same order as
     ``Emulated`` with every float64 operation rounded once (no fused multiply-add), so
-    ``Emulated("t53", accumulation=...)`` agrees with it bit for bit.
+    ``Emulated("t53", accumulation=...)`` agrees with it bit for bit.  ``dot_general`` is
+    ``lax.dot_general`` in float64 with precision HIGHEST (native) or that ordered accumulation.
     """
 
     accumulation: str = "native"
@@ -406,13 +411,9 @@ class Exact(_Policy):
     def exp(self, x, key=None) -> jax.Array:
         return jnp.exp(x)  # float64's own exp: the reference (Emulated("t53") uses it too)
 
-    def dot_general(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, key=None,
-                    **kwargs) -> jax.Array:
-        """``lax.dot_general`` in float64: XLA's order and precision HIGHEST (``"native"``), or
-        the ordered accumulation with every float64 operation rounded once."""
+    def _contract(self, lhs, rhs, dimension_numbers, preferred_element_type, key):
         if self.accumulation != "native":
-            return super().dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type, key=key)
-        lhs, rhs = self.cast(lhs), self.cast(rhs)
+            return super()._contract(lhs, rhs, dimension_numbers, preferred_element_type, key)
         _dimensions(lhs, rhs, dimension_numbers)  # the same checks and messages
         out = lax.dot_general(lhs, rhs, dimension_numbers, precision=lax.Precision.HIGHEST,
                               preferred_element_type=jnp.float64)
