@@ -224,6 +224,14 @@ def test_hypotheses_are_checked_at_the_given_u():
     assert not bool(bounds.lemma_4_6(x, u=FP16_U).valid)  # d u >= 1 in fp16
 
 
+def test_shape_mismatches_are_refused():
+    X, W = jnp.ones((3, 2)), jnp.eye(3)
+    with pytest.raises(ValueError, match="X must be"):
+        bounds.lemma_4_17(jnp.ones(3), W, W, u=FP16_U)
+    with pytest.raises(ValueError, match="Wk must be"):
+        bounds.lemma_4_21(X, W, jnp.eye(2), W, u=FP16_U)
+
+
 def test_statements_need_float64(x64_off):
     X, W = np.ones((3, 2)), np.eye(3)
     for call in (lambda: bounds.lemma_4_17(X, W, W, u=FP16_U), lambda: bounds.lemma_4_21(X, W, W, W, u=FP16_U),

@@ -44,6 +44,7 @@ def statement(*, vectors: tuple[str, ...] = ()):
             for key, value in arguments.items():
                 if key != "u" and not isinstance(value, (str, bool)) and value is not None:
                     arguments[key] = as_float64(name, value)
+            _check_shapes(name, arguments)
             for key in vectors:
                 shape = jnp.shape(arguments[key])
                 if len(shape) != 1:
@@ -56,6 +57,19 @@ def statement(*, vectors: tuple[str, ...] = ()):
         return strict
 
     return decorate
+
+
+def _check_shapes(name: str, arguments: dict) -> None:
+    """X is (d, n) with tokens as columns, and the attention weights are (d, d)."""
+    if "X" not in arguments:
+        return
+    shape = jnp.shape(arguments["X"])
+    if len(shape) != 2:
+        raise ValueError(f"{name}: X must be (d, n) with tokens as columns, got shape {shape}")
+    d = shape[0]
+    for key in ("Wq", "Wk", "Wv"):
+        if key in arguments and jnp.shape(arguments[key]) != (d, d):
+            raise ValueError(f"{name}: {key} must be ({d}, {d}) for X of shape {shape}, got {jnp.shape(arguments[key])}")
 
 
 def as_float64(name: str, tree):
