@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from boundlab.bounds.record import Bound, bound
-from boundlab.bounds.terms import as_float64, layer_norm_alpha, perceptron_terms, spectral, statement
+from boundlab.bounds.terms import as_float64, layer_norm_alpha, perceptron_terms, printed_growth, spectral, statement
 from boundlab.condition import closed_forms
 from boundlab.errors import ratio as _ratio
 from boundlab.quantities import causal_mask, centre, centred_ratio, score_magnitude
@@ -231,10 +231,8 @@ def remark_4_22(X, Wq, Wk, Wv, *, u) -> Bound:
 def _printed_growth(X, Wq, Wk, constant):
     """1 + (constant / sqrt(d)) sigma_max(|W_k|^T|W_q|) sigma_max(W_k^T W_q) / sigma_min(W_k^T W_q)
     max_t ||x_t||_2^2 (Remark 4.22 with 2, Corollary 4.23 with 4), its terms and flags."""
-    d = X.shape[0]
     values = spectral(Wq, Wk)
-    factor = 1 + constant / jnp.sqrt(d) * _ratio(values.sigma_abs, values.sigma_min) * values.sigma_max \
-        * jnp.max(jnp.sum(X * X, axis=0))
+    factor = printed_growth(values, constant / jnp.sqrt(X.shape[0]), jnp.max(jnp.sum(X * X, axis=0)))
     terms = {"growth": factor, "sigma_max(|W_k|^T|W_q|)": values.sigma_abs,
              "sigma_max(W_k^T W_q)": values.sigma_max, "sigma_min(W_k^T W_q)": values.sigma_min}
     return factor, terms, {"W_k^T W_q non-singular": values.nonsingular}

@@ -106,7 +106,7 @@ def block_factors(X, layer, norm: str, u, intermediates=None) -> BlockFactors:
     return factors_from_parts(*block_parts(X, layer, norm, u, intermediates), intermediates, norm)
 
 
-def block_constants(norm, n, d, D):
+def _block_constants(norm, n, d, D):
     """(first-order constant C, input gain c) of Lemma 4.29 part 1 (RMS) or part 2 (layer norm)."""
     return ((6 * n + 23 * d + D), 9.0) if norm == "rms" else ((8 * n + 34 * d + D), 16.0)
 
@@ -124,7 +124,7 @@ def _factor_terms(factors: BlockFactors, norm, sigma_min_free):
 def block_record(factors: BlockFactors, n: int, d: int, D: int, norm: str, sigma_min_free: bool = False) -> Bound:
     """Lemma 4.29 from a layer's factors (see ``lemma_4_29``)."""
     K = factors.K(sigma_min_free)
-    constant, gain = block_constants(norm, n, d, D)
+    constant, gain = _block_constants(norm, n, d, D)
     return bound("Lemma 4.29", K * constant, K * gain, terms={"K": K, **_factor_terms(factors, norm, sigma_min_free)},
                  flags=factors.hypotheses(sigma_min_free))
 
@@ -170,7 +170,7 @@ def theorem_4_30(params, X, *, norm: str = "layer", u, sigma_min_free: bool = Fa
             _, intermediates = forward(params, X, Exact(), norm, return_intermediates=True, cast=False)
         factors = jax.vmap(lambda layer, inter: block_factors(inter.inputs, layer, norm, u, inter))(params, intermediates)
     K = factors.K(sigma_min_free)
-    constant, c = block_constants(norm, n, d, D)
+    constant, c = _block_constants(norm, n, d, D)
 
     K = undefined_to_inf(K)  # degenerate or non-finite intermediates; flagged
     coefficient = jnp.prod(K) * c**L / (c - 1) * constant  # as printed: 9^L/8, 16^L/15

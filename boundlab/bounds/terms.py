@@ -120,8 +120,14 @@ def growth(Wq, Wk, normalised_X) -> tuple[jax.Array, jax.Array, Spectral]:
     """
     values = spectral(Wq, Wk)
     d = Wq.shape[0]
-    printed = 1 + 4 * jnp.sqrt(d) * ratio(values.sigma_abs, values.sigma_min) * values.sigma_max
-    return printed, 1 + 4 * jnp.max(score_magnitude(normalised_X, Wq, Wk)), values
+    return printed_growth(values, 4 * jnp.sqrt(d)), 1 + 4 * jnp.max(score_magnitude(normalised_X, Wq, Wk)), values
+
+
+def printed_growth(values: Spectral, scale, max_square=1.0) -> jax.Array:
+    """1 + scale sigma_max(|W_k|^T|W_q|) sigma_max(W_k^T W_q) / sigma_min(W_k^T W_q) max_t ||x_t||_2^2:
+    Remark 4.22 (scale 2 / sqrt(d)), Corollary 4.23 (scale 4 / sqrt(d)), and G (4 / sqrt(d) times
+    max_t ||x_t||_2^2 = d on normalised columns: scale 4 sqrt(d))."""
+    return 1 + scale * ratio(values.sigma_abs, values.sigma_min) * values.sigma_max * max_square
 
 
 def affine_error_factor(d, u):

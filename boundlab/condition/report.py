@@ -54,7 +54,7 @@ def condition_values(layer, X, norm: str = "layer"):
         raise ValueError(f"norm must be 'layer' or 'rms', got {norm!r}")
     exact = Exact()
     X = exact.cast(X)
-    d, n = X.shape
+    n = X.shape[1]
     normalise = layers.layer_norm if norm == "layer" else layers.rms_norm
     per_token = functools.partial(jax.vmap, in_axes=1)  # one trace for all tokens
     if norm == "layer":
