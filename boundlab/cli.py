@@ -153,6 +153,38 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--{name} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise ValueError(f"--{name} must be non-negative integers, got {text!r}")
+    return values
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _enable_x64()
+    import dataclasses
+
+    from boundlab.experiments.training import QUICK, TrainStudy, train
+
+    config = QUICK if args.quick else TrainStudy()
+    changes = {}
+    if args.widths:
+        changes["widths"] = _positive_ints(args.widths, "widths")
+    if args.seeds:
+        changes["seeds"] = _positive_ints(args.seeds, "seeds")
+    for name in ("steps", "every", "layers", "beta", "norm"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    config = dataclasses.replace(config, **changes)
+    paths = train(config, args.out, progress=not args.no_progress)
+    print(f"train: {len(config.widths) * len(config.seeds) * 2} runs in {paths['seconds']:.0f} s; wrote "
+          f"{paths['csv']}, {', '.join(paths['png'])}, {paths['summary']}")
+    return 0
+
+
 def _add_figure_knobs(parser):
     parser.add_argument("--precisions", help="comma-separated significand bits t (default per figure)")
     parser.add_argument("--accumulation", default="recursive", help="recursive (default), pairwise or blocked")
@@ -216,6 +248,24 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--full", action="store_true", help="the paper's sizes (tens of minutes on a CPU)")
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
     reproduce.set_defaults(run=_cmd_reproduce)
+
+    train = commands.add_parser("train", help="training study: diagnostics and the measured bf16/fp16 error while a "
+                                "small transformer learns load_digits, with and without a bound penalty",
+                                description="Train the paper's transformer (as a classifier of scikit-learn's digits, "
+                                "rows as tokens) over several seeds and widths, with and without beta * bound_penalty; "
+                                "every --every steps evaluate the diagnostics on a held-out batch; write "
+                                "checkpoints.csv, trajectories.png, scatter.png and summary.json (correlations).")
+    train.add_argument("--quick", action="store_true", help="CI size: d = 16, 2 seeds, 60 steps (about a minute)")
+    train.add_argument("--out", default="boundlab-train", help="output folder (default boundlab-train)")
+    train.add_argument("--widths", help="comma-separated widths d (D = 2d; default 8,16,32)")
+    train.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
+    train.add_argument("--steps", type=int, help="training steps per run (default 300)")
+    train.add_argument("--every", type=int, help="diagnostics every this many steps (default 25)")
+    train.add_argument("--layers", type=int, help="depth L (default 2)")
+    train.add_argument("--beta", type=float, help="penalty weight of the penalised runs (default 1e-3)")
+    train.add_argument("--norm", choices=("layer", "rms"), help="layer norm (default) or RMS norm")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=_cmd_train)
     return parser
 
 

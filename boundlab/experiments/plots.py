@@ -120,3 +120,90 @@ def _figure4(plt, result):
             ax.legend(fontsize=8)
     fig.suptitle(f"Figure 4: d = n = D = {config.d}, L = {config.L}, {config.inits} initialisations")
     return fig
+
+
+TRAINING_LABELS = {
+    "log10_theorem_4_30": "log10 Theorem 4.30 coefficient (printed)",
+    "log10_theorem_4_30_free": "log10 Theorem 4.30 coefficient (sigma_min-free)",
+    "log10_layerwise_free": "log10 layer-by-layer bound / u (sigma_min-free)",
+    "log10_growth": "log10 prod_l G_l (printed, weights only)",
+    "log10_growth_free": "log10 prod_l G_l (sigma_min-free)",
+    "baek_predictor": "Baek's predictor (sum over layers)",
+}
+
+
+def _log10(name, values):
+    values = np.asarray(values, np.float64)
+    if name.startswith("log10_"):
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(values)
+
+
+def _run_groups(rows):
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["width"], row["seed"], row["penalised"]), []).append(row)
+    return groups
+
+
+def plot_training(rows, config, out_dir) -> list[str]:
+    """trajectories.png (each diagnostic and the measured errors over training, one line per run:
+    colour = width, dashed = penalised) and scatter.png (log10 diagnostic vs log10 measured
+    normwise error of the first format, one point per checkpoint)."""
+    import os
+
+    plt = _pyplot()
+    groups = _run_groups(rows)
+    widths = sorted({key[0] for key in groups})
+    colours = dict(zip(widths, _colours(plt, len(widths))))
+    errors = [f"error_normwise/{name}" for name in config.formats]
+    panels = list(TRAINING_LABELS) + errors + ["test_accuracy"]
+    columns = 3
+    fig, axes = plt.subplots(_ceil_div(len(panels), columns), columns, figsize=(15, 3.6 * _ceil_div(len(panels), columns)),
+                             squeeze=False, layout="constrained")
+    for axis, name in zip(axes.flat, panels):
+        for (width, seed, penalised), group in groups.items():
+            steps = [row["step"] for row in group]
+            values = [row[name] for row in group]
+            values = values if name == "test_accuracy" or name.startswith("log10_") else _log10(name, values)
+            axis.plot(steps, values, color=colours[width], linestyle="--" if penalised else "-", alpha=0.8,
+                      label=f"d = {width}" if seed == config.seeds[0] and not penalised else None)
+        label = TRAINING_LABELS.get(name, name)
+        if name.startswith("error_") or name == "baek_predictor":
+            label = f"log10 {label}"
+        axis.set_title(label, fontsize=9)
+        axis.set_xlabel("training step")
+        axis.set_ylabel("accuracy" if name == "test_accuracy" else "log10")
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    axes.flat[0].legend(fontsize=8, title="solid: plain, dashed: penalised", title_fontsize=8)
+    fig.suptitle("Diagnostics on a held-out batch during training (load_digits)")
+    trajectories = os.path.join(out_dir, "trajectories.png")
+    fig.savefig(trajectories, dpi=100)
+    plt.close(fig)
+
+    error = errors[0]
+    diagnostics = list(TRAINING_LABELS)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), squeeze=False, layout="constrained")
+    measured = _log10(error, [row[error] for row in rows])
+    for axis, name in zip(axes.flat, diagnostics):
+        predictor = _log10(name, [row[name] for row in rows])
+        for width in widths:
+            for penalised, marker in ((False, "o"), (True, "x")):
+                keep = np.array([row["width"] == width and row["penalised"] == penalised for row in rows])
+                axis.scatter(predictor[keep], measured[keep], color=colours[width], marker=marker, s=14,
+                             label=f"d = {width}{', penalised' if penalised else ''}")
+        axis.set_xlabel(TRAINING_LABELS[name] if name.startswith("log10_") else f"log10 {TRAINING_LABELS[name]}",
+                        fontsize=9)
+        axis.set_ylabel(f"log10 measured {error}", fontsize=9)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Each checkpoint of each run: diagnostic vs measured error")
+    scatter = os.path.join(out_dir, "scatter.png")
+    fig.savefig(scatter, dpi=100)
+    plt.close(fig)
+    return [trajectories, scatter]
+
+
+def _ceil_div(a, b):
+    return -(-a // b)

@@ -43,7 +43,7 @@ def sweep(function: Callable, key, count: int, chunk: int = 1000, progress: bool
                       out_shardings=sharding)
     indices = np.arange(count)
     results = []
-    bar = _progress(count, description) if progress else None
+    bar = ProgressBar(count, description) if progress else None
     for start in range(0, count, chunk):
         index = indices[start:start + chunk]
         padded = np.concatenate([index, np.full(chunk - len(index), index[-1])])
@@ -56,7 +56,7 @@ def sweep(function: Callable, key, count: int, chunk: int = 1000, progress: bool
     return jax.tree.map(lambda *parts: np.concatenate(parts), *results)
 
 
-class _progress:
+class ProgressBar:
     """A rich progress bar on stderr (silent when stderr is not a terminal)."""
 
     def __init__(self, total, description):
@@ -67,8 +67,9 @@ class _progress:
         self._progress.start()
         self._task = self._progress.add_task(description or "sweep", total=total)
 
-    def update(self, advance):
-        self._progress.update(self._task, advance=advance)
+    def update(self, advance, description=None):
+        self._progress.update(self._task, advance=advance, **({} if description is None else
+                                                              {"description": description}))
 
     def close(self):
         self._progress.stop()
