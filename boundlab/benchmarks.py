@@ -205,3 +205,38 @@ def analyze_benchmark(d: int = 20, L: int = 40, fmt: str = "t24", repeats: int =
     name = "analyze" + (" (with condition numbers)" if conditions else " (bounds and errors)")
     rows.append(Timing(name, best, first, best / base, note=note))
     return rows
+
+
+def diagnostics_benchmark(d: int = 16, L: int = 2, batch: int = 64, samples: int = 64, repeats: int = 3,
+                          formats=("bf16", "fp16"), seed: int = 0) -> list[Timing]:
+    """The in-loop diagnostics (``boundlab.nn.monitoring``) beside one training step of the
+    ``boundlab train`` classifier (adamw; plain and with the bound penalty) on the same model:
+    the steps on ``batch`` training inputs, the diagnostics on ``samples`` inputs (the same
+    number by default: the issue's "at most 10x one training step on the same batch")."""
+    import optax
+    from flax import nnx
+
+    from boundlab.experiments.training import load_digits_tokens, make_train_step
+    from boundlab.nn import SequenceClassifier
+    from boundlab.nn.monitoring import diagnostics
+
+    (train_x, train_y), (test_x, _) = load_digits_tokens(seed)
+    model = SequenceClassifier(8, 8, 10, d, 2 * d, L, rngs=nnx.Rngs(seed))
+    optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
+    images, labels = jnp.asarray(train_x[:batch]), jnp.asarray(train_y[:batch])
+    u = max(get_format(name).unit_roundoff for name in formats)
+    note = f"d = {d}, D = {2 * d}, L = {L}, n = 8; steps on {batch} inputs, diagnostics on {samples}"
+    plain = make_train_step(u=u, kind="theorem", penalty_samples=8, penalised=False)
+    base, base_first = time_call(lambda: plain(model, optimizer, images, labels, jnp.asarray(0.0)), repeats)
+    rows = [Timing("training step (adamw)", base, base_first, 1.0, note=note)]
+    penalised = make_train_step(u=u, kind="theorem", penalty_samples=8, penalised=True)
+    best, first = time_call(lambda: penalised(model, optimizer, images, labels, jnp.asarray(1e-3)), repeats)
+    rows.append(Timing("training step + bound penalty (8 inputs)", best, first, best / base, note=note))
+    held_out = jnp.asarray(test_x[:samples])
+
+    def diagnose():
+        return diagnostics(model.transformer, model.tokens(held_out), formats=tuple(formats))
+
+    best, first = time_call(diagnose, repeats)
+    rows.append(Timing(f"diagnostics ({', '.join(formats)} emulated, bounds, Baek)", best, first, best / base, note=note))
+    return rows

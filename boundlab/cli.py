@@ -18,7 +18,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from boundlab.benchmarks import analyze_benchmark, figure1_benchmark, forward_benchmark, rounding_benchmark
+    from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, figure1_benchmark, forward_benchmark,
+                                     rounding_benchmark)
 
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
@@ -41,6 +42,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         layers = 10 if args.quick else 40
         sections["analyze"] = (f"analyze, one case, d = n = D = 20, L = {layers}, t24 (first call compiles)",
                                "ratio to one emulated forward", analyze_benchmark(L=layers, repeats=max(1, args.repeats // 2)))
+    if args.only in (None, "diagnostics"):
+        sections["diagnostics"] = ("in-loop diagnostics vs one training step (boundlab train's classifier, d = 16)",
+                                   "ratio to one training step", diagnostics_benchmark(repeats=args.repeats))
     device = str(jax.devices()[0])
     if args.json:
         report = {"device": device, **{key: [dataclasses.asdict(t) for t in rows]
@@ -209,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
-    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze"), help="run one part only")
+    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze", "diagnostics"), help="run one part only")
     bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")
@@ -258,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quick", action="store_true", help="CI size: d = 16, 2 seeds, 60 steps (about a minute)")
     train.add_argument("--out", default="boundlab-train", help="output folder (default boundlab-train)")
     train.add_argument("--widths", help="comma-separated widths d (D = 2d; default 8,16,32)")
-    train.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
-    train.add_argument("--steps", type=int, help="training steps per run (default 300)")
+    train.add_argument("--seeds", help="comma-separated seeds (default 0,1,2,3)")
+    train.add_argument("--steps", type=int, help="training steps per run (default 500)")
     train.add_argument("--every", type=int, help="diagnostics every this many steps (default 25)")
     train.add_argument("--layers", type=int, help="depth L (default 2)")
     train.add_argument("--beta", type=float, help="penalty weight of the penalised runs (default 1e-3)")

@@ -12,7 +12,7 @@ from boundlab import Emulated, Exact, get_format
 from boundlab.bounds import theorem_4_30
 from boundlab.errors import relative_normwise
 from boundlab.nn import SequenceClassifier, Transformer, from_params, to_params
-from boundlab.nn.diagnostics import diagnostics
+from boundlab.nn.monitoring import FragilityMetric, diagnostics
 from boundlab.nn.fragility import layer_diagnostics
 from boundlab.nn.penalty import bound_penalty, log10_bound
 from boundlab.transformer import forward, init
@@ -258,3 +258,22 @@ def test_sequence_classifier_reads_the_last_token():
     Z = classifier.transformer(tokens)
     expected = Z[:, :, -1] @ classifier.readout.kernel[...] + classifier.readout.bias[...]
     assert np.array_equal(classifier(images), expected)
+
+
+def test_fragility_metric_keeps_the_worst_batch_and_all_flags(diagnosed):
+    model, X, first = diagnosed
+    constant = diagnostics(model, X.at[0, :, 1].set(2.0), formats=("bf16",))  # a batch with a flag down
+    metric = nnx.MultiMetric(loss=nnx.metrics.Average("loss"), fragility=FragilityMetric(formats=("bf16",)))
+    with standard_promotion:  # flax's Average divides a float32 total by an int32 count
+        metric.update(loss=jnp.asarray(1.0, jnp.float32), diagnostics=first)
+        after_one = metric.compute()["fragility"]
+        metric.update(loss=jnp.asarray(3.0, jnp.float32), diagnostics=constant)
+        result = metric.compute()
+    assert after_one["log10_theorem_4_30"] == first.network["log10_theorem_4_30"]
+    assert bool(after_one["flag/normalisation defined"])
+    assert result["loss"] == 2.0
+    assert not bool(result["fragility"]["flag/normalisation defined"])
+    assert result["fragility"]["error_normwise/bf16"] >= first.network["error_normwise/bf16"] or \
+        np.isnan(result["fragility"]["error_normwise/bf16"])
+    with pytest.raises(ValueError, match="lack"):
+        FragilityMetric(formats=("fp8_e4m3",)).update(diagnostics=first)

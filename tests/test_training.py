@@ -53,6 +53,7 @@ def test_train_quick_writes_plots_csv_and_a_strict_json_summary(tmp_path, capsys
 
     summary = json.loads((out / "summary.json").read_text(), parse_constant=refuse)
     assert summary["runs"] == 4 and summary["checkpoints"] == 4 * 5
+    assert "n u < 1" in summary["hypothesis_failures"] and summary["hypothesis_failures"]["n u < 1"] == 0
     for error in ("error_normwise/bf16", "error_componentwise/fp16"):
         for name in DIAGNOSTICS:
             entry = summary["correlations_all_checkpoints"][error][name]
