@@ -75,6 +75,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from boundlab.interchange import load_case
 
     params, X = load_case(args.case)
+    if X.shape[0] < 2:
+        raise ValueError(f"{args.case}: X has d = {X.shape[0]} feature; the norms and the bounds need d >= 2")
     result = analyze(params, X, args.format, args.norm, mode=args.mode, accumulation=args.accumulation,
                      key=jax.random.key(args.seed) if args.mode == "stochastic" else None,
                      conditions=not args.no_conditions)
@@ -100,24 +102,25 @@ def _figure_config(number: int, args: argparse.Namespace):
     if args.quick:
         config = config.quick()
     changes = {"accumulation": args.accumulation, "mode": args.mode, "seed": args.seed}
-    if args.precisions:
-        changes["precisions"] = tuple(int(t) for t in args.precisions.split(","))
-    if args.inits:
-        changes["inits"] = args.inits
-    if args.chunk:
-        changes["chunk"] = args.chunk
-    if args.size:
+    if args.precisions is not None:
+        changes["precisions"] = _int_list(args.precisions, "precisions", minimum=2)
+    if args.inits is not None:
+        changes["inits"] = _at_least(args.inits, "inits", 1)
+    if args.chunk is not None:
+        changes["chunk"] = _at_least(args.chunk, "chunk", 1)
+    if args.size is not None:
+        _at_least(args.size, "size", 2, "(d = n = D; the norms and the bounds need d >= 2)")
         changes.update({name: args.size for name in ("d", "n", "D") if hasattr(config, name)})
-    if args.layers:
+    if args.layers is not None:
         if number == 2:
             raise ValueError("figure 2 takes --depths, not --layers")
         if number == 3:
             raise ValueError("figure 3 is one attention layer; --layers does not apply")
-        changes["L"] = args.layers
-    if getattr(args, "depths", None):
+        changes["L"] = _at_least(args.layers, "layers", 1)
+    if getattr(args, "depths", None) is not None:
         if number != 2:
             raise ValueError("--depths applies to figure 2 only")
-        changes["depths"] = tuple(int(v) for v in args.depths.split(","))
+        changes["depths"] = _int_list(args.depths, "depths", minimum=1)
     if args.no_bounds and hasattr(config, "bound_samples"):
         changes["bound_samples"] = 0
     return dataclasses.replace(config, **changes)
@@ -140,6 +143,7 @@ def _cmd_figure(args: argparse.Namespace) -> int:
     from boundlab.experiments import RUNNERS, write
 
     config = _figure_config(args.number, args)
+    config.check()  # before any compilation
     result = RUNNERS[args.number](config, progress=not args.no_progress)
     out = args.out or os.path.join("boundlab-figures", f"figure{args.number}")
     paths = write(result, out)
@@ -157,14 +161,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_ints(text: str, name: str) -> tuple[int, ...]:
+def _int_list(text: str, name: str, minimum: int = 0) -> tuple[int, ...]:
+    """Comma-separated integers, each >= minimum, or a ValueError naming --name."""
     try:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise ValueError(f"--{name} must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise ValueError(f"--{name} must be non-negative integers, got {text!r}")
+    if min(values) < minimum:
+        raise ValueError(f"--{name} must be integers >= {minimum}, got {text!r}")
     return values
+
+
+def _at_least(value: int, name: str, minimum: int, why: str = "") -> int:
+    if value < minimum:
+        raise ValueError(f"--{name} must be >= {minimum}{' ' + why if why else ''}, got {value}")
+    return value
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -176,9 +187,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = QUICK if args.quick else TrainStudy()
     changes = {}
     if args.widths:
-        changes["widths"] = _positive_ints(args.widths, "widths")
+        changes["widths"] = _int_list(args.widths, "widths", minimum=2)
     if args.seeds:
-        changes["seeds"] = _positive_ints(args.seeds, "seeds")
+        changes["seeds"] = _int_list(args.seeds, "seeds")
     for name in ("steps", "every", "layers", "beta", "norm"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

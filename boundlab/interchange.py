@@ -1,4 +1,4 @@
-"""The interchange file (DESIGN.md): one ``.npz`` with the stacked layer parameters
+"""The interchange file: one ``.npz`` with the stacked layer parameters
 ``Wq, Wk, Wv: (L, d, d)``, ``A1: (L, D, d)``, ``b1: (L, D)``, ``A2: (L, d, D)``, ``b2: (L, d)``
 and the input ``X: (d, n)``, all float64 and finite.
 
@@ -45,18 +45,27 @@ def _check_array(path, name, value) -> np.ndarray:
 def load_case(path) -> tuple[Params, np.ndarray]:
     """Read and validate an interchange file; returns (Params, X) as float64 NumPy arrays.
 
-    Raises ``InterchangeError`` (a ValueError) naming the problem: a missing array, a dtype other
-    than float64, a wrong number of dimensions or inconsistent shapes, NaN or inf.  Arrays with
+    Raises ``InterchangeError`` (a ValueError) naming the problem: not an .npz archive (a .npy
+    array, a text file), a missing array, a dtype other than float64, a wrong number of
+    dimensions, inconsistent shapes, an empty dimension (L, D, d or n = 0), NaN or inf.  Arrays with
     other names are ignored.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InterchangeError(f"{path}: no such file")
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise InterchangeError(f"{path}: a single .npy array, not an .npz archive of named arrays; write one with "
+                               "boundlab.save_case(path, params, X) or numpy.savez(path, Wq=..., ..., X=...)")
+    if not magic.startswith(b"PK"):
+        raise InterchangeError(f"{path}: not an .npz archive (no zip header); write one with boundlab.save_case or "
+                               "numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise InterchangeError(f"{path}: not a readable .npz file ({error})") from None
+        raise InterchangeError(f"{path}: not a readable .npz archive ({error})") from None
     missing = [name for name in NAMES if name not in arrays]
     if missing:
         raise InterchangeError(f"{path}: missing array{'s' if len(missing) > 1 else ''} "
@@ -64,6 +73,11 @@ def load_case(path) -> tuple[Params, np.ndarray]:
     arrays = {name: _check_array(path, name, arrays[name]) for name in NAMES}
     d, n = arrays["X"].shape
     L, D = arrays["A1"].shape[0], arrays["A1"].shape[1]
+    for count, what in ((L, "L = 0 layers (A1 has shape {A1})"), (D, "D = 0 hidden units (A1 has shape {A1})"),
+                        (d, "d = 0 features (X has shape {X})"), (n, "n = 0 tokens (X has shape {X})")):
+        if count == 0:
+            raise InterchangeError(f"{path}: the case is empty: "
+                                   + what.format(A1=arrays["A1"].shape, X=arrays["X"].shape))
     expected = {"Wq": (L, d, d), "Wk": (L, d, d), "Wv": (L, d, d), "A1": (L, D, d), "b1": (L, D), "A2": (L, d, D),
                 "b2": (L, d), "X": (d, n)}
     for name in NAMES:

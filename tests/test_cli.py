@@ -38,3 +38,64 @@ def test_bad_format_is_a_one_line_error_with_status_2(capsys):
     assert main(["bench", "--size", "100", "--format", "fp12", "--no-peers"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown format 'fp12'" in err
+
+
+def _one_line_error(capsys, argv, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["figure", "1", "--quick", "--size", "0"], ["--size must be >= 2"]),
+    (["figure", "1", "--quick", "--inits", "0"], ["--inits must be >= 1"]),
+    (["figure", "1", "--quick", "--precisions", "abc"], ["--precisions must be comma-separated integers"]),
+    (["figure", "2", "--quick", "--depths", "0,5"], ["--depths must be integers >= 1"]),
+    (["figure", "4", "--quick", "--layers", "0"], ["--layers must be >= 1"]),
+    (["train", "--quick", "--widths", "1"], ["--widths must be integers >= 2"]),
+])
+def test_figure_and_train_arguments_are_checked_before_any_work(capsys, argv, needles):
+    _one_line_error(capsys, argv, *needles)
+
+
+def test_bad_case_files_are_named_in_one_line(capsys, tmp_path):
+    import jax
+    import numpy as np
+
+    from boundlab import save_case
+    from boundlab.transformer import init
+
+    params, X = init(jax.random.key(0), "figure1", d=3, n=2, D=4, L=1)
+    text = tmp_path / "notes.npz"
+    text.write_text("not an archive\n")
+    err = _one_line_error(capsys, ["analyze", str(text)], "not an .npz archive")
+    assert "pickle" not in err
+    single = tmp_path / "x.npy"
+    np.save(single, np.asarray(X))
+    _one_line_error(capsys, ["analyze", str(single)], "single .npy array")
+    empty = tmp_path / "empty.npz"
+    save_case(empty, jax.tree.map(lambda a: a[:0], params), X)
+    _one_line_error(capsys, ["analyze", str(empty)], "L = 0 layers")
+    no_tokens = tmp_path / "no_tokens.npz"
+    save_case(no_tokens, params, np.zeros((3, 0)))
+    _one_line_error(capsys, ["analyze", str(no_tokens)], "n = 0 tokens", "X has shape (3, 0)")
+    narrow = tmp_path / "narrow.npz"
+    params1, X1 = init(jax.random.key(0), "figure1", d=1, n=2, D=4, L=1)
+    save_case(narrow, params1, X1)
+    _one_line_error(capsys, ["analyze", str(narrow)], "d >= 2")
+
+
+def test_figure_configs_refuse_nonsense_from_the_api():
+    import dataclasses
+
+    from boundlab.experiments import Figure1, Figure2, Figure3
+
+    with pytest.raises(ValueError, match="inits must be an integer >= 1"):
+        dataclasses.replace(Figure1(), inits=0).check()
+    with pytest.raises(ValueError, match="lambdas must be finite and positive"):
+        dataclasses.replace(Figure2(), lambdas=(1.0, -2.0)).check()
+    with pytest.raises(ValueError, match="scales must be finite and positive"):
+        dataclasses.replace(Figure3(), scales=()).check()

@@ -55,8 +55,20 @@ class Common:
         return jax.tree.map(lambda a: jnp.asarray(narrowest.cast(a), jnp.float64), tree)
 
     def check(self):
+        """Refuse a configuration that would compute nothing or nonsense, naming the field."""
         if not self.precisions:
             raise ValueError("give at least one precision")
+        for name in ("d", "n", "D", "L", "inits", "chunk", "bound_samples"):
+            value = getattr(self, name, None)
+            low = {"d": 2, "bound_samples": 0}.get(name, 1)  # d >= 2: the norms and the bounds need it
+            if value is not None and (not isinstance(value, int) or value < low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if getattr(self, "depths", None) is not None and (not self.depths or min(self.depths) < 1):
+            raise ValueError(f"depths must be integers >= 1, got {self.depths!r}")
+        for name in ("lambdas", "scales"):
+            values = getattr(self, name, None)
+            if values is not None and (not values or not all(np.isfinite(v) and v > 0 for v in values)):
+                raise ValueError(f"{name} must be finite and positive, got {values!r}")
         if self.mode == "stochastic":
             raise ValueError("the figures use deterministic rounding modes")
         self.arithmetics()  # fails early for unsupported precisions
