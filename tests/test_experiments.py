@@ -143,3 +143,21 @@ def test_cli_figure_3_quick_reports_quadratic_growth(tmp_path, capsys):
     assert "figure 3: wrote" in capsys.readouterr().out
     assert main(["figure", "3", "--layers", "4"]) == 2
     assert "does not apply" in capsys.readouterr().err
+
+
+def test_summary_json_is_strict_and_overflow_is_null(tmp_path):
+    import dataclasses
+    import json
+
+    from boundlab.experiments import Figure2, figure2, write
+
+    config = dataclasses.replace(Figure2(), d=6, n=6, D=6, depths=(3,), lambdas=(10.0,), inits=8, precisions=(16,))
+    result = figure2(config, progress=False)
+    paths = write(result, tmp_path)
+
+    def refuse(constant):
+        raise ValueError(f"summary.json holds {constant}, which is not JSON")
+
+    text = open(paths["summary"]).read()
+    json.loads(text, parse_constant=refuse)
+    assert "null" in text  # every run overflowed at lambda = 10: the means are undefined, written as null

@@ -160,7 +160,10 @@ class Analysis:
         return out
 
     def to_json(self, **kwargs) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
+        """Strict JSON: NaN and infinities (an overflowed run, an undefined factor) are null."""
+        from boundlab.experiments.stats import strict_json
+
+        return json.dumps(strict_json(self.to_dict()), allow_nan=False, **kwargs)
 
     def table(self) -> str:
         """A readable summary: one row per statement, then the condition numbers."""

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from boundlab.experiments.stats import to_json
+from boundlab.experiments.stats import strict_json
 
 
 def _csv(path, header, rows):
@@ -64,5 +64,5 @@ def write(result, out_dir) -> dict:
     plot(result, png)
     summary_path = os.path.join(out_dir, "summary.json")
     with open(summary_path, "w") as handle:
-        json.dump(to_json(result.summary), handle, indent=1)
+        json.dump(strict_json(result.summary), handle, indent=1, allow_nan=False)  # NaN/inf -> null
     return {"png": png, "csv": write_csv(result, out_dir), "summary": summary_path}

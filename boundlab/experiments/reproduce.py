@@ -10,7 +10,7 @@ import jax
 
 from boundlab.experiments.figures import CONFIGS, RUNNERS
 from boundlab.experiments.output import write
-from boundlab.experiments.stats import to_json
+from boundlab.experiments.stats import strict_json, to_json
 
 # (format, norm, seed) of the analyzed cases: figure4 weights, d = n = D = 8, L = 3
 BOUND_CASES = (("fp16", "layer", 0), ("t16", "rms", 1))
@@ -100,7 +100,7 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
         print("bound table ...", flush=True)
     table, data = bound_table(progress, bound_cases)
     with open(os.path.join(out, "bounds.json"), "w") as handle:
-        json.dump(data, handle, indent=1)
+        json.dump(strict_json(data), handle, indent=1, allow_nan=False)  # NaN/inf -> null
     with open(os.path.join(out, "bounds.md"), "w") as handle:
         handle.write(table + "\n")
     sections += ["## Section 4 bounds beside the measured errors", "",

@@ -67,6 +67,19 @@ def power_fit(x, y) -> dict:
             "points": int(len(x))}
 
 
+def strict_json(value):
+    """``to_json`` with every NaN or infinity written as None (JSON null): the result passes
+    ``json.dumps(..., allow_nan=False)``, which bare ``NaN`` (not JSON) would not."""
+    value = to_json(value)
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def to_json(value):
     """NumPy scalars/arrays to plain Python (lists), NaN kept as NaN."""
     if isinstance(value, dict):

@@ -240,21 +240,10 @@ def summarise(rows: list[dict], config: TrainStudy) -> dict:
     return summary
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def write_study(rows: list[dict], config: TrainStudy, out_dir: str) -> dict:
     """Write checkpoints.csv, trajectories.png, scatter.png and summary.json; return the paths."""
     from boundlab.experiments.plots import plot_training
+    from boundlab.experiments.stats import strict_json
 
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "checkpoints.csv")
@@ -265,7 +254,7 @@ def write_study(rows: list[dict], config: TrainStudy, out_dir: str) -> dict:
     summary = summarise(rows, config)
     summary_path = os.path.join(out_dir, "summary.json")
     with open(summary_path, "w") as handle:
-        json.dump(_json_safe(summary), handle, indent=1, allow_nan=False)
+        json.dump(strict_json(summary), handle, indent=1, allow_nan=False)
     pngs = plot_training(rows, config, out_dir)
     return {"csv": csv_path, "summary": summary_path, "png": pngs}
 
