@@ -129,9 +129,9 @@ def _figure_config(number: int, args: argparse.Namespace):
 def _headline(result) -> str:
     import json
 
-    from boundlab.experiments.stats import to_json
+    from boundlab.experiments.stats import strict_json
 
-    summary = to_json(result.summary)
+    summary = strict_json(result.summary)
     keep = {k: v for k, v in summary.items() if k in ("headline", "reading", "theorem_4_30", "theorem_4_30_variant_a")}
     return json.dumps(keep, indent=1)
 

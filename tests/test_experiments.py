@@ -161,3 +161,17 @@ def test_summary_json_is_strict_and_overflow_is_null(tmp_path):
     text = open(paths["summary"]).read()
     json.loads(text, parse_constant=refuse)
     assert "null" in text  # every run overflowed at lambda = 10: the means are undefined, written as null
+
+
+def test_a_check_on_no_sample_is_not_reported_as_true():
+    import dataclasses
+
+    from boundlab.experiments import Figure1, figure1
+    from boundlab.experiments.reproduce import _theorem_line
+
+    # at t = 8 the hypotheses (n u < 1 and the alpha-conditions) fail on every sample
+    config = dataclasses.replace(Figure1(), d=4, n=4, D=4, L=2, inits=4, bound_samples=4, precisions=(4,))
+    entry = figure1(config, progress=False).summary["theorem_4_30"]["t4"]
+    assert entry["hypotheses_hold"] == 0 and entry["samples_checked"] == 0
+    assert entry["bound_holds_on_samples"] == "no sample met the hypotheses"
+    assert "none of the 4 sampled networks" in _theorem_line({"t4": entry})

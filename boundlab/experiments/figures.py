@@ -196,7 +196,10 @@ def _bound_summary(samples, errors_componentwise, precisions):
             else float("nan"), "log10_layerwise_bound_median": median(log_layerwise),
             "measured_mean": float(stats["mean"]), "measured_median": float(stats["median"]),
             "measured_max": float(stats["max"]),
-            "bound_holds_on_samples": bool(np.all(log_measured[ok] <= log_bound[ok])),
+            # a check on no sample is no result: say so rather than report a vacuous True
+            "bound_holds_on_samples": bool(np.all(log_measured[ok] <= log_bound[ok])) if ok.any()
+            else "no sample met the hypotheses",
+            "samples_checked": int(ok.sum()),
             "median_log10_bound_over_measured": float(np.median(log_bound[ok] - log_measured[ok])) if ok.any()
             else float("nan"),
         }
