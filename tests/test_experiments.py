@@ -145,14 +145,22 @@ def test_cli_figure_3_quick_reports_quadratic_growth(tmp_path, capsys):
     assert "does not apply" in capsys.readouterr().err
 
 
-def test_summary_json_is_strict_and_overflow_is_null(tmp_path):
+@pytest.fixture(scope="module")
+def overflowing_figure2():
     import dataclasses
+
+    from boundlab.experiments import Figure2, figure2
+
+    config = dataclasses.replace(Figure2(), d=6, n=6, D=6, depths=(3,), lambdas=(1.0, 10.0), inits=8, precisions=(16,))
+    return figure2(config, progress=False)
+
+
+def test_summary_json_is_strict_and_overflow_is_null(tmp_path, overflowing_figure2):
     import json
 
-    from boundlab.experiments import Figure2, figure2, write
+    from boundlab.experiments import write
 
-    config = dataclasses.replace(Figure2(), d=6, n=6, D=6, depths=(3,), lambdas=(10.0,), inits=8, precisions=(16,))
-    result = figure2(config, progress=False)
+    result = overflowing_figure2
     paths = write(result, tmp_path)
 
     def refuse(constant):
@@ -175,3 +183,20 @@ def test_a_check_on_no_sample_is_not_reported_as_true():
     assert entry["hypotheses_hold"] == 0 and entry["samples_checked"] == 0
     assert entry["bound_holds_on_samples"] == "no sample met the hypotheses"
     assert "none of the 4 sampled networks" in _theorem_line({"t4": entry})
+
+
+def test_figure_2_marks_overflowed_points_and_labels_its_axes(overflowing_figure2):
+    from boundlab.experiments.plots import _figure2, _pyplot
+
+    plt = _pyplot()
+    figure = _figure2(plt, overflowing_figure2)
+    try:
+        assert type(figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"  # no overlapping text
+        for axis in figure.axes:
+            assert axis.get_xlabel() and axis.get_ylabel()
+            notes = " ".join(text.get_text() for text in axis.texts)
+            raw = overflowing_figure2.data["normwise"][:, 1, 0, 0]  # lambda = 10, t16, L = 3
+            overflowed = int(np.sum(~np.isfinite(raw)))
+            assert overflowed > 0 and f"lambda = 10: {overflowed}/8 overflowed" in notes
+    finally:
+        plt.close(figure)

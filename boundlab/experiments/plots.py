@@ -29,7 +29,7 @@ def _colours(plt, count):
 
 def _figure1(plt, result):
     summary, config = result.summary, result.config
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), layout="constrained")
     layers = np.arange(1, config.L + 1)
     colours = _colours(plt, len(config.precisions))
     for column, kind in enumerate(("componentwise", "normwise")):
@@ -38,10 +38,11 @@ def _figure1(plt, result):
             axes[0, column].semilogy(layers, stats["mean"], color=colour, label=f"t = {t}")
             axes[1, column].semilogy(layers, stats["median"], color=colour, label=f"t = {t}")
             axes[1, column].fill_between(layers, stats["p5"], stats["p95"], color=colour, alpha=0.2)
-        axes[0, column].set_title(f"mean {KIND_LABELS[kind]} error per layer")
-        axes[1, column].set_title("median, 5th-95th percentile")
+        axes[0, column].set_title(f"mean {KIND_LABELS[kind]} error per layer", fontsize=10)
+        axes[1, column].set_title(f"{KIND_LABELS[kind]}: median (line), 5th-95th percentile (band)", fontsize=10)
         for row in range(2):
             axes[row, column].set_xlabel("layer")
+            axes[row, column].set_ylabel("relative error (absolute)")
             axes[row, column].legend(fontsize=8)
         final = result.data[kind][:, :, -1]
         ax = axes[column, 2]
@@ -54,7 +55,13 @@ def _figure1(plt, result):
                 ax.hist(values, bins=bins, color=colour, alpha=0.5, label=f"t = {t}")
                 ax.axvline(summary["precisions"][f"t{t}"][kind]["last_layer"]["mean"], color="black", lw=1)
             ax.set_xscale("log")
-        ax.set_title(f"final layer, {KIND_LABELS[kind]} (black: means)")
+        ax.set_title(f"final layer, {KIND_LABELS[kind]} (black lines: means)", fontsize=10)
+        ax.set_xlabel("relative error at the last layer")
+        ax.set_ylabel("initialisations")
+        overflowed = int(np.sum(~np.isfinite(final[:, 0])))
+        if overflowed:
+            ax.annotate(f"{overflowed}/{final.shape[0]} runs overflowed (not shown)", (0.02, 0.98),
+                        xycoords="axes fraction", va="top", fontsize=8)
         ax.legend(fontsize=8)
     fig.suptitle(f"Figure 1: d = n = D = {config.d}, L = {config.L}, {config.inits} initialisations, "
                  f"{config.accumulation} sums")
@@ -63,25 +70,38 @@ def _figure1(plt, result):
 
 def _figure2(plt, result):
     summary, config = result.summary, result.config
-    fig, axes = plt.subplots(2, len(config.precisions), figsize=(5 * len(config.precisions), 8), squeeze=False)
+    fig, axes = plt.subplots(2, len(config.precisions), figsize=(6 * len(config.precisions), 8), squeeze=False,
+                             layout="constrained")
     colours = _colours(plt, len(config.depths))
     for column, t in enumerate(config.precisions):
         for row, kind in enumerate(("componentwise", "normwise")):
             ax = axes[row, column]
+            notes = []
             for colour, depth in zip(colours, config.depths):
                 entry = summary["precisions"][f"t{t}"][f"L{depth}"][kind]
-                ax.loglog(config.lambdas, entry["mean"], "o-", color=colour,
-                          label=f"L = {depth} (slope {entry['loglog_slope']:.2f})")
-            ax.set_xlabel("lambda")
-            ax.set_title(f"t = {t}: mean {KIND_LABELS[kind]} error, last layer")
-            ax.legend(fontsize=8)
+                slope = entry["loglog_slope"]
+                slope = "slope undefined" if slope is None or not np.isfinite(slope) else f"slope {slope:.2f}"
+                ax.loglog(config.lambdas, entry["mean"], "o-", color=colour, label=f"L = {depth} ({slope})")
+                raw = result.data[kind][:, :, column, config.depths.index(depth)]  # (inits, lambdas)
+                overflowed = np.sum(~np.isfinite(raw), axis=0)
+                for lam, count, mean in zip(config.lambdas, overflowed, entry["mean"]):
+                    if count and (mean is None or not np.isfinite(mean)):
+                        notes.append(f"L = {depth}, lambda = {lam:.3g}: {count}/{config.inits} overflowed, no mean")
+                    elif count:
+                        notes.append(f"L = {depth}, lambda = {lam:.3g}: {count}/{config.inits} overflowed (left out)")
+            if notes:
+                ax.annotate("\n".join(notes[:6]), (0.02, 0.98), xycoords="axes fraction", va="top", fontsize=7)
+            ax.set_xlabel("lambda (W_k^T W_q scaled by lambda)")
+            ax.set_ylabel("relative error (absolute)")
+            ax.set_title(f"t = {t}: mean {KIND_LABELS[kind]} error, last layer", fontsize=10)
+            ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"Figure 2: W_k^T W_q scaled by lambda, {config.inits} initialisations per lambda")
     return fig
 
 
 def _figure3(plt, result):
     summary, config = result.summary, result.config
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
     norms = np.asarray(summary["mean_input_norm"])
     colours = _colours(plt, len(config.precisions))
     for ax, kind in zip(axes, ("componentwise", "normwise")):
@@ -93,9 +113,11 @@ def _figure3(plt, result):
             ax.fill_between(norms, np.maximum(mean - std, mean * 1e-3), mean + std, color=colour, alpha=0.2)
             ax.loglog(norms, fit["a"] + fit["b"] * norms ** fit["p"], "--", color=colour, lw=0.8)
         x0, y0 = norms[len(norms) // 2], np.nanmax(summary["precisions"][f"t{config.precisions[-1]}"][kind]["mean"])
-        ax.loglog([x0, 2 * x0, 2 * x0, x0], [y0, y0, 4 * y0, y0], color="grey")  # slope-2 triangle
+        ax.loglog([x0, 2 * x0, 2 * x0, x0], [y0, y0, 4 * y0, y0], color="grey", label="slope 2 (quadratic growth)")
         ax.set_xlabel("mean column norm ||x_t||_2")
-        ax.set_title(f"self-attention, mean {KIND_LABELS[kind]} error +- 1 std (dashed: a + b ||x||^p)")
+        ax.set_ylabel("relative error (absolute)")
+        ax.set_title(f"self-attention: mean {KIND_LABELS[kind]} error, band +- 1 std,\n"
+                     "dashed: fitted a + b ||x||^p", fontsize=10)
         ax.legend(fontsize=8)
     fig.suptitle(f"Figure 3: d = n = {config.d}, W = I, X ~ N(1, 0.01) scaled, {config.inits} initialisations")
     return fig
@@ -103,7 +125,7 @@ def _figure3(plt, result):
 
 def _figure4(plt, result):
     summary, config = result.summary, result.config
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8), layout="constrained")
     layers = np.arange(1, config.L + 1)
     colours = _colours(plt, len(config.precisions))
     for column, (variant, title) in enumerate((("a_norm_before_attention", "a) layer norm before the attention"),
@@ -116,7 +138,8 @@ def _figure4(plt, result):
                 ax.semilogy(layers, mean, color=colour, label=f"t = {t} (x{entry['growth_factor_per_layer']:.3f}/layer)")
                 ax.fill_between(layers, np.maximum(mean - std, mean * 1e-3), mean + std, color=colour, alpha=0.2)
             ax.set_xlabel("layer")
-            ax.set_title(f"{title}: mean {KIND_LABELS[kind]} error")
+            ax.set_ylabel("relative error (absolute)")
+            ax.set_title(f"{title}:\nmean {KIND_LABELS[kind]} error, band +- 1 std (floored at mean/1000)", fontsize=10)
             ax.legend(fontsize=8)
     fig.suptitle(f"Figure 4: d = n = D = {config.d}, L = {config.L}, {config.inits} initialisations")
     return fig
