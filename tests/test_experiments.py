@@ -200,3 +200,15 @@ def test_figure_2_marks_overflowed_points_and_labels_its_axes(overflowing_figure
             assert overflowed > 0 and f"lambda = 10: {overflowed}/8 overflowed" in notes
     finally:
         plt.close(figure)
+
+
+def test_progress_off_a_terminal_is_plain_lines_with_counts_and_compiling(capsys):
+    import jax.numpy as jnp
+
+    from boundlab.experiments.sweeps import sweep
+
+    sweep(lambda key, i: jnp.asarray(i, jnp.float64) * 2, jax.random.key(0), 20, chunk=5, description="demo")
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.strip() for line in err)  # no blank lines in a log
+    assert err[0].startswith("demo: 0/20") and any("compiling" in line for line in err)
+    assert err[-1].startswith("demo: 20/20")

@@ -27,6 +27,9 @@ def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers:
     lines = ["| case | statement | coefficient | bound | measured | bound / measured | hypotheses hold |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     data = {}
+    from boundlab.experiments.sweeps import ProgressBar
+
+    bar = ProgressBar(len(cases), "bound table (analyze per case; the first compiles)") if progress else None
     for fmt, norm, seed in cases:
         params, X = init(jax.random.key(seed), "figure4", d=size, n=size, D=size, L=layers)
         result = analyze(params, X, fmt, norm, conditions=False).to_dict()
@@ -38,8 +41,10 @@ def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers:
             entry = result[name]
             lines.append(f"| {label} | {name} | {entry['coefficient']:.3g} | {entry['bound']:.3g} | "
                          f"{entry['measured']:.3g} | {entry['bound/measured']:.3g} | {'yes' if entry['valid'] else 'no'} |")
-        if progress:
-            print(f"  bounds: {label} done", flush=True)
+        if bar is not None:
+            bar.update(1, "bound table")
+    if bar is not None:
+        bar.close()
     return "\n".join(lines), data
 
 
