@@ -146,7 +146,13 @@ def test_analysis_json_is_keyed_by_statement_names_and_the_theorem_holds():
         assert row["closed_form"] * tol >= row["autodiff"], row
         if row["relation"] == "=":
             assert relative_difference(row["closed_form"], row["autodiff"]) < relative_tolerance(), row
-    assert "Theorem 4.30" in result.table() and "Lemma 4.29" in result.table()
+    table = result.table()
+    assert "Theorem 4.30" in table and "Lemma 4.29" in table
+    for name, entry in data.items():  # a failed hypothesis is named on its statement's line
+        if isinstance(entry, dict) and "coefficient" in entry and name != "Remark 4.18" and not entry["valid"]:
+            line = next(row for row in table.splitlines() if row.startswith(name + " "))
+            failed = [flag for flag, holds in entry["flags"].items() if not holds]
+            assert failed and all(flag in line for flag in failed), line
 
 
 def test_broken_hypotheses_are_flagged_or_refused():
@@ -205,7 +211,7 @@ def test_cli_analyze_prints_json_and_refuses_bad_files(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and message in err, (label, err)
     (tmp_path / "junk.npz").write_text("not a zip")
     assert main(["analyze", str(tmp_path / "junk.npz")]) == 2
-    assert "not a readable .npz" in capsys.readouterr().err
+    assert "not an .npz archive" in capsys.readouterr().err
 
 
 def test_analyze_runs_the_exact_forward_of_the_case_once(monkeypatch):

@@ -182,7 +182,7 @@ class Analysis:
             lines.append(f"{name:<30} {entry['coefficient']:>12.4g} {entry['bound']:>11.3e} {entry['measured']:>11.3e} "
                          f"{entry['bound/measured']:>10.3g}  {'yes' if entry['valid'] else 'NO':<5} "
                          f"{'yes' if entry['holds'] else 'NO'}"
-                         f"{'' if entry['flags'].get('no overflow', True) else '  (overflow)'}")
+                         f"{'' if entry['valid'] else '  failed: ' + failed_hypotheses(entry)}")
         remark = data["Remark 4.18"]["per_layer"]
         failing = [i for i, ok in enumerate(remark["holds"]) if not ok]
         lines.append("")
@@ -202,6 +202,11 @@ class Analysis:
                 lines.append(f"{row['layer']:<6} {row['statement']:<18} {row['quantity']:<40} {row['autodiff']:>11.4g} "
                              f"{row['closed_form']:>11.4g}  {row['relation']}")
         return "\n".join(lines)
+
+
+def failed_hypotheses(entry) -> str:
+    """The names of the hypotheses that fail (somewhere) for a statement entry of ``to_dict``."""
+    return ", ".join(name for name, holds in entry["flags"].items() if not holds) or "none"
 
 
 def _statement_order(name):

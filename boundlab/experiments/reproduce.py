@@ -22,6 +22,7 @@ TABLE_STATEMENTS = ("Lemma 4.6", "Lemma 4.11", "Lemma 4.14", "Lemma 4.17", "Lemm
 def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers: int = 3) -> tuple[str, dict]:
     """Every statement's bound beside the measured error on a few random networks (markdown, JSON)."""
     from boundlab.analysis import analyze
+    from boundlab.analysis.report import failed_hypotheses
     from boundlab.transformer import init
 
     lines = ["| case | statement | coefficient | bound | measured | bound / measured | hypotheses hold |",
@@ -40,7 +41,8 @@ def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers:
                 continue
             entry = result[name]
             lines.append(f"| {label} | {name} | {entry['coefficient']:.3g} | {entry['bound']:.3g} | "
-                         f"{entry['measured']:.3g} | {entry['bound/measured']:.3g} | {'yes' if entry['valid'] else 'no'} |")
+                         f"{entry['measured']:.3g} | {entry['bound/measured']:.3g} | "
+                         f"{'yes' if entry['valid'] else 'no: ' + failed_hypotheses(entry)} |")
         if bar is not None:
             bar.update(1, "bound table")
     if bar is not None:
