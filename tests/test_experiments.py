@@ -123,6 +123,15 @@ def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
     assert summaries[1]["theorem_4_30"]["t16"]["samples"] == 4
     assert "loglog_slope" in summaries[2]["precisions"]["t16"]["L2"]["normwise"]
     assert "growth_rate_log10_per_layer_norm_after" in summaries[4]["headline"]
+    # index.md states the overflow of every figure and the Theorem 4.30 check at every precision
+    assert text.count("* Overflow: no run overflowed.") + text.count("* Overflowed runs") == 4
+    assert "Theorem 4.30 at t10" in text and "Theorem 4.30 at t16" in text
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    for path in list(tmp_path.glob("figure*/summary.json")) + [tmp_path / "bounds.json"]:
+        json.loads(path.read_text(), parse_constant=refuse)
     # Figure 3's largest scale makes exp overflow: counted, never averaged in
     assert summaries[3]["precisions"]["t10"]["overflowed_runs"] == TINY[3].inits
     assert np.all(np.isfinite(summaries[3]["precisions"]["t10"]["normwise"]["mean"][:2]))
@@ -182,7 +191,7 @@ def test_a_check_on_no_sample_is_not_reported_as_true():
     entry = figure1(config, progress=False).summary["theorem_4_30"]["t4"]
     assert entry["hypotheses_hold"] == 0 and entry["samples_checked"] == 0
     assert entry["bound_holds_on_samples"] == "no sample met the hypotheses"
-    assert "none of the 4 sampled networks" in _theorem_line({"t4": entry})
+    assert "none of the 4 sampled networks" in _theorem_line("t4", entry)
 
 
 def test_figure_2_marks_overflowed_points_and_labels_its_axes(overflowing_figure2):
@@ -212,3 +221,11 @@ def test_progress_off_a_terminal_is_plain_lines_with_counts_and_compiling(capsys
     assert err and all(line.strip() for line in err)  # no blank lines in a log
     assert err[0].startswith("demo: 0/20") and any("compiling" in line for line in err)
     assert err[-1].startswith("demo: 20/20")
+
+
+def test_index_states_every_overflow(overflowing_figure2):
+    from boundlab.experiments.reproduce import overflow_line
+
+    line = overflow_line(2, overflowing_figure2)
+    raw = overflowing_figure2.data["normwise"][:, 1, 0, 0]
+    assert f"t16 lambda = 10, L = 3: {int(np.sum(~np.isfinite(raw)))}/8" in line

@@ -7,6 +7,7 @@ import os
 import time
 
 import jax
+import numpy as np
 
 from boundlab.experiments.figures import CONFIGS, RUNNERS
 from boundlab.experiments.output import write
@@ -50,8 +51,34 @@ def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers:
     return "\n".join(lines), data
 
 
-def _theorem_line(entries):
-    name, entry = list(entries.items())[-1]
+def _theorem_lines(entries):
+    return [_theorem_line(name, entry) for name, entry in entries.items()]
+
+
+def overflow_line(number, result) -> str:
+    """Every overflowed run of a figure, per precision and grid point (index.md states them all)."""
+    values, config = result.data["normwise"], result.config
+    parts = []
+    for p, t in enumerate(config.precisions):
+        if number == 1:
+            points = {"": values[:, p, -1]}
+        elif number == 2:
+            points = {f"lambda = {lam:.3g}, L = {depth}": values[:, g, p, k]
+                      for g, lam in enumerate(config.lambdas) for k, depth in enumerate(config.depths)}
+        elif number == 3:
+            points = {f"scale {scale:.3g}": values[:, g, p] for g, scale in enumerate(config.scales)}
+        else:
+            points = {variant: values[:, v, p, -1] for v, variant in enumerate(("a)", "b)"))}
+        for label, final in points.items():
+            count = int(np.sum(~np.isfinite(final)))
+            if count:
+                parts.append(f"t{t}{' ' + label if label else ''}: {count}/{len(final)}")
+    if not parts:
+        return "Overflow: no run overflowed."
+    return "Overflowed runs (counted, left out of the statistics): " + "; ".join(parts) + "."
+
+
+def _theorem_line(name, entry):
     if not entry["hypotheses_hold"]:
         return (f"Theorem 4.30 at {name}: none of the {entry['samples']} sampled networks satisfies its hypotheses, "
                 "so nothing was checked (measured componentwise error: mean "
@@ -68,7 +95,7 @@ def _headline_lines(number, summary):
         lines = [f"Mean {h['error']} at t = {h['precision']}: growth {h['growth_rate_log10_per_layer']:.3f} decades "
                  f"per layer (R^2 = {h['r2']:.3f}); median / mean at the last layer = "
                  f"{h['median_over_mean_last_layer']:.3f}."]
-        return lines + ([_theorem_line(summary["theorem_4_30"])] if "theorem_4_30" in summary else [])
+        return lines + (_theorem_lines(summary["theorem_4_30"]) if "theorem_4_30" in summary else [])
     if number == 2:
         return list(summary["reading"])
     if number == 3:
@@ -78,7 +105,7 @@ def _headline_lines(number, summary):
     lines = [f"Mean {h['error']} at t = {h['precision']}: {h['growth_rate_log10_per_layer_norm_before']:.3f} decades "
              f"per layer with the norm before the attention, {h['growth_rate_log10_per_layer_norm_after']:.3f} after."]
     if "theorem_4_30_variant_a" in summary:
-        lines.append("Variant a) " + _theorem_line(summary["theorem_4_30_variant_a"]))
+        lines += ["Variant a) " + line for line in _theorem_lines(summary["theorem_4_30_variant_a"])]
     return lines
 
 
@@ -104,6 +131,7 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
         seconds = time.perf_counter() - t0
         sections += [f"## Figure {number}", "", f"![Figure {number}](figure{number}/figure{number}.png)", ""]
         sections += [f"* {line}" for line in _headline_lines(number, to_json(result.summary))]
+        sections += [f"* {overflow_line(number, result)}"]
         sections += [f"* data: [summary.json](figure{number}/summary.json), "
                      + ", ".join(f"[{os.path.basename(p)}](figure{number}/{os.path.basename(p)})" for p in paths["csv"]),
                      f"* {seconds:.1f} s", ""]
