@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from boundlab.rounding import hash_fold_in
+
 ACCUMULATIONS = ("recursive", "pairwise", "blocked")
 
 Term = Callable  # term(j, key) -> array; j a Python int (unrolled) or a traced index
@@ -32,8 +34,9 @@ Add = Callable  # add(x, y, key) -> fl(x + y)
 
 
 def fold_key(key, index):
-    """fold_in(key, index), or None when there is no key (deterministic rounding)."""
-    return None if key is None else jax.random.fold_in(key, index)
+    """The key of sub-site ``index`` (``rounding.hash_fold_in``: a cheap counter hash, not
+    threefry), or None when there is no key (deterministic rounding)."""
+    return None if key is None else hash_fold_in(key, index)
 
 
 def take(x, j, axis):
@@ -53,7 +56,7 @@ class KeyStream:
         if self.key is None:
             return None
         self._count += 1
-        return jax.random.fold_in(self.key, self._count)
+        return hash_fold_in(self.key, self._count)
 
 
 def recursive(term: Term, k: int, add: Add, keys: KeyStream, unroll: int):
