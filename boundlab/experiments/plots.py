@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from boundlab.experiments.stats import log10_of
+
 KIND_LABELS = {"componentwise": "componentwise rho_c", "normwise": "normwise (Frobenius)"}
 
 
@@ -155,14 +157,6 @@ TRAINING_LABELS = {
 }
 
 
-def _log10(name, values):
-    values = np.asarray(values, np.float64)
-    if name.startswith("log10_"):
-        return values
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log10(values)
-
-
 def _run_groups(rows):
     groups = {}
     for row in rows:
@@ -189,7 +183,7 @@ def plot_training(rows, config, out_dir) -> list[str]:
         for (width, seed, penalised), group in groups.items():
             steps = [row["step"] for row in group]
             values = [row[name] for row in group]
-            values = values if name == "test_accuracy" or name.startswith("log10_") else _log10(name, values)
+            values = values if name == "test_accuracy" or name.startswith("log10_") else log10_of(name, values)
             axis.plot(steps, values, color=colours[width], linestyle="--" if penalised else "-", alpha=0.8,
                       label=f"d = {width}" if seed == config.seeds[0] and not penalised else None)
         label = TRAINING_LABELS.get(name, name)
@@ -209,9 +203,9 @@ def plot_training(rows, config, out_dir) -> list[str]:
     error = errors[0]
     diagnostics = list(TRAINING_LABELS)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), squeeze=False, layout="constrained")
-    measured = _log10(error, [row[error] for row in rows])
+    measured = log10_of(error, [row[error] for row in rows])
     for axis, name in zip(axes.flat, diagnostics):
-        predictor = _log10(name, [row[name] for row in rows])
+        predictor = log10_of(name, [row[name] for row in rows])
         for width in widths:
             for penalised, marker in ((False, "o"), (True, "x")):
                 keep = np.array([row["width"] == width and row["penalised"] == penalised for row in rows])

@@ -67,6 +67,16 @@ def power_fit(x, y) -> dict:
             "points": int(len(x))}
 
 
+def log10_of(name: str, values) -> np.ndarray:
+    """log10 of a diagnostic's values; names starting with ``log10_`` hold logarithms already
+    (log10 of 0 is -inf and of a negative or NaN value NaN, without warnings)."""
+    values = np.asarray(values, np.float64)
+    if name.startswith("log10_"):
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(values)
+
+
 def strict_json(value):
     """``to_json`` with every NaN or infinity written as None (JSON null): the result passes
     ``json.dumps(..., allow_nan=False)``, which bare ``NaN`` (not JSON) would not."""

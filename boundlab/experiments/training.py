@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from boundlab.experiments.stats import log10_of
 from boundlab.formats import get_format
 
 DIAGNOSTICS = ("log10_theorem_4_30", "log10_theorem_4_30_free", "log10_layerwise_free", "log10_growth",
@@ -182,23 +183,15 @@ def run_study(config: TrainStudy = TrainStudy(), progress: bool = True) -> list[
 
 # -- summary -------------------------------------------------------------------------------------
 
-def _log10(name, values):
-    values = np.asarray(values, np.float64)
-    if name.startswith("log10_"):
-        return values
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log10(values)
-
-
 def correlations(rows: list[dict], error: str) -> dict:
     """Pearson correlation of log10(diagnostic) with log10(error) and Spearman rank correlation,
     over the checkpoints where both are finite and positive."""
     from scipy import stats
 
     out = {}
-    measured = _log10(error, [row[error] for row in rows])
+    measured = log10_of(error, [row[error] for row in rows])
     for name in DIAGNOSTICS:
-        predictor = _log10(name, [row[name] for row in rows])
+        predictor = log10_of(name, [row[name] for row in rows])
         keep = np.isfinite(measured) & np.isfinite(predictor)
         entry = {"points": int(keep.sum()), "pearson_log": None, "spearman": None}
         if keep.sum() >= 3 and np.ptp(predictor[keep]) > 0 and np.ptp(measured[keep]) > 0:
