@@ -64,7 +64,7 @@ def _figure1(plt, result):
         if overflowed:
             ax.annotate(f"{overflowed}/{final.shape[0]} runs overflowed (not shown)", (0.02, 0.98),
                         xycoords="axes fraction", va="top", fontsize=8)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")  # the overflow note keeps the upper left
     fig.suptitle(f"Figure 1: d = n = D = {config.d}, L = {config.L}, {config.inits} initialisations, "
                  f"{config.accumulation} sums")
     return fig
