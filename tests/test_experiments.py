@@ -229,3 +229,36 @@ def test_index_states_every_overflow(overflowing_figure2):
     line = overflow_line(2, overflowing_figure2)
     raw = overflowing_figure2.data["normwise"][:, 1, 0, 0]
     assert f"t16 lambda = 10, L = 3: {int(np.sum(~np.isfinite(raw)))}/8" in line
+
+
+def _labels_overlap(figure):
+    """Pairs of titles and axis labels (of any subplots, and the suptitle) whose drawn boxes overlap."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    texts = [figure._suptitle] if figure._suptitle is not None else []
+    for axis in figure.axes:
+        texts += [axis.title, axis.xaxis.label, axis.yaxis.label]
+    boxes = [(text.get_text(), text.get_window_extent(renderer)) for text in texts if text.get_text()]
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:] if box_a.overlaps(box_b)]
+
+
+@pytest.mark.parametrize("number", [1, 3, 4])
+def test_figures_have_labelled_axes_and_no_overlapping_titles(number):
+    from boundlab.experiments import figure3, figure4
+    from boundlab.experiments.plots import _figure1, _figure3, _figure4, _pyplot
+
+    tiny = dict(d=3, n=3, inits=4, precisions=(12, 16))
+    config, run, draw = {
+        1: (dataclasses.replace(Figure1(), D=3, L=2, bound_samples=2, **tiny), figure1, _figure1),
+        3: (dataclasses.replace(Figure3(), scales=(0.5, 1.0, 4.0, 8.0), **tiny), figure3, _figure3),
+        4: (dataclasses.replace(Figure4(), D=3, L=2, **tiny), figure4, _figure4),
+    }[number]
+    plt = _pyplot()
+    figure = draw(plt, run(config, progress=False))
+    try:
+        assert type(figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+        for axis in figure.axes:
+            assert axis.get_xlabel() and axis.get_ylabel() and axis.get_title()
+        assert _labels_overlap(figure) == []
+    finally:
+        plt.close(figure)

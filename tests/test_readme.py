@@ -21,3 +21,22 @@ def test_readme_example_runs(index):
     # users run with JAX's standard promotion; the suite's strict one (conftest) would stop optax
     with jax.numpy_dtype_promotion("standard"):
         exec(compile(python_blocks()[index], f"README.md block {index}", "exec"), {})
+
+
+def test_every_image_the_readme_shows_is_in_the_repository_and_small():
+    root = README.parent
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README.read_text())
+    assert len(images) >= 5  # Figures 1-4 and the training study
+    for image in images:
+        path = root / image
+        assert path.is_file(), f"README shows {image}, which is not in the repository"
+        assert path.stat().st_size < 150_000, f"{image} is {path.stat().st_size} bytes; keep README images small"
+
+
+def test_documents_named_in_docstrings_exist():
+    # a docstring that sends the reader to a file the repository does not have is a wrong docstring
+    root = README.parent
+    shipped = {path.name for path in root.glob("*.md")} | {"index.md", "bounds.md"}  # written by reproduce
+    for source in (root / "boundlab").rglob("*.py"):
+        for name in re.findall(r"\b([\w-]+\.md)\b", source.read_text()):
+            assert name in shipped, f"{source.relative_to(root)} points to {name}, which is not in the repository"
