@@ -1,0 +1,105 @@
+"""``emulate(f, arithmetic)``: any JAX function evaluated with Model 4.1's roundings."""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+
+from boundlab.emulation.interpreter import Handler, _Context, eval_closed, operand
+
+
+def _nnx():
+    return sys.modules.get("flax.nnx")  # flax is imported lazily: only a caller with modules has it
+
+
+def split_modules(args):
+    """Flax NNX modules among ``args`` replaced by their state (a pytree); the graph definitions
+    (hashable, static under ``jit``) are returned beside them, None where an arg is no module."""
+    nnx = _nnx()
+    if nnx is None:
+        return tuple(args), (None,) * len(args)
+    states, graphdefs = [], []
+    for arg in args:
+        if isinstance(arg, nnx.Module):
+            graphdef, state = nnx.split(arg)
+            states.append(state)
+            graphdefs.append(graphdef)
+        else:
+            states.append(arg)
+            graphdefs.append(None)
+    return tuple(states), tuple(graphdefs)
+
+
+def merged(f, graphdefs):
+    """``f`` as a function of the split arguments (modules rebuilt with ``nnx.merge``)."""
+    if all(graphdef is None for graphdef in graphdefs):
+        return f
+
+    def call(*args):
+        nnx = _nnx()
+        return f(*[arg if graphdef is None else nnx.merge(graphdef, arg) for graphdef, arg in zip(graphdefs, args)])
+
+    return call
+
+
+def as_function(f):
+    """A Flax NNX module ``m`` becomes the function ``(m, *args) -> m(*args)``; a function stays."""
+    nnx = _nnx()
+    if nnx is not None and isinstance(f, nnx.Module):
+        module = f
+        return (lambda m, *args: m(*args)), (module,)
+    if not callable(f):
+        raise TypeError(f"expected a function or a Flax NNX module, got {type(f).__name__}")
+    return f, ()
+
+
+def interpret(f, handler: Handler, args, key):
+    """Trace ``f(*args)`` and evaluate its jaxpr through ``handler``; float inputs are rounded
+    once into the format.  Returns the output pytree."""
+    flat, tree = jax.tree.flatten(args)
+    closed, out_shape = jax.make_jaxpr(lambda *leaves: f(*jax.tree.unflatten(tree, leaves)), return_shape=True)(*flat)
+    leaves = [operand(leaf, _Context(handler, None)) for leaf in flat]
+    outs = eval_closed(closed, leaves, _Context(handler, key))
+    return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+
+def emulate(f, arithmetic):
+    """``f`` evaluated with every floating-point operation rounded as Model 4.1 says.
+
+    Returns a function with ``f``'s arguments (plus ``key=`` for stochastic rounding) whose
+    result has ``f``'s structure, floats held in ``arithmetic.dtype`` as format numbers.  Float
+    inputs, constants and literals are rounded once into the format (to nearest); then
+    elementwise arithmetic and elementary functions are rounded once each, ``dot_general`` and
+    ``reduce_sum`` go through the arithmetic's accumulation order (every product and partial sum
+    rounded when it is recursive), and exact operations (max, select, reshapes, ...) are left
+    alone.  See ``boundlab.emulation.interpreter`` for the full list; any other primitive raises
+    ``UnsupportedPrimitive`` naming it.
+
+    ``f`` may be any JAX-traceable function of pytrees (including ``jit``, ``scan``, ``while``,
+    ``cond``, ``custom_jvp``/``custom_vjp`` and ``checkpoint`` inside), or a Flax NNX module;
+    arguments may be NNX modules.  The result is jitted (traced once per shape) and works under
+    ``jax.jit`` and ``jax.vmap``.
+
+    >>> import jax.numpy as jnp
+    >>> from boundlab import Emulated
+    >>> f = lambda x: jnp.sum(x * x)  # fl(x_i^2), then a recursive sum, each step rounded
+    >>> float(emulate(f, Emulated("fp16"))(jnp.array([1.0, 2.0**-6, 2.0**-6], jnp.float32)))
+    1.0
+    """
+    fn, bound_args = as_function(f)
+
+    def run(graphdefs, states, key):
+        return interpret(merged(fn, graphdefs), Handler(arithmetic), states, key)
+
+    run = jax.jit(run, static_argnums=0)
+
+    def emulated(*args, key=None):
+        if getattr(arithmetic, "mode", "nearest") == "stochastic" and key is None:
+            raise ValueError(f"{arithmetic} rounds stochastically: pass key=jax.random.key(...)")
+        states, graphdefs = split_modules(bound_args + tuple(args))
+        return run(graphdefs, states, key)
+
+    emulated.__name__ = f"emulated_{getattr(fn, '__name__', 'function')}"
+    emulated.__doc__ = f"{getattr(fn, '__name__', 'f')} under {arithmetic} (boundlab.emulate)."
+    return emulated

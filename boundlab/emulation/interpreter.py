@@ -1,0 +1,346 @@
+"""A jaxpr interpreter that evaluates every floating-point primitive through an arithmetic policy.
+
+The pattern of JAX's "Writing custom Jaxpr interpreters": trace ``f`` to a jaxpr, then walk its
+equations with a handler for each primitive.  Model 4.1 decides the handlers:
+
+* rounded once (``policy.add/sub/mul/div/sqrt/exp``): ``add``, ``add_any``, ``sub``, ``mul``,
+  ``div``, ``sqrt``, ``exp``, ``square`` (x * x);
+* other elementwise functions (``log``, ``tanh``, ``logistic``, ``erf``, ``rsqrt``, ``pow``,
+  ``integer_pow``, trigonometric, ...): evaluated in float64 (the container without x64) and
+  rounded once.  Only exp is correctly rounded in every case (``boundlab.elementary``); for the
+  others the float64 value is rounded, which differs from the correctly rounded one only when
+  the exact value lies within a float64 ulp of a rounding boundary;
+* ``dot_general`` through the policy's contraction (its accumulation order: every product and
+  partial sum rounded); ``reduce_sum`` through ``policy.sum`` (the reduced axes flattened in
+  row-major order); ``cumsum``/``cumprod`` one rounded operation per step, in index order;
+* exact operations (``max``, ``neg``, ``abs``, comparisons, ``select_n``, reshapes, slices,
+  ``reduce_max``, ...) unchanged;
+* calls (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``, ``closed_call``) and
+  control flow (``scan``, ``while``, ``cond``) by recursion into their jaxprs (a custom rule
+  is a statement about derivatives; its primal computation is what is rounded).
+
+Floating-point values are held in the policy's container dtype; float constants and literals
+of the jaxpr are operands and are rounded once into the format (``policy.cast``), like the
+inputs.  Anything else raises ``UnsupportedPrimitive`` naming the primitive.
+
+The interpreter is generic over a ``Handler``: ``boundlab.emulate`` uses the arithmetic itself
+at every site; ``boundlab.first_order`` uses a policy that evaluates exactly and marks each
+rounding site (``boundlab.sensitivity``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core
+
+from boundlab._x64 import x64_enabled
+from boundlab.rounding import hash_fold_in
+
+
+class UnsupportedPrimitive(NotImplementedError):
+    """``emulate``/``first_order`` met a primitive whose rounding it does not model."""
+
+
+ROUNDED_BINARY = {"add": "add", "add_any": "add", "sub": "sub", "mul": "mul", "div": "div"}
+ROUNDED_UNARY = {"sqrt", "exp", "square"}
+WIDE = {"log", "log1p", "expm1", "exp2", "tanh", "logistic", "erf", "erfc", "erf_inv", "rsqrt", "cbrt", "pow",
+        "integer_pow", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh",
+        "atanh", "lgamma", "digamma"}
+EXACT = {"max", "min", "neg", "abs", "sign", "floor", "ceil", "round", "is_finite", "select_n", "clamp", "eq",
+         "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor", "broadcast_in_dim", "reshape", "squeeze",
+         "expand_dims", "transpose", "slice", "dynamic_slice", "dynamic_update_slice", "concatenate", "pad",
+         "rev", "gather", "reduce_max", "reduce_min", "argmax", "argmin", "reduce_and", "reduce_or", "sort",
+         "stop_gradient", "copy", "copy_p", "sharding_constraint", "iota", "split", "reduce_precision",
+         "cummax", "cummin", "nextafter", "random_bits", "random_seed", "random_wrap", "random_unwrap",
+         "random_fold_in", "random_split", "threefry2x32", "shift_left", "shift_right_logical",
+         "shift_right_arithmetic", "population_count", "optimization_barrier", "real", "imag", "conj",
+         "bitcast_convert_type", "stack", "unstack", "top_k", "scatter", "device_put", "pvary", "mesh_cast",
+         "reshard", "broadcast"}
+CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
+         "remat2": "jaxpr", "checkpoint": "jaxpr", "custom_jvp_call": "call_jaxpr",
+         "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr", "custom_vmap_call": "call"}
+INTEGER_OK = {"add", "add_any", "sub", "mul", "div", "rem", "dot_general", "reduce_sum", "cumsum", "cumprod",
+              "integer_pow", "square", "reduce_prod"}  # exact on integers
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """One rounding site of the traced function (one equation; inside a loop, every iteration).
+
+    ``index``: position in trace order; ``primitive``: its name; ``scope``: the enclosing
+    ``jax.named_scope`` names and control flow (``scan/``, ``cond[1]/``); ``source``: file:line of
+    the user code that created it; ``shape``: the shape of one evaluation's result.
+    """
+
+    index: int
+    primitive: str
+    scope: str
+    source: str
+    shape: tuple
+
+    def label(self) -> str:
+        where = f"{self.scope}/" if self.scope else ""
+        return f"#{self.index} {where}{self.primitive} {list(self.shape)} at {self.source}"
+
+
+class Handler:
+    """What the interpreter asks at each rounding site; subclasses decide the policy."""
+
+    def __init__(self, arithmetic):
+        self.arithmetic = arithmetic
+        self.sites: list[Site] = []
+
+    def policy(self, site: Site, key):
+        """The policy that evaluates the operations of ``site`` (the arithmetic by default)."""
+        return self.arithmetic
+
+    @property
+    def dtype(self):
+        return self.arithmetic.dtype
+
+    def cast(self, x):
+        return self.arithmetic.cast(x)
+
+
+@dataclasses.dataclass
+class _Context:
+    handler: Handler
+    key: Any  # PRNG key (stochastic rounding) or None
+    scope: str = ""
+
+    def nested(self, scope: str, key=None) -> "_Context":
+        return _Context(self.handler, self.key if key is None else key, _join(self.scope, scope))
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}/{b}" if a and b else a or b
+
+
+def _is_float(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.floating)
+
+
+def _source(eqn) -> str:
+    try:
+        from jax._src import source_info_util
+
+        return source_info_util.summarize(eqn.source_info)
+    except Exception:  # a private API: labels are a convenience, never a failure
+        return "?"
+
+
+def _name_stack(eqn) -> str:
+    try:
+        return str(eqn.source_info.name_stack)
+    except Exception:
+        return ""
+
+
+def eval_closed(closed, args, ctx: _Context):
+    """Evaluate a ClosedJaxpr (or a Jaxpr with no constants) on ``args``."""
+    if isinstance(closed, core.ClosedJaxpr):
+        return eval_jaxpr(closed.jaxpr, closed.consts, args, ctx)
+    return eval_jaxpr(closed, [], args, ctx)
+
+
+def operand(x, ctx: _Context):
+    """A constant or an input made an operand of the emulated arithmetic: floats rounded once
+    into the format and held in the container; everything else unchanged."""
+    if _is_float(jnp.result_type(x)):
+        return ctx.handler.cast(x)
+    return x
+
+
+def eval_jaxpr(jaxpr, consts, args, ctx: _Context):
+    env = {}
+
+    def read(v):
+        if isinstance(v, core.Literal):
+            return operand(jnp.asarray(v.val, dtype=v.aval.dtype), ctx)
+        return env[v]
+
+    for var, value in zip(jaxpr.constvars, consts):
+        env[var] = operand(value, ctx)
+    for var, value in zip(jaxpr.invars, args, strict=True):
+        env[var] = value
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        outs = _equation(eqn, invals, ctx)
+        if not eqn.primitive.multiple_results:
+            outs = [outs]
+        for var, value in zip(eqn.outvars, outs, strict=True):
+            env[var] = value
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _site(eqn, ctx: _Context):
+    handler = ctx.handler
+    shape = tuple(eqn.outvars[0].aval.shape)
+    site = Site(len(handler.sites), eqn.primitive.name, _join(ctx.scope, _name_stack(eqn)), _source(eqn), shape)
+    handler.sites.append(site)
+    key = None if ctx.key is None else hash_fold_in(ctx.key, site.index)
+    return handler.policy(site, key), key
+
+
+def _container(x, ctx):
+    """A float result of an exact operation held in the container (exact: it is a format number)."""
+    if hasattr(x, "dtype") and _is_float(x.dtype) and x.dtype != ctx.handler.dtype:
+        return x.astype(ctx.handler.dtype)
+    return x
+
+
+def _equation(eqn, invals, ctx: _Context):
+    name = eqn.primitive.name
+    params = dict(eqn.params)
+    out_avals = [v.aval for v in eqn.outvars]
+    floats = any(_is_float(a.dtype) for a in out_avals if hasattr(a, "dtype"))
+
+    if name in CALLS:
+        inner = params[CALLS[name]]
+        scope = params.get("name", name) if name in ("jit", "pjit") else ""
+        return eval_closed(inner, invals, ctx.nested(str(scope) if scope != "<lambda>" else ""))
+    if name == "scan":
+        return _scan(eqn, invals, params, ctx)
+    if name == "while":
+        return _while(invals, params, ctx)
+    if name == "cond":
+        return _cond(invals, params, ctx)
+    if name == "convert_element_type":
+        return _convert(invals[0], params, ctx)
+
+    if not floats:  # integer and boolean arithmetic is exact
+        if name in EXACT or name in INTEGER_OK or name in ROUNDED_BINARY or name in WIDE:
+            return eqn.primitive.bind(*invals, **params)
+        raise UnsupportedPrimitive(_unsupported(name))
+    if name in EXACT:
+        out = eqn.primitive.bind(*invals, **params)
+        return [_container(o, ctx) for o in out] if eqn.primitive.multiple_results else _container(out, ctx)
+
+    if name in ROUNDED_BINARY:
+        policy, key = _site(eqn, ctx)
+        x, y = invals
+        return getattr(policy, ROUNDED_BINARY[name])(x, y, key)
+    if name == "square":
+        policy, key = _site(eqn, ctx)
+        return policy.mul(invals[0], invals[0], key)
+    if name == "sqrt":
+        policy, key = _site(eqn, ctx)
+        return policy.sqrt(invals[0], key)
+    if name == "exp":
+        policy, key = _site(eqn, ctx)
+        return policy.exp(invals[0], key)
+    if name in WIDE:
+        policy, key = _site(eqn, ctx)
+        wide = jnp.float64 if x64_enabled() else policy.dtype
+        args = [v.astype(wide) if _is_float(v.dtype) else v for v in map(jnp.asarray, invals)]
+        return policy.round(eqn.primitive.bind(*args, **params), key).astype(policy.dtype)
+    if name == "dot_general":
+        policy, key = _site(eqn, ctx)
+        return policy._contract(*invals, params["dimension_numbers"], None, key)
+    if name == "reduce_sum":
+        policy, key = _site(eqn, ctx)
+        return _reduce_sum(policy, invals[0], params["axes"], key)
+    if name in ("cumsum", "cumprod"):
+        policy, key = _site(eqn, ctx)
+        return _cumulative(policy, policy.add if name == "cumsum" else policy.mul, invals[0], params, key)
+    raise UnsupportedPrimitive(_unsupported(name))
+
+
+def _unsupported(name: str) -> str:
+    return (f"boundlab cannot emulate the primitive '{name}': its rounding is not modelled (Model 4.1 covers "
+            f"elementwise arithmetic, elementary functions, dot_general, reduce_sum and exact data movement). "
+            f"Rewrite that part of the function with supported operations, or open an issue naming '{name}'.")
+
+
+def _reduce_sum(policy, x, axes, key):
+    axes = tuple(sorted(int(a) for a in axes))
+    if not axes:
+        return x
+    keep = tuple(i for i in range(x.ndim) if i not in axes)
+    moved = jnp.transpose(x, keep + axes)
+    flat = moved.reshape(tuple(x.shape[i] for i in keep) + (-1,))
+    if flat.shape[-1] == 0:
+        return jnp.zeros(flat.shape[:-1], x.dtype)  # an empty sum is an exact zero
+    return policy.sum(flat, axis=-1, key=key)
+
+
+def _cumulative(policy, op, x, params, key):
+    """Prefix sums (products) in index order, one rounded operation per step."""
+    axis, reverse = int(params["axis"]), bool(params.get("reverse", False))
+    moved = jnp.moveaxis(x, axis, 0)
+    if reverse:
+        moved = moved[::-1]
+
+    def step(carry, item):
+        index, value = item
+        step_key = None if key is None else hash_fold_in(key, index)
+        total = op(carry, value, step_key)
+        return total, total
+
+    first = moved[0]
+    _, rest = lax.scan(step, first, (jnp.arange(1, moved.shape[0]), moved[1:]))
+    out = jnp.concatenate([first[None], rest])
+    if reverse:
+        out = out[::-1]
+    return jnp.moveaxis(out, 0, axis)
+
+
+def _convert(x, params, ctx):
+    x = jnp.asarray(x)
+    new = np.dtype(params["new_dtype"])
+    old = np.dtype(x.dtype)
+    if _is_float(new):
+        if _is_float(old):
+            return x  # float to float: the value is already a format number in the container
+        return operand(x.astype(jnp.float64 if x64_enabled() else ctx.handler.dtype), ctx)
+    return x.astype(new)
+
+
+def _scan(eqn, invals, params, ctx):
+    n_consts, n_carry = params["num_consts"], params["num_carry"]
+    consts, init, xs = invals[:n_consts], invals[n_consts:n_consts + n_carry], invals[n_consts + n_carry:]
+    body = params["jaxpr"]
+
+    def step(carry, x):
+        index, values = carry
+        key = None if ctx.key is None else hash_fold_in(ctx.key, index + 1_000_003 * (len(ctx.handler.sites) + 1))
+        out = eval_closed(body, list(consts) + list(values) + list(x), ctx.nested("scan", key))
+        return (index + 1, out[:n_carry]), out[n_carry:]
+
+    (_, carry), ys = lax.scan(step, (jnp.int32(0), list(init)), list(xs), length=params["length"],
+                              reverse=params["reverse"], unroll=params.get("unroll", 1))
+    return list(carry) + list(ys)
+
+
+def _while(invals, params, ctx):
+    cn, bn = params["cond_nconsts"], params["body_nconsts"]
+    cond_consts, body_consts, init = invals[:cn], invals[cn:cn + bn], invals[cn + bn:]
+    salt = 1_000_003 * (len(ctx.handler.sites) + 1)
+
+    def cond(carry):
+        index, values = carry
+        key = None if ctx.key is None else hash_fold_in(ctx.key, 2 * index + salt)
+        return eval_closed(params["cond_jaxpr"], list(cond_consts) + list(values), ctx.nested("while.cond", key))[0]
+
+    def body(carry):
+        index, values = carry
+        key = None if ctx.key is None else hash_fold_in(ctx.key, 2 * index + 1 + salt)
+        return index + 1, eval_closed(params["body_jaxpr"], list(body_consts) + list(values),
+                                      ctx.nested("while", key))
+
+    return list(lax.while_loop(cond, body, (jnp.int32(0), list(init)))[1])
+
+
+def _cond(invals, params, ctx):
+    index, operands = invals[0], invals[1:]
+    branches = [
+        (lambda *ops, branch=branch, i=i: eval_closed(branch, list(ops), ctx.nested(f"cond[{i}]")))
+        for i, branch in enumerate(params["branches"])
+    ]
+    return lax.switch(index, branches, *operands)

@@ -1,0 +1,149 @@
+"""Rounding sites as taps: an exact (float64) policy that marks every rounding of Model 4.1.
+
+``TapPolicy(arithmetic, channel)`` evaluates the operations of one site exactly, in the
+arithmetic's own order (products, partial sums, block sums, the wider accumulator's roundings
+all where ``arithmetic`` would round), and passes each value v that the arithmetic would round
+through ``tap``: the identity in the forward pass, whose reverse pass, given the cotangent g
+(the sensitivity of a chosen output to v), writes into the site's channel
+
+* ``z``: |g| e, with e = u_eff |v| the local bound of Model 4.1 (|fl(v) - v| <= u_eff |v|;
+  u_eff = u to nearest, 2u = one ulp for the directed and stochastic modes);
+* ``w``: (g e)^2, for the probabilistic bound;
+* ``q``: the site's flags, independent of g: [same-sign sum, underflow, overflow].
+
+The cotangent of a channel input is therefore the site's first-order contribution: summed over
+the channel, sum_i |dy/dv_i| e_i over the site's roundings (over every iteration inside a loop).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from boundlab.arithmetic import _Policy
+from boundlab.emulation.interpreter import Handler
+
+FLAGS = ("same-sign sum", "underflow", "overflow")
+
+
+def effective_unit_roundoff(fmt, mode: str) -> float:
+    """u for round to nearest; one ulp (2u) for the directed and stochastic modes."""
+    return fmt.unit_roundoff * (1.0 if mode == "nearest" else 2.0)
+
+
+def _fit(values, shape):
+    """Per-rounding values summed onto a channel of ``shape`` (the site's result shape): equal
+    shapes, the same entries reshaped (contractions with several free dimensions), or stacked
+    copies on leading axes (the levels of a vectorised pairwise sum)."""
+    if values.shape == shape:
+        return values
+    size = math.prod(shape)
+    if values.size == size:
+        return values.reshape(shape)
+    if size and values.size % size == 0:
+        return values.reshape((-1,) + shape).sum(axis=0)
+    return jnp.broadcast_to(jnp.sum(values) / max(size, 1), shape)  # no entrywise match: spread evenly
+
+
+@jax.custom_vjp
+def tap(x, e, flags, z, w, q):
+    """The identity on x; its reverse pass reports |g| e, (g e)^2 and the flags (see above)."""
+    return x
+
+
+def _tap_fwd(x, e, flags, z, w, q):
+    return x, (e, flags, jnp.zeros_like(z), jnp.zeros_like(w), jnp.zeros_like(q))
+
+
+def _tap_bwd(residuals, g):
+    e, flags, z, w, q = residuals
+    contribution = jnp.abs(g) * e
+    return (g, jnp.zeros_like(e), jnp.zeros_like(flags), _fit(contribution, z.shape),
+            _fit(contribution * contribution, w.shape), flags.astype(q.dtype))
+
+
+tap.defvjp(_tap_fwd, _tap_bwd)
+
+
+class TapPolicy(_Policy):
+    """The arithmetic's order of operations, evaluated in float64, every rounding a tap."""
+
+    unroll = 0  # loops, not unrolled sums: the reverse pass is then cheap to compile
+
+    def __init__(self, arithmetic, channel):
+        self.base = arithmetic
+        self.fmt, self.mode = arithmetic.fmt, arithmetic.mode
+        self.accumulation = "recursive" if arithmetic.accumulation == "native" else arithmetic.accumulation
+        self.block_size, self.accumulator = arithmetic.block_size, arithmetic.accumulator
+        self.channel = channel
+        self.same_sign = jnp.zeros((), jnp.float64)
+
+    @property
+    def dtype(self):
+        return jnp.dtype(jnp.float64)
+
+    def cast(self, x):
+        return jnp.asarray(self.base.cast(x), jnp.float64)
+
+    def _round_to(self, x, fmt, key):
+        x = jnp.asarray(x, jnp.float64)
+        magnitude = jax.lax.stop_gradient(jnp.abs(x))
+        e = effective_unit_roundoff(fmt, self.mode) * magnitude
+        flags = jnp.stack([self.same_sign,
+                           jnp.any((magnitude > 0) & (magnitude < fmt.min_normal)).astype(jnp.float64),
+                           jnp.any(magnitude > fmt.max_finite).astype(jnp.float64)])
+        return tap(x, e, flags, self.channel["z"], self.channel["w"], self.channel["q"])
+
+    def _raw_add(self, x, y):
+        return x + y
+
+    def exp(self, x, key=None):
+        return self.round(jnp.exp(x), key)
+
+    def _mark_same_sign(self, terms, axis):
+        """Flag a sum whose terms all have one sign (k >= 2): its rounding errors all push the
+        same way (softmax denominators), the case the independence assumption is known to miss."""
+        if terms.shape[axis] >= 2:
+            same = jnp.all(terms >= 0, axis=axis) | jnp.all(terms <= 0, axis=axis)
+            self.same_sign = jnp.any(jax.lax.stop_gradient(same)).astype(jnp.float64)
+
+    def sum(self, x, axis=-1, key=None):
+        self._mark_same_sign(x, axis)
+        return super().sum(x, axis, key)
+
+    def _product(self, a, b, key):
+        if a.shape[-1] >= 2:  # products of one sign everywhere, counted with indicator matmuls
+            def ind(v, positive):
+                return jax.lax.stop_gradient((v > 0) if positive else (v < 0)).astype(jnp.float64)
+
+            positive = ind(a, True) @ ind(b, True) + ind(a, False) @ ind(b, False)
+            negative = ind(a, True) @ ind(b, False) + ind(a, False) @ ind(b, True)
+            self.same_sign = jnp.any((positive == 0) | (negative == 0)).astype(jnp.float64)
+        return super()._product(a, b, key)
+
+
+class TapHandler(Handler):
+    """Every site evaluated by a ``TapPolicy`` writing into its own channel.  With ``channels``
+    None (the discovery pass), zero channels of the sites' shapes are made on the fly."""
+
+    def __init__(self, arithmetic, channels=None):
+        super().__init__(arithmetic)
+        self.channels = channels
+
+    @property
+    def dtype(self):
+        return jnp.dtype(jnp.float64)
+
+    def cast(self, x):
+        return jnp.asarray(self.arithmetic.cast(x), jnp.float64)
+
+    def policy(self, site, key):
+        channel = self.channels[site.index] if self.channels is not None else zero_channel(site.shape)
+        return TapPolicy(self.arithmetic, channel)
+
+
+def zero_channel(shape):
+    return {"z": jnp.zeros(shape, jnp.float64), "w": jnp.zeros(shape, jnp.float64),
+            "q": jnp.zeros((len(FLAGS),), jnp.float64)}
