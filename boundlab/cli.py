@@ -79,7 +79,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.case}: X has d = {X.shape[0]} feature; the norms and the bounds need d >= 2")
     result = analyze(params, X, args.format, args.norm, mode=args.mode, accumulation=args.accumulation,
                      key=jax.random.key(args.seed) if args.mode == "stochastic" else None,
-                     conditions=not args.no_conditions)
+                     conditions=not args.no_conditions, first_order=not args.no_first_order)
     if args.json:
         print(result.to_json(indent=1))
     else:
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--accumulation", default="recursive", help="recursive (the paper's), pairwise or blocked")
     analyze.add_argument("--seed", type=int, default=0, help="seed for stochastic rounding")
     analyze.add_argument("--no-conditions", action="store_true", help="skip the condition numbers (faster)")
+    analyze.add_argument("--no-first-order", action="store_true",
+                         help="skip the autodiff first-order bounds beside the statements (faster)")
     analyze.add_argument("--json", action="store_true", help="print JSON keyed by statement names")
     analyze.set_defaults(run=_cmd_analyze)
 

@@ -105,7 +105,7 @@ def test_coefficients_do_not_depend_on_u_and_bounds_scale_linearly():
 @pytest.mark.parametrize("norm, scheme, fmt", [("layer", "figure4", "fp16"), ("rms", "figure1", "bf16")])
 def test_module_coefficients_and_layer_factors_match_an_independent_implementation(norm, scheme, fmt):
     params, X = init(jax.random.key(11), scheme, d=5, n=4, D=6, L=3)  # not format numbers: a held-out style case
-    data = boundlab.analyze(params, X, fmt, norm, conditions=False).to_dict()
+    data = boundlab.analyze(params, X, fmt, norm, conditions=False, first_order=False).to_dict()
     tolerance = relative_tolerance()
     numpy_params = {k: np.asarray(v) for k, v in params._asdict().items()}
     inputs = np.asarray(X)
@@ -133,6 +133,19 @@ def test_analysis_json_is_keyed_by_statement_names_and_the_theorem_holds():
         assert key in theorem
     assert theorem["valid"] and theorem["measured"] <= theorem["bound"]
     assert theorem["bound"] == pytest.approx(theorem["coefficient"] * 2.0**-11, rel=relative_tolerance())
+    # the three-way comparison: measured <= autodiff first-order (+ O(u^2)) <= the statement
+    u = 2.0**-11
+    autodiff = theorem["first_order"]
+    assert theorem["measured"] <= autodiff["bound"] + autodiff["bound"] ** 2
+    assert autodiff["coefficient"] <= theorem["layerwise"]["coefficient"] <= theorem["coefficient"]
+    rows = [(name, entry) for name, entry in data.items()
+            if isinstance(entry, dict) and "first_order" in entry and name != "Theorem 4.30"]
+    assert len(rows) >= 10  # every part at an exact input has its autodiff row
+    for name, entry in rows:
+        if entry["valid"]:
+            assert entry["first_order"]["below_statement"], name
+            assert entry["measured"] <= entry["first_order"]["bound"] + (entry["coefficient"] * u) ** 2, name
+    assert "autodiff" in result.table() and "autodiff first-order bound of the network" in result.table()
     for name in ("Lemma 4.3", "Lemma 4.10", "Lemma 4.11", "Corollary 4.12", "Remark 4.13", "Lemma 4.14",
                  "Corollary 4.16", "Lemma 4.17", "Lemma 4.19", "Corollary 4.20", "Lemma 4.21", "Remark 4.22",
                  "Corollary 4.23", "Lemma 4.26", "Lemma 4.28", "Lemma 4.29"):
@@ -158,16 +171,16 @@ def test_analysis_json_is_keyed_by_statement_names_and_the_theorem_holds():
 def test_broken_hypotheses_are_flagged_or_refused():
     params, X = init(jax.random.key(5), "figure4", d=3, n=4, D=4, L=2)
     singular = params._replace(Wk=params.Wk.at[0, 0].set(0.0).at[0, 1].set(0.0).at[0, 2].set(0.0))
-    data = boundlab.analyze(singular, X, "t20", "rms", conditions=False).to_dict()
+    data = boundlab.analyze(singular, X, "t20", "rms", conditions=False, first_order=False).to_dict()
     theorem = data["Theorem 4.30"]
     assert not theorem["flags"]["W_k^T W_q non-singular"] and not theorem["valid"]
     assert not data["Remark 4.22"]["valid"]
     silent = params._replace(Wv=params.Wv.at[0, 1].set(0.0).at[0, 0].set(0.0).at[0, 2].set(0.0))
-    data = boundlab.analyze(silent, X, "t20", "rms", conditions=False).to_dict()
+    data = boundlab.analyze(silent, X, "t20", "rms", conditions=False, first_order=False).to_dict()
     assert data["Lemma 4.21"]["coefficient"] == np.inf and not data["Lemma 4.21"]["valid"]
     assert not data["Theorem 4.30"]["valid"]
     with pytest.raises(ValueError, match="n u"):
-        boundlab.analyze(params, X, "t2", "rms")
+        boundlab.analyze(params, X, "t2", "rms", first_order=False)
     with pytest.raises(ValueError, match="constant"):
         boundlab.analyze(params, X.at[:, 1].set(2.0), "t20", "layer")
     with pytest.raises(ValueError, match="NaN"):
@@ -176,7 +189,7 @@ def test_broken_hypotheses_are_flagged_or_refused():
 
 def test_overflow_is_flagged_not_averaged_in():
     params, X = init(jax.random.key(3), "figure1", d=3, n=3, D=4, L=2, input_scale=30.0)
-    data = boundlab.analyze(params, X, "fp16", "layer", conditions=False).to_dict()
+    data = boundlab.analyze(params, X, "fp16", "layer", conditions=False, first_order=False).to_dict()
     theorem = data["Theorem 4.30"]
     assert not np.isfinite(theorem["measured"])
     assert not theorem["flags"]["no overflow"] and not theorem["valid"]
@@ -185,14 +198,14 @@ def test_overflow_is_flagged_not_averaged_in():
 def test_analyze_needs_float64(x64_off):
     params, X = init(jax.random.key(0), "figure4", d=3, n=3, D=3, L=1, dtype=jnp.float32)
     with pytest.raises(RuntimeError, match="x64"):
-        boundlab.analyze(params, X, "fp16")
+        boundlab.analyze(params, X, "fp16", first_order=False)
 
 
 def test_cli_analyze_prints_json_and_refuses_bad_files(tmp_path, capsys):
     params, X = init(jax.random.key(2), "figure4", d=3, n=3, D=4, L=2)
     path = tmp_path / "case.npz"
     save_case(path, params, X)
-    assert main(["analyze", str(path), "--format", "fp16", "--norm", "layer", "--json", "--no-conditions"]) == 0
+    assert main(["analyze", str(path), "--format", "fp16", "--norm", "layer", "--json", "--no-conditions", "--no-first-order"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["case"]["format"] == "fp16" and data["Theorem 4.30"]["measured"] > 0
     assert RANGE_FLAG in data["Lemma 4.14"]["flags"]
@@ -228,7 +241,7 @@ def test_analyze_runs_the_exact_forward_of_the_case_once(monkeypatch):
     monkeypatch.setattr(measure_module, "forward", counting)
     monkeypatch.setattr(network, "forward", counting)  # what theorem_4_30 would call
     params, X = init(jax.random.key(5), "figure4", d=3, n=3, D=4, L=2)
-    data = boundlab.analyze(params, X, "t20", "layer", conditions=False).to_dict()
+    data = boundlab.analyze(params, X, "t20", "layer", conditions=False, first_order=False).to_dict()
     # one exact pass of the case as given, one of the case rounded to the format (the
     # reference of the measured network error), one emulated pass; the theorem reuses the factors
     assert calls == ["Exact", "Exact", "Emulated"]

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from boundlab import bounds
+from boundlab.analysis import first_order_rows
 from boundlab.arithmetic import Exact, fold_key
 from boundlab.bounds.network import block_parts, factors_from_parts
 from boundlab.bounds.subblocks import attention_record, feed_forward_record
@@ -71,7 +72,7 @@ def _block_in_range(ex, n, fmt):
                      ex.perceptron_input, ex.hidden, ex.perceptron, ex.outputs], fmt)
 
 
-def _layer(true, given, arithmetic, norm, u, key):
+def _layer(true, given, arithmetic, norm, u, key, with_first_order=False):
     """All statements about one layer: ``true`` is the layer's slice of the single exact forward
     of the case as given (float64), ``given`` the layer's weights (float64).  Returns the
     entries and the layer's ``BlockFactors`` (for Theorem 4.30)."""
@@ -164,13 +165,16 @@ def _layer(true, given, arithmetic, norm, u, key):
     record = bounds.corollary_4_23(true.attention_input, given.Wq, given.Wk, given.Wv, u=u)
     out["Corollary 4.23"] = _entry(record, relative_componentwise(em.attention, ex.attention),
                                    relative_componentwise(em.attention_input, ex.attention_input))
+    if with_first_order:
+        for name, coefficient in first_order_rows.part_rows(true, given, arithmetic, norm).items():
+            out[name]["first_order"] = jnp.broadcast_to(coefficient, out[name]["coefficient"].shape)
     ok = _block_in_range(ex, n, arithmetic.fmt)
     for entry in out.values():
         entry["flags"][RANGE_FLAG] = jnp.broadcast_to(ok, entry["coefficient"].shape)
     return out, factors
 
 
-def measure(params, X, arithmetic, norm: str = "layer", key=None) -> dict:
+def measure(params, X, arithmetic, norm: str = "layer", key=None, with_first_order: bool = False) -> dict:
     """All statements on one case (see the module docstring); arrays only, so jit/vmap work.
 
     The bounds are evaluated in float64 on the exact intermediates of the case as given, from
@@ -179,6 +183,9 @@ def measure(params, X, arithmetic, norm: str = "layer", key=None) -> dict:
     part's input are rounded to the format (operands are format numbers), and the emulated result
     is compared with the float64 result on the same format numbers.  ``measured_against_given``
     compares the emulated network with the exact network of the unrounded case.
+    ``with_first_order`` adds the autodiff first-order coefficient of every part at an exact
+    input (``first_order`` in those entries) and of every layer of the network
+    (``network_first_order``): ``boundlab.analysis.first_order_rows``.
     """
     u = arithmetic.unit_roundoff
     params = Params(*params) if isinstance(params, Params) else Params(**params)
@@ -197,7 +204,7 @@ def measure(params, X, arithmetic, norm: str = "layer", key=None) -> dict:
     layer_keys = jnp.arange(L) if key is None else jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(L))
 
     def one(inter, layer, k):
-        return _layer(inter, layer, arithmetic, norm, u, None if key is None else k)
+        return _layer(inter, layer, arithmetic, norm, u, None if key is None else k, with_first_order)
 
     per_layer, factors = jax.vmap(one)(true, given, layer_keys)
     theorem = bounds.theorem_4_30(given, X_given, norm=norm, u=u, factors=factors)
@@ -206,9 +213,13 @@ def measure(params, X, arithmetic, norm: str = "layer", key=None) -> dict:
     # the same Lemma 4.29 records (evaluated per layer above), now with the network's own errors
     block_lemma = per_layer["Lemma 4.29"]
     per_layer["Lemma 4.29 (propagated)"] = {
-        **block_lemma, "input_error": network_in, "measured": network,
+        **{k: v for k, v in block_lemma.items() if k != "first_order"},  # that row has no input error "input_error": network_in, "measured": network,
         "flags": {**block_lemma["flags"], RANGE_FLAG: network_in_range}}
-    return {"statements": per_layer, "theorem": theorem, "theorem_sigma_min_free": free,
+    extra = {}
+    if with_first_order:
+        extra["network_first_order"] = first_order_rows.network_rows(
+            jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), rounded), jnp.asarray(Xr, jnp.float64), arithmetic, norm)
+    return {**extra, "statements": per_layer, "theorem": theorem, "theorem_sigma_min_free": free,
             "network_error": network, "measured": network[-1], "in_range": network_in_range,
             "measured_against_given": relative_componentwise(emulated_out, exact_given),
             "exact": exact_out, "exact_given": exact_given, "emulated": emulated_out, "inputs": true.inputs,

@@ -104,6 +104,14 @@ def _statement_entry(name, entry, u):
               "per_layer": {"coefficient": _py(_worst_per_layer(coefficient)), "bound": _py(_worst_per_layer(bound)),
                             "measured": _py(_worst_per_layer(measured)),
                             "valid": _py(valid.reshape(valid.shape[0], -1).all(axis=1))}}
+    if "first_order" in entry:  # the autodiff first-order bound of the same part at the same input
+        autodiff = np.asarray(entry["first_order"], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            result["first_order"] = {
+                "coefficient": float(_worst(autodiff)), "bound": float(_worst(autodiff)) * u,
+                "below_statement": bool(np.all((autodiff <= coefficient) | ~valid)),
+                "measured/first_order": float(_worst(np.where(autodiff > 0, measured / (autodiff * u), np.nan)))}
+        result["per_layer"]["first_order"] = _py(_worst_per_layer(autodiff))
     if np.any(gain):
         result["input_gain"] = float(gain.max())
         result["per_layer"]["input_error"] = _py(_worst_per_layer(rho_in))
@@ -113,7 +121,7 @@ def _statement_entry(name, entry, u):
     return result
 
 
-def _theorem_entry(record, free, measured, network_error, in_range, u, norm):
+def _theorem_entry(record, free, measured, network_error, in_range, u, norm, network_first_order=None):
     flags = {k: bool(v) for k, v in record.flags.items()}
     flags["no overflow"] = bool(np.isfinite(measured))
     flags["exact intermediates in the normal range"] = bool(np.all(in_range))
@@ -122,7 +130,17 @@ def _theorem_entry(record, free, measured, network_error, in_range, u, norm):
     per_layer = {k: _py(v) for k, v in record.terms.items() if np.ndim(v) == 1 and k != "layerwise_per_layer"}
     per_layer["layerwise bound"] = _py(np.asarray(record.terms["layerwise_per_layer"]) * u)
     per_layer["measured"] = _py(network_error)
-    return {"applies_to": f"the network ({'part 2, layer norm' if norm == 'layer' else 'part 1, RMS norm'})",
+    extra = {}
+    if network_first_order is not None:
+        autodiff = np.asarray(network_first_order, dtype=float)
+        per_layer["first_order bound"] = _py(autodiff * u)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            extra["first_order"] = {
+                "coefficient": float(autodiff[-1]), "bound": float(autodiff[-1]) * u,
+                "measured/first_order": float(measured / (autodiff[-1] * u)),
+                "log10 theorem/first_order": float(np.log10(float(record.coefficient) / autodiff[-1])),
+                "log10 layerwise/first_order": float(np.log10(float(record.terms["layerwise"]) / autodiff[-1]))}
+    return {**extra, "applies_to": f"the network ({'part 2, layer norm' if norm == 'layer' else 'part 1, RMS norm'})",
             "coefficient": float(record.coefficient), "bound": float(record.coefficient) * u, "measured": float(measured),
             "valid": valid, "holds": holds,
             "bound/measured": float(record.coefficient) * u / measured if measured > 0 else float("inf"),
@@ -154,7 +172,7 @@ class Analysis:
             out[name] = _statement_entry(name, self.raw["statements"][name], u)
         out["Theorem 4.30"] = _theorem_entry(self.raw["theorem"], self.raw["theorem_sigma_min_free"],
                                              float(self.raw["measured"]), self.raw["network_error"], self.raw["in_range"], u,
-                                             self.case["norm"])
+                                             self.case["norm"], self.raw.get("network_first_order"))
         out["condition numbers"] = [{"layer": layer, **row._asdict(), "ratio": row.ratio}
                                     for layer, rows in enumerate(self.conditions, 1) for row in rows]
         return out
@@ -175,11 +193,13 @@ class Analysis:
                  + ("" if np.isfinite(data["measured"]["network"]) else
                     "  (the emulated network overflowed: Model 4.1 and the bounds assume it does not; "
                     "see the 'no overflow' flags)"), "",
-                 f"{'statement':<30} {'coefficient':>12} {'bound':>11} {'measured':>11} {'bound/meas':>10}  valid holds"]
+                 f"{'statement':<30} {'coefficient':>12} {'autodiff':>10} {'bound':>11} {'measured':>11} "
+                 f"{'bound/meas':>10}  valid holds"]
         for name, entry in data.items():
             if not isinstance(entry, dict) or "coefficient" not in entry or name == "Remark 4.18":
                 continue
-            lines.append(f"{name:<30} {entry['coefficient']:>12.4g} {entry['bound']:>11.3e} {entry['measured']:>11.3e} "
+            autodiff = f"{entry['first_order']['coefficient']:>10.4g}" if "first_order" in entry else f"{'-':>10}"
+            lines.append(f"{name:<30} {entry['coefficient']:>12.4g} {autodiff} {entry['bound']:>11.3e} {entry['measured']:>11.3e} "
                          f"{entry['bound/measured']:>10.3g}  {'yes' if entry['valid'] else 'NO':<5} "
                          f"{'yes' if entry['holds'] else 'NO'}"
                          f"{'' if entry['valid'] else '  failed: ' + failed_hypotheses(entry)}")
@@ -196,6 +216,14 @@ class Analysis:
         lines += [f"Theorem 4.30 layer-by-layer composition: {theorem['layerwise']['bound']:.3e}; "
                   f"sigma_min-free: {theorem['sigma_min_free']['bound']:.3e}; "
                   f"weights-only growth prod G_l = {theorem['weights_only_growth']:.4g}"]
+        if "first_order" in theorem:
+            autodiff = theorem["first_order"]
+            lines += [f"autodiff first-order bound of the network: {autodiff['bound']:.3e} "
+                      f"({autodiff['coefficient']:.4g} u); measured / first-order = {autodiff['measured/first_order']:.3g}; "
+                      f"Theorem 4.30 is 10^{autodiff['log10 theorem/first_order']:.1f} above it, the layer-by-layer "
+                      f"composition 10^{autodiff['log10 layerwise/first_order']:.1f}",
+                      "('autodiff': the first-order bound sum_i |dy/dv_i| u |v_i| of the same part at the same input, "
+                      "in units of u; boundlab.first_order)"]
         if self.conditions:
             lines += ["", f"{'layer':<6} {'statement':<18} {'quantity':<40} {'autodiff':>11} {'closed form':>11}  rel"]
             for row in data["condition numbers"]:
@@ -216,10 +244,12 @@ def _statement_order(name):
 
 
 def analyze(params, X, fmt="fp16", norm: str = "layer", mode: str = "nearest", accumulation: str = "recursive",
-            key=None, conditions: bool = True) -> Analysis:
+            key=None, conditions: bool = True, first_order: bool = True) -> Analysis:
     """Evaluate one case: exact and emulated outputs, the measured error of every module,
     sub-block and layer, every Section 4 bound beside the error it bounds, the condition numbers
-    (autodiff beside closed forms, per layer; ``conditions=False`` skips them) and all flags.
+    (autodiff beside closed forms, per layer; ``conditions=False`` skips them) and all flags;
+    with ``first_order`` (default), the autodiff first-order bound (``boundlab.first_order``) of
+    every part at an exact input and of every layer of the network, beside the statements.
 
     ``fmt`` is a format name or ``Format``; the arithmetic is ``Emulated(fmt, mode,
     accumulation)`` (recursive is the paper's Model 4.1; the bounds speak about it).  Raises
@@ -236,7 +266,7 @@ def analyze(params, X, fmt="fp16", norm: str = "layer", mode: str = "nearest", a
     if n * u >= 1 or d * u >= 1 or D * u >= 1:
         raise ValueError(f"n u, d u or D u >= 1 for {arithmetic.fmt} (u = 2^-{arithmetic.fmt.precision}): "
                          "the first-order bounds say nothing; use a wider format")
-    raw = jax.jit(measure, static_argnums=(2, 3))(params, X, arithmetic, norm, key)
+    raw = jax.jit(measure, static_argnums=(2, 3, 5))(params, X, arithmetic, norm, key, first_order)
     rows = []
     if conditions:
         weights = jax.tree.map(lambda a: np.asarray(arithmetic.cast(a), dtype=np.float64), params)

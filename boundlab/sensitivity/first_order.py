@@ -102,7 +102,7 @@ class FirstOrder:
         """True where a same-sign sum is among the sites: rounding to nearest there does not
         behave like independent mean-zero errors, so ``probabilistic`` is a heuristic (it is
         not for stochastic rounding, which needs no independence)."""
-        return bool(jnp.any(self.flags["same-sign sum"] > 0))
+        return bool(jnp.any(self.flags["same-sign sum"]))
 
 
 def first_order(f, arithmetic, *, outputs=None, confidence: float = 0.99, chunk: int = 128):

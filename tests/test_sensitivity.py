@@ -1,0 +1,122 @@
+"""boundlab.first_order: never above the matching Section 4 statement, never below the measured
+error by more than a second-order margin (1000 random cases each), probabilistic coverage under
+stochastic rounding, per-site contributions, flags."""
+
+import jax
+import jax.numpy as jnp
+import math
+import numpy as np
+import pytest
+
+from boundlab import Emulated, bounds, gamma
+from boundlab.emulation import UnsupportedPrimitive, emulate
+from boundlab.sensitivity import first_order, lambda_for
+
+CASES = 1000
+T12 = Emulated("t12", unroll=0)
+U = 2.0**-12
+
+
+def _paper_rms(x):
+    return (math.sqrt(x.shape[0]) * x) / jnp.sqrt(jnp.sum(x * x))
+
+
+def _paper_layer_norm(x):
+    return _paper_rms(x - jnp.sum(x) / x.shape[0])
+
+
+def _paper_softmax(s):
+    e = jnp.exp(s)
+    return e / jnp.sum(e)
+
+
+def _measured_and_bound(f, *batch):
+    """|emulated - exact| and the first-order record, for a batch of cases (vmapped)."""
+    record = jax.vmap(first_order(f, T12))(*batch)
+    emulated = jax.vmap(emulate(f, T12))(*batch)
+    return jnp.abs(emulated - record.value), record
+
+
+def test_dot_product_bound_lies_between_the_error_and_lemma_4_3():
+    k = 16
+    a, b = (jax.random.normal(key, (CASES, k)) for key in jax.random.split(jax.random.key(0)))
+    measured, record = _measured_and_bound(lambda x, y: x @ y, a, b)
+    magnitude = jnp.sum(jnp.abs(T12.cast(a) * T12.cast(b)), axis=1)
+    lemma = gamma(k, U) * magnitude  # Lemma 4.3.2: |fl(a^T b) - a^T b| <= gamma_k |a|^T |b|
+    assert bool(jnp.all(record.bound <= lemma))
+    second_order = 2 * (gamma(k, U) - k * U) * magnitude  # (1 + u)^k - 1 - k u <= gamma_k - k u
+    assert bool(jnp.all(measured <= record.bound + second_order))
+    assert float(jnp.median(record.bound / lemma)) < 0.9  # the partial sums cancel: tighter than k u
+
+
+@pytest.mark.parametrize("name, f, lemma", [
+    ("Lemma 4.6", _paper_rms, lambda x: bounds.lemma_4_6(x, u=U).coefficient),
+    ("Lemma 4.11", _paper_layer_norm, lambda x: bounds.lemma_4_11(x, u=U).coefficient),
+    ("Lemma 4.19", _paper_softmax, lambda s: bounds.lemma_4_19(s, u=U).coefficient),
+])
+def test_normalisations_and_softmax_stay_below_their_lemmas(name, f, lemma):
+    d = 8
+    x = jax.random.normal(jax.random.key(1), (CASES, d)) * jnp.exp(jax.random.normal(jax.random.key(2), (CASES, 1)))
+    measured, record = _measured_and_bound(f, x)
+    exact = jnp.abs(record.value)
+    first_order_rho = jnp.max(record.bound / exact, axis=1)  # componentwise relative, in units of u below
+    coefficient = jax.vmap(lemma)(T12.cast(x))
+    assert bool(jnp.all(first_order_rho / U <= coefficient)), name
+    second_order = 4 * (coefficient[:, None] * U) ** 2 * exact  # O(u^2) with the first-order constant squared
+    assert bool(jnp.all(measured <= record.bound + second_order)), name
+
+
+def test_contributions_add_up_and_name_the_sites():
+    from boundlab.transformer import init
+    from boundlab.transformer.plain import plain_forward
+
+    params, X = init(jax.random.key(0), "figure1", d=3, n=3, D=4, L=2)
+    record = first_order(plain_forward, T12)(params, X)
+    assert record.contributions.shape == (len(record.sites),) + X.shape
+    np.testing.assert_allclose(jnp.sum(record.contributions, axis=0), record.bound, rtol=1e-12)
+    assert [m.shape for m in record.site_maps] == [site.shape for site in record.sites]
+    totals = [total for _, total in record.ranking(len(record.sites))]
+    assert totals == sorted(totals, reverse=True)
+    scopes = record.by_scope()
+    assert {"layer1/attention", "layer2/perceptron"} <= set(scopes)
+    assert abs(sum(scopes.values()) - float(jnp.sum(record.bound))) <= 1e-12 * float(jnp.sum(record.bound))
+    # the softmax denominators are same-sign sums; the flag says so
+    assert record.independence_doubtful
+    flagged = [site for site, flag in zip(record.sites, record.flags["same-sign sum"]) if flag]
+    assert any(site.primitive == "reduce_sum" and "attention" in site.scope for site in flagged)
+
+
+def test_probabilistic_bound_covers_stochastic_rounding_at_its_confidence():
+    k, keys = 64, 400
+    sr = Emulated("t8", mode="stochastic", unroll=0)
+    a = jax.random.uniform(jax.random.key(3), (k,), minval=-1, maxval=1)
+    b = jax.random.uniform(jax.random.key(4), (k,), minval=0.5, maxval=1)
+    f = lambda x, y: jnp.tanh(x * y) @ y  # noqa: E731
+    record = first_order(f, sr, confidence=0.99)(a, b)
+    runs = jax.vmap(lambda key: emulate(f, sr)(a, b, key=key))(jax.random.split(jax.random.key(5), keys))
+    errors = jnp.abs(runs - record.value)
+    assert bool(jnp.all(errors <= record.bound * (1 + k * 2 * 2.0**-8)))  # deterministic (one-ulp model)
+    within = float(jnp.mean(errors <= record.probabilistic))
+    assert within >= 0.99 - 3 * math.sqrt(0.99 * 0.01 / keys)
+    assert record.probabilistic < record.bound / 3  # the sqrt(n) rule is far tighter than the worst case
+    assert record.lam == pytest.approx(lambda_for(0.99)) and 1 - 2 * math.exp(-record.lam**2 / 2) == pytest.approx(0.99)
+
+
+def test_nan_input_gives_nan_bounds_and_a_flag():
+    record = first_order(lambda x: jnp.sum(x * x), T12)(jnp.array([1.0, jnp.nan, 2.0]))
+    assert bool(jnp.isnan(record.bound)) and not bool(record.flags["finite"])
+
+
+def test_selected_outputs_and_linear_functionals():
+    A = jax.random.normal(jax.random.key(6), (5, 7))
+    x = jax.random.normal(jax.random.key(7), (7,))
+    full = first_order(lambda A, x: A @ x, T12)(A, x)
+    picked = first_order(lambda A, x: A @ x, T12, outputs=lambda y: y[1:3])(A, x)
+    np.testing.assert_array_equal(picked.bound, full.bound[1:3])
+    w = jnp.arange(5.0)
+    functional = first_order(lambda A, x: A @ x, T12, outputs=lambda y: w @ y)(A, x)
+    assert functional.value.shape == () and float(functional.bound) > 0
+    with pytest.raises(UnsupportedPrimitive, match="primitive 'lu'"):
+        first_order(jnp.linalg.det, T12)(jnp.eye(5) + 0.5)
+    with pytest.raises(ValueError, match="confidence"):
+        first_order(jnp.sin, T12, confidence=1.5)
