@@ -123,6 +123,8 @@ def _figure_config(number: int, args: argparse.Namespace):
         changes["depths"] = _int_list(args.depths, "depths", minimum=1)
     if args.no_bounds and hasattr(config, "bound_samples"):
         changes["bound_samples"] = 0
+        if hasattr(config, "first_order_samples"):
+            changes["first_order_samples"] = 0
     return dataclasses.replace(config, **changes)
 
 
@@ -210,7 +212,7 @@ def _add_figure_knobs(parser):
     parser.add_argument("--layers", type=int, help="depth L (figures 1 and 4)")
     parser.add_argument("--depths", help="comma-separated depths (figure 2)")
     parser.add_argument("--chunk", type=int, help="initialisations per compiled chunk (default 128)")
-    parser.add_argument("--no-bounds", action="store_true", help="skip the Theorem 4.30 samples")
+    parser.add_argument("--no-bounds", action="store_true", help="skip the Theorem 4.30 and autodiff first-order samples")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

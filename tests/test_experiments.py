@@ -126,6 +126,7 @@ def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
     # index.md states the overflow of every figure and the Theorem 4.30 check at every precision
     assert text.count("* Overflow: no run overflowed.") + text.count("* Overflowed runs") == 4
     assert "Theorem 4.30 at t10" in text and "Theorem 4.30 at t16" in text
+    assert summaries[1]["three_way"]["t16"]["samples"] == 4 and "Autodiff first-order bound at t16" in text
 
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")
@@ -135,6 +136,25 @@ def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
     # Figure 3's largest scale makes exp overflow: counted, never averaged in
     assert summaries[3]["precisions"]["t10"]["overflowed_runs"] == TINY[3].inits
     assert np.all(np.isfinite(summaries[3]["precisions"]["t10"]["normwise"]["mean"][:2]))
+
+
+def test_figure_1_three_way_comparison_orders_measured_first_order_and_theorem():
+    config = Figure1(d=4, n=4, D=4, L=3, inits=8, precisions=(20, 24), bound_samples=8, first_order_samples=8, chunk=8)
+    result = figure1(config, progress=False)
+    for t in ("t20", "t24"):
+        entry = result.summary["three_way"][t]
+        assert entry["samples_checked"] > 0 and entry["ordering_holds"] is True
+        assert entry["measured_over_first_order"]["max"] <= 1 and entry["measured_within_first_order"] == 1.0
+        assert entry["first_order_over_theorem"]["log10_max"] < 0  # the theorem is above the first-order bound
+    # an independent check of one sample: the first-order coefficient is that of boundlab.first_order itself
+    from boundlab import first_order
+    from boundlab.errors import ratio
+    from boundlab.transformer.plain import plain_forward
+
+    params, X = config.narrow(init(jax.random.fold_in(jax.random.key(config.seed), 0), "figure1", d=4, n=4, D=4, L=3))
+    record = first_order(plain_forward, Emulated("t24"))(params, X)
+    coefficient = float(jnp.max(ratio(record.bound, jnp.abs(record.value)))) / 2.0**-24
+    assert result.data["first_order_log10_coefficient"][0] == pytest.approx(np.log10(coefficient), rel=1e-9)
 
 
 def test_quick_figure_1_grows_log_linearly_with_the_median_below_the_mean():

@@ -71,7 +71,7 @@ def test_contributions_add_up_and_name_the_sites():
     from boundlab.transformer.plain import plain_forward
 
     params, X = init(jax.random.key(0), "figure1", d=3, n=3, D=4, L=2)
-    record = first_order(plain_forward, T12)(params, X)
+    record = first_order(lambda p, x: plain_forward(p, x, unroll_layers=True), T12)(params, X)
     assert record.contributions.shape == (len(record.sites),) + X.shape
     np.testing.assert_allclose(jnp.sum(record.contributions, axis=0), record.bound, rtol=1e-12)
     assert [m.shape for m in record.site_maps] == [site.shape for site in record.sites]

@@ -25,6 +25,7 @@ import numpy as np
 from boundlab.arithmetic import Emulated
 from boundlab.bounds import theorem_4_30
 from boundlab.errors import relative_componentwise, relative_normwise
+from boundlab.experiments import three_way
 from boundlab.experiments.layers import layer_errors
 from boundlab.experiments.stats import finite_stats, growth_fit, linear_fit, power_fit
 from boundlab.experiments.sweeps import sweep
@@ -58,9 +59,9 @@ class Common:
         """Refuse a configuration that would compute nothing or nonsense, naming the field."""
         if not self.precisions:
             raise ValueError("give at least one precision")
-        for name in ("d", "n", "D", "L", "inits", "chunk", "bound_samples"):
+        for name in ("d", "n", "D", "L", "inits", "chunk", "bound_samples", "first_order_samples"):
             value = getattr(self, name, None)
-            low = {"d": 2, "bound_samples": 0}.get(name, 1)  # d >= 2: the norms and the bounds need it
+            low = {"d": 2, "bound_samples": 0, "first_order_samples": 0}.get(name, 1)  # d >= 2: the norms and the bounds need it
             if value is not None and (not isinstance(value, int) or value < low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if getattr(self, "depths", None) is not None and (not self.depths or min(self.depths) < 1):
@@ -85,9 +86,10 @@ class Figure1(Common):
     inits: int = 5000
     norm: str = "layer"
     bound_samples: int = 200
+    first_order_samples: int = 200  # the autodiff first-order bound (three-way comparison); 0 skips it
 
     def quick(self):
-        return dataclasses.replace(self, L=20, inits=1000, bound_samples=50)
+        return dataclasses.replace(self, L=20, inits=1000, bound_samples=50, first_order_samples=20)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +244,13 @@ def figure1(config: Figure1 = Figure1(), progress: bool = True) -> FigureResult:
                                    config.norm, **shape)
         summary["theorem_4_30"] = _bound_summary(samples, data["componentwise"], config.precisions)
         data["theorem_4_30_log10_coefficient"] = samples["log10_coefficient"]
+        count = min(config.first_order_samples, len(samples["valid"]))
+        if count:
+            first = three_way.first_order_samples(config, "figure1", count, progress, config.norm, **shape)
+            summary["three_way"] = {
+                f"t{t}": three_way.summary(first, samples, data["componentwise"][:, i, -1], t, i)
+                for i, t in enumerate(config.precisions)}
+            data["first_order_log10_coefficient"] = first["log10_coefficient"]
     return FigureResult(1, config, data, summary)
 
 

@@ -89,13 +89,30 @@ def _theorem_line(name, entry):
             f"{entry['measured_mean']:.2g}, median {entry['measured_median']:.2g}, max {entry['measured_max']:.2g}.")
 
 
+def three_way_line(name, entry):
+    """measured <= autodiff first-order <= Theorem 4.30, as index.md states it for one precision."""
+    measured = entry["measured_over_first_order"]
+    line = (f"Autodiff first-order bound at {name} ({entry['samples']} networks): median 10^"
+            f"{entry['log10_first_order_median']:.1f}; measured / first-order median {measured['median']:.2g}, "
+            f"worst {measured['max']:.2g}")
+    theorem = entry["first_order_over_theorem"]
+    if not entry["samples_checked"]:
+        return line + "; no sampled network satisfies Theorem 4.30's hypotheses, so the ordering was not checked."
+    layerwise = entry["first_order_over_layerwise"]
+    return (line + f"; first-order / Theorem 4.30 median 10^{theorem['log10_median']:.0f} (worst 10^"
+            f"{theorem['log10_max']:.0f}), / layer-by-layer 10^{layerwise['log10_median']:.0f}; measured <= "
+            f"first-order <= theorem on {'all' if entry['ordering_holds'] is True else 'NOT all'} "
+            f"{entry['samples_checked']} networks whose hypotheses hold.")
+
+
 def _headline_lines(number, summary):
     if number == 1:
         h = summary["headline"]
         lines = [f"Mean {h['error']} at t = {h['precision']}: growth {h['growth_rate_log10_per_layer']:.3f} decades "
                  f"per layer (R^2 = {h['r2']:.3f}); median / mean at the last layer = "
                  f"{h['median_over_mean_last_layer']:.3f}."]
-        return lines + (_theorem_lines(summary["theorem_4_30"]) if "theorem_4_30" in summary else [])
+        lines += _theorem_lines(summary["theorem_4_30"]) if "theorem_4_30" in summary else []
+        return lines + [three_way_line(name, entry) for name, entry in summary.get("three_way", {}).items()]
     if number == 2:
         return list(summary["reading"])
     if number == 3:

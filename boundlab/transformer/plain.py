@@ -45,15 +45,24 @@ def block(X, layer, norm: str = "layer"):
         return Y + (A2 @ jnp.maximum(A1 @ Yn + b1[:, None], 0) + b2[:, None])
 
 
-def plain_forward(params, X, norm: str = "layer", return_layers: bool = False):
-    """The depth-L network (7)/(10) on stacked ``params``, layers in a Python loop (each layer
-    its own ``jax.named_scope("layer<l>")``, so first-order sites are attributed to layers).
+def plain_forward(params, X, norm: str = "layer", return_layers: bool = False, unroll_layers: bool = False):
+    """The depth-L network (7)/(10) on stacked ``params`` (a ``Params`` or the tuple of its arrays).
 
+    Layers run under ``lax.scan`` (one compiled block, the fast choice); ``unroll_layers`` runs
+    them in a Python loop, each in ``jax.named_scope("layer<l>")``, so that the sites of
+    ``boundlab.first_order`` are attributed to layers (slower to compile at depth).
     ``return_layers``: the outputs of every layer stacked, (L, d, n), instead of the last.
     """
     if norm not in ("layer", "rms"):
         raise ValueError(f"norm must be 'layer' or 'rms', got {norm!r}")
     layers = tuple(params)
+    if not unroll_layers:
+        def step(carry, layer):
+            out = block(carry, layer, norm)
+            return out, out
+
+        last, outputs = jax.lax.scan(step, X, layers)
+        return outputs if return_layers else last
     outputs = []
     for index in range(layers[0].shape[0]):
         with jax.named_scope(f"layer{index + 1}"):
