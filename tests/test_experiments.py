@@ -104,7 +104,10 @@ TINY = {
 
 
 def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
-    index = reproduce(str(tmp_path), progress=False, configs=TINY, bound_cases=())
+    from boundlab.experiments.coverage import Coverage
+
+    tiny_coverage = Coverage(d=3, n=3, D=3, L=2, keys=16, networks=4)
+    index = reproduce(str(tmp_path), progress=False, configs=TINY, bound_cases=(), coverage_config=tiny_coverage)
     text = open(index).read()
     summaries = {}
     for number, config in TINY.items():
@@ -131,7 +134,10 @@ def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")
 
-    for path in list(tmp_path.glob("figure*/summary.json")) + [tmp_path / "bounds.json"]:
+    covered = json.loads((tmp_path / "coverage.json").read_text())
+    assert covered["stochastic"]["runs"] == 16 and "probabilistic first-order bound" in text.lower()
+    assert covered["stochastic"]["fraction_within_probabilistic"] >= 0.9
+    for path in list(tmp_path.glob("figure*/summary.json")) + [tmp_path / "bounds.json", tmp_path / "coverage.json"]:
         json.loads(path.read_text(), parse_constant=refuse)
     # Figure 3's largest scale makes exp overflow: counted, never averaged in
     assert summaries[3]["precisions"]["t10"]["overflowed_runs"] == TINY[3].inits

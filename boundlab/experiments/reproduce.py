@@ -26,8 +26,8 @@ def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers:
     from boundlab.analysis.report import failed_hypotheses
     from boundlab.transformer import init
 
-    lines = ["| case | statement | coefficient | bound | measured | bound / measured | hypotheses hold |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| case | statement | coefficient | autodiff first-order | bound | measured | bound / measured | "
+             "hypotheses hold |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     data = {}
     from boundlab.experiments.sweeps import ProgressBar
 
@@ -41,7 +41,8 @@ def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers:
             if name not in result:
                 continue
             entry = result[name]
-            lines.append(f"| {label} | {name} | {entry['coefficient']:.3g} | {entry['bound']:.3g} | "
+            autodiff = f"{entry['first_order']['coefficient']:.3g}" if "first_order" in entry else "-"
+            lines.append(f"| {label} | {name} | {entry['coefficient']:.3g} | {autodiff} | {entry['bound']:.3g} | "
                          f"{entry['measured']:.3g} | {entry['bound/measured']:.3g} | "
                          f"{'yes' if entry['valid'] else 'no: ' + failed_hypotheses(entry)} |")
         if bar is not None:
@@ -127,9 +128,13 @@ def _headline_lines(number, summary):
 
 
 def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: bool = True, configs=None,
-              bound_cases=BOUND_CASES) -> str:
+              bound_cases=BOUND_CASES, coverage_config=None) -> str:
     """Run Figures 1-4 (``--quick`` sizes unless ``full``; ``configs`` maps a figure number to
-    a config to use instead) and the bound table into ``out``; returns the path of ``index.md``."""
+    a config to use instead), the bound table and the coverage of the probabilistic first-order
+    bound (``coverage_config``, default ``Coverage()``) into ``out``; returns the path of
+    ``index.md``."""
+    from boundlab.experiments.coverage import Coverage, coverage, coverage_lines
+
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
     sections = ["# boundlab reproduce", "",
@@ -162,7 +167,15 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
     sections += ["## Section 4 bounds beside the measured errors", "",
                  "Random figure4 networks (d = n = D = 8, L = 3), `boundlab.analyze`: the largest coefficient, bound "
                  "and measured rho_c over the layers and tokens each statement applies to. Full records: "
-                 "[bounds.json](bounds.json).", "", table, "",
+                 "[bounds.json](bounds.json). 'autodiff first-order': `boundlab.first_order` of the same part at "
+                 "the same input, in units of u (between the measured error and the statement).", "", table, ""]
+    if progress:
+        print("coverage of the probabilistic bound ...", flush=True)
+    covered = coverage(coverage_config or Coverage(), progress)
+    with open(os.path.join(out, "coverage.json"), "w") as handle:
+        json.dump(strict_json(covered), handle, indent=1, allow_nan=False)
+    sections += ["## The probabilistic first-order bound", ""] + [f"* {line}" for line in coverage_lines(covered)]
+    sections += ["* data: [coverage.json](coverage.json)", "",
                  f"Total: {time.perf_counter() - start:.0f} s on {jax.devices()[0].platform} "
                  f"({len(jax.devices())} device(s))."]
     index = os.path.join(out, "index.md")
