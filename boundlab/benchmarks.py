@@ -240,3 +240,33 @@ def diagnostics_benchmark(d: int = 16, L: int = 2, batch: int = 64, samples: int
     best, first = time_call(diagnose, repeats)
     rows.append(Timing(f"diagnostics ({', '.join(formats)} emulated, bounds, Baek)", best, first, best / base, note=note))
     return rows
+
+
+def emulate_benchmark(batch: int = 1000, d: int = 20, L: int = 40, fmt: str = "t10", repeats: int = 2,
+                      seed: int = 0) -> list[Timing]:
+    """``boundlab.emulate`` of the paper's network written in plain jnp (``plain_forward``) beside
+    the hand-written ``forward(..., Emulated(fmt))`` (the baseline, bit-identical results), on
+    ``batch`` figure1 initialisations (vmapped); and ``boundlab.first_order`` of one network of
+    the same shape (one VJP per output entry; the first call includes tracing and compilation)."""
+    from boundlab.arithmetic import Emulated
+    from boundlab.emulation import emulate
+    from boundlab.sensitivity import first_order
+    from boundlab.transformer import forward, init
+    from boundlab.transformer.plain import plain_forward
+
+    keys = jax.random.split(jax.random.key(seed), batch)
+    params, X = jax.jit(jax.vmap(lambda k: init(k, "figure1", d=d, n=d, D=d, L=L)))(keys)
+    arithmetic = Emulated(fmt)
+    note = f"{batch} inits, d = n = D = {d}, L = {L}, {fmt}, recursive; first call includes compilation"
+    hand = jax.jit(jax.vmap(lambda p, x: forward(p, x, arithmetic)))
+    base, base_first = time_call(lambda: hand(params, X), repeats)
+    rows = [Timing(f"forward(..., Emulated({fmt}))", base, base_first, 1.0, note=note)]
+    interpreted = jax.jit(jax.vmap(emulate(lambda p, x: plain_forward(tuple(p), x), arithmetic)))
+    best, first = time_call(lambda: interpreted(params, X), repeats)
+    rows.append(Timing(f"emulate(plain_forward, Emulated({fmt}))", best, first, best / base, note=note))
+    one = jax.tree.map(lambda a: a[0], (params, X))
+    bounded = first_order(plain_forward, arithmetic)
+    best, first = time_call(lambda: bounded(tuple(one[0]), one[1]).bound, repeats)
+    rows.append(Timing(f"first_order(plain_forward), one network", best, first, None,
+                       note=f"d = n = D = {d}, L = {L}: {d * d} VJPs; first call {first:.1f} s (tracing, compilation)"))
+    return rows

@@ -18,8 +18,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, figure1_benchmark, forward_benchmark,
-                                     rounding_benchmark)
+    from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, emulate_benchmark, figure1_benchmark,
+                                     forward_benchmark, rounding_benchmark)
 
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
@@ -45,6 +45,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.only in (None, "diagnostics"):
         sections["diagnostics"] = ("in-loop diagnostics vs one training step (boundlab train's classifier, d = 16)",
                                    "ratio to one training step", diagnostics_benchmark(repeats=args.repeats))
+    if args.only in (None, "emulate"):
+        batch, layers = (200, 10) if args.quick else (1000, 40)
+        sections["emulate"] = (f"emulate(f) of the paper's network in plain jnp vs forward, {batch} inits, d = 20, "
+                               f"L = {layers}; first_order of one network", "ratio to forward(..., Emulated)",
+                               emulate_benchmark(batch=batch, L=layers, repeats=args.repeats))
     device = str(jax.devices()[0])
     if args.json:
         report = {"device": device, **{key: [dataclasses.asdict(t) for t in rows]
@@ -226,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
-    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze", "diagnostics"), help="run one part only")
+    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze", "diagnostics", "emulate"), help="run one part only")
     bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")

@@ -67,6 +67,8 @@ def coverage(config: Coverage = Coverage(), progress: bool = True) -> dict:
         "fraction_within_probabilistic": float(np.mean((errors <= np.asarray(record.probabilistic))[finite])),
         "fraction_within_deterministic": float(np.mean((errors <= np.asarray(record.bound))[finite])),
         "median_probabilistic_over_deterministic": float(np.median(np.asarray(record.probabilistic / record.bound))),
+        "error_over_probabilistic": {"median": float(np.median((errors / np.asarray(record.probabilistic))[finite])),
+                                     "max": float(np.max((errors / np.asarray(record.probabilistic))[finite]))},
         "overflowed_runs": int(np.sum(~finite.all(axis=(1, 2))))}
 
     bounded = first_order(f, nearest, confidence=config.confidence)
@@ -102,7 +104,8 @@ def coverage_lines(result) -> list[str]:
             f"lambda = {result['lambda']:.2f}), t = {result['config']['precision']}: under stochastic rounding "
             f"{s['fraction_within_probabilistic']:.4f} of {s['runs']} x {s['entries']} (run, entry) pairs lie within "
             f"it (the bound is {s['median_probabilistic_over_deterministic']:.2g} times the deterministic one in the "
-            f"median); under round to nearest {n['fraction_within_probabilistic']:.4f} of the entries of "
+            f"median; error / bound: median {s['error_over_probabilistic']['median']:.2g}, largest "
+            f"{s['error_over_probabilistic']['max']:.2g}); under round to nearest {n['fraction_within_probabilistic']:.4f} of the entries of "
             f"{n['networks'] - n['overflowed']} networks (a heuristic there: up to "
             f"{n['max_same_sign_sites_per_network']} rounding sites per network are sums of one sign, the softmax "
             f"denominators among them, flagged as the known failure of independence)."]
