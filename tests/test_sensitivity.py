@@ -102,9 +102,12 @@ def test_probabilistic_bound_covers_stochastic_rounding_at_its_confidence():
     assert record.lam == pytest.approx(lambda_for(0.99)) and 1 - 2 * math.exp(-record.lam**2 / 2) == pytest.approx(0.99)
 
 
-def test_nan_input_gives_nan_bounds_and_a_flag():
-    record = first_order(lambda x: jnp.sum(x * x), T12)(jnp.array([1.0, jnp.nan, 2.0]))
+def test_nan_input_gives_nan_bounds_and_a_flag_also_under_jit():
+    bounded = jax.jit(first_order(lambda x: jnp.sum(x * x), T12))
+    record = bounded(jnp.array([1.0, jnp.nan, 2.0]))
     assert bool(jnp.isnan(record.bound)) and not bool(record.flags["finite"])
+    record = bounded(jnp.array([1.0, 3.0, 2.0]))  # the same compiled function, a finite input
+    assert bool(record.flags["finite"]) and record.sites[0].primitive == "mul"
 
 
 def test_selected_outputs_and_linear_functionals():
