@@ -49,6 +49,7 @@ from boundlab.accumulation import ACCUMULATIONS, KeyStream, fold_key, take
 from boundlab.formats import Format, get_format
 from boundlab.rounding import MODES, random_bits_for, round_bits, round_scalar
 
+KERNELS = ("auto", "pallas", "xla")
 _UNROLL_LIMIT = 64  # reductions up to this length are unrolled so XLA fuses them into one loop
 _FP64 = get_format("fp64")
 
@@ -211,7 +212,13 @@ class _Policy:
         return _result_dtype(out, preferred_element_type, self)
 
     def _product(self, a, b, key):
-        """(..., m, k) x (..., k, n) -> (..., m, n), every product rounded, sums in order."""
+        """(..., m, k) x (..., k, n) -> (..., m, n), every product rounded, sums in order
+        (through the Pallas kernel ``boundlab.kernels.matmul`` when the policy asks for it:
+        the same bits)."""
+        if getattr(self, "uses_kernel", False):
+            from boundlab.kernels.rounded_matmul import product
+
+            return product(a, b, self)
         return self._reduce(lambda j: take(a, j, -1)[..., :, None] * take(b, j, -2)[..., None, :],
                             a.shape[-1], key, products=True)
 
@@ -438,6 +445,11 @@ class Emulated(_Policy):
       unroll: sums of up to this many terms are unrolled (fastest at run time); longer ones, or
         all with ``unroll=0``, run as a loop (much faster to compile).  Deterministic modes give the same
         results bit for bit either way (stochastic rounding draws its bits differently).
+      kernel: where dot products run: ``"xla"`` (the jnp code path), ``"pallas"`` (the Pallas
+        kernel ``boundlab.kernels.matmul``: accumulator in registers; interpret mode on the CPU)
+        or ``"auto"`` (Pallas on GPU/TPU, XLA on the CPU).  The results are the same bits; the
+        kernel covers recursive and blocked accumulation in the deterministic modes, and
+        ``"auto"`` falls back to XLA for the others.
     """
 
     fmt: Format | str
@@ -446,8 +458,14 @@ class Emulated(_Policy):
     block_size: int = 32
     accumulator: Format | str | None = None
     unroll: int = _UNROLL_LIMIT
+    kernel: str = "auto"
 
     def __post_init__(self):
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if self.kernel == "pallas" and (self.accumulation == "pairwise" or self.mode == "stochastic"):
+            raise ValueError(f"the Pallas matmul implements recursive and blocked accumulation in the "
+                             f"deterministic modes, not {self.accumulation!r} / {self.mode!r}; use kernel='xla' or 'auto'")
         object.__setattr__(self, "fmt", get_format(self.fmt))
         if not isinstance(self.unroll, int) or self.unroll < 0:
             raise ValueError(f"unroll must be a non-negative int, got {self.unroll!r}")
@@ -465,11 +483,19 @@ class Emulated(_Policy):
     def dtype(self) -> np.dtype:
         return _container(self._formats())
 
+    @property
+    def uses_kernel(self) -> bool:
+        """Dot products go through the Pallas kernel (``kernel``, the backend and the mode decide)."""
+        if self.kernel == "xla" or self.accumulation == "pairwise" or self.mode == "stochastic":
+            return False
+        return self.kernel == "pallas" or jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
+
     def __str__(self) -> str:
         extras = "" if self.mode == "nearest" else f", {self.mode}"
         extras += "" if self.accumulation == "recursive" else f", {self.accumulation}"
         extras += f"({self.block_size})" if self.accumulation == "blocked" else ""
         extras += "" if self.accumulator is None else f", accumulate in {self.accumulator}"
+        extras += "" if self.kernel == "auto" else f", kernel={self.kernel}"
         return f"Emulated({self.fmt}{extras})"
 
 

@@ -270,3 +270,29 @@ def emulate_benchmark(batch: int = 1000, d: int = 20, L: int = 40, fmt: str = "t
     rows.append(Timing(f"first_order(plain_forward), one network", best, first, None,
                        note=f"d = n = D = {d}, L = {L}: {d * d} VJPs; first call {first:.1f} s (tracing, compilation)"))
     return rows
+
+
+def kernels_benchmark(size: int = 256, fmt: str = "fp16", repeats: int = 3, seed: int = 0) -> list[Timing]:
+    """The rounded matmul (every product and partial sum rounded, recursive) of two size x size
+    matrices: the XLA path (the baseline) beside the Pallas kernel (``kernel="pallas"``; on the CPU
+    Pallas only interprets, so there the row measures the interpreter, not the kernel), and the
+    kernel's hardware mode (an MMA per k-block of 32)."""
+    from boundlab.arithmetic import Emulated
+    from boundlab.kernels.rounded_matmul import product
+
+    arithmetic = Emulated(fmt, unroll=0, kernel="xla")
+    keys = jax.random.split(jax.random.key(seed), 2)
+    a, b = (arithmetic.cast(jax.random.normal(k, (size, size))) for k in keys)
+    backend = jax.default_backend()
+    note = f"{size} x {size} x {size}, {fmt}, on {backend}" + (" (Pallas interprets on the CPU)" if backend == "cpu" else "")
+    xla = jax.jit(lambda x, y: arithmetic._product(x, y, None))
+    base, base_first = time_call(lambda: xla(a, b), repeats)
+    rows = [Timing("XLA path (Emulated._product)", base, base_first, 1.0, note=note)]
+    pallas = jax.jit(lambda x, y: product(x, y, arithmetic))
+    best, first = time_call(lambda: pallas(a, b), repeats)
+    rows.append(Timing("Pallas kernel, recursive", best, first, best / base, note=note))
+    blocked = dataclasses.replace(arithmetic, accumulation="blocked", block_size=32)
+    hardware = jax.jit(lambda x, y: product(x, y, blocked, hardware=True))
+    best, first = time_call(lambda: hardware(a, b), repeats)
+    rows.append(Timing("Pallas kernel, hardware (MMA per k-block of 32)", best, first, best / base, note=note))
+    return rows

@@ -19,7 +19,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     jax.config.update("jax_enable_x64", True)
     from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, emulate_benchmark, figure1_benchmark,
-                                     forward_benchmark, rounding_benchmark)
+                                     forward_benchmark, kernels_benchmark, rounding_benchmark)
 
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
@@ -50,6 +50,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         sections["emulate"] = (f"emulate(f) of the paper's network in plain jnp vs forward, {batch} inits, d = 20, "
                                f"L = {layers}; first_order of one network", "ratio to forward(..., Emulated)",
                                emulate_benchmark(batch=batch, L=layers, repeats=args.repeats))
+    if args.only == "kernels":  # not in the default run: on the CPU Pallas only interprets
+        sections["kernels"] = ("rounded matmul: XLA path vs the Pallas kernel", "ratio to the XLA path",
+                               kernels_benchmark(size=64 if args.quick else 256, repeats=args.repeats))
     device = str(jax.devices()[0])
     if args.json:
         report = {"device": device, **{key: [dataclasses.asdict(t) for t in rows]
@@ -106,7 +109,7 @@ def _figure_config(number: int, args: argparse.Namespace):
     config = CONFIGS[number]()
     if args.quick:
         config = config.quick()
-    changes = {"accumulation": args.accumulation, "mode": args.mode, "seed": args.seed}
+    changes = {"accumulation": args.accumulation, "mode": args.mode, "seed": args.seed, "kernel": args.kernel}
     if args.precisions is not None:
         changes["precisions"] = _int_list(args.precisions, "precisions", minimum=2)
     if args.inits is not None:
@@ -211,6 +214,8 @@ def _add_figure_knobs(parser):
     parser.add_argument("--precisions", help="comma-separated significand bits t (default per figure)")
     parser.add_argument("--accumulation", default="recursive", help="recursive (default), pairwise or blocked")
     parser.add_argument("--mode", default="nearest", help="rounding mode (nearest, zero, up, down)")
+    parser.add_argument("--kernel", choices=("auto", "pallas", "xla"), default="auto",
+                        help="dot products through the Pallas kernel, XLA, or by backend (auto: Pallas on GPU/TPU)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (results do not depend on chunk or devices)")
     parser.add_argument("--inits", type=int, help="number of initialisations (per grid point)")
     parser.add_argument("--size", type=int, help="d = n = D")
@@ -231,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
-    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze", "diagnostics", "emulate"), help="run one part only")
+    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze", "diagnostics", "emulate", "kernels"), help="run one part only")
     bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")

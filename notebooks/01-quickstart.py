@@ -86,11 +86,13 @@ plt.show()
 # and intermediates, and the condition numbers (autodiff beside the closed forms).
 
 # %%
-report = boundlab.analyze(params, X, "fp16", conditions=SIZE == "small")
+report = boundlab.analyze(params, X, "fp16", conditions=SIZE == "small", first_order=SIZE != "small")
 print(report.table())
 
 # %% [markdown]
-# Reading the table: `coefficient` is the statement's constant (the bound is coefficient x u,
+# Reading the table (the `autodiff` column, the first-order bound of the same part by automatic
+# differentiation, is filled when `first_order=True`, the default; notebook 07 is about it):
+# `coefficient` is the statement's constant (the bound is coefficient x u,
 # plus an input-error term for the compositions), `bound` is coefficient x u, `measured` is the
 # error of that module under fp16 emulation on this network, `bound/meas` is the slack. `valid`
 # says whether the statement's hypotheses hold here (genericity, alpha-conditions, n u < 1),

@@ -34,7 +34,8 @@ from IPython.display import Image, display
 from boundlab.experiments import Figure1, Figure2, Figure3, Figure4, figure1, figure2, figure3, figure4, write
 
 small = {
-    1: dataclasses.replace(Figure1(), d=8, n=8, D=8, L=6, inits=64, bound_samples=8, precisions=(12, 16)),
+    1: dataclasses.replace(Figure1(), d=8, n=8, D=8, L=6, inits=64, bound_samples=8, first_order_samples=0,
+                           precisions=(12, 16)),  # the autodiff three-way comparison: notebook 07
     2: dataclasses.replace(Figure2(), d=6, n=6, D=6, depths=(4, 6), lambdas=(0.1, 1.0, 10.0), inits=32),
     3: dataclasses.replace(Figure3(), d=6, n=6, inits=32, scales=(0.1, 0.5, 1.0, 3.0, 10.0), precisions=(12, 16)),
     4: dataclasses.replace(Figure4(), d=6, n=6, D=6, L=6, inits=32, bound_samples=8, precisions=(12, 16)),

@@ -12,6 +12,8 @@ All parts are evaluated in one ``first_order`` call per layer (one trace, one co
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -35,9 +37,10 @@ STATEMENTS = {"norm": {"layer": ("Lemma 4.11",), "rms": ("Lemma 4.6",)}, "centri
 PER_COLUMN = {"norm", "centring", "scores", "softmax", "hidden", "perceptron", "feed-forward sub-block"}
 
 
-def _parts(inputs, w, norm, mask):
+def _parts(inputs, w, norm):
     """Every part of one block at its exact input, in the order of operations of ``layers``."""
     X, Y, Z, S, V = inputs
+    mask = layers.causal_mask(X.shape[1])
     normalise = layers.NORMS[norm]
     out = {"norm": jnp.concatenate([normalise(X, EXACT), normalise(Y, EXACT)], axis=1),
            "scores": layers.scores(Z, w.Wq, w.Wk, EXACT),
@@ -57,12 +60,23 @@ def _relative(record_bound, value, u, per_column):
     return jnp.max(rho, axis=0) if per_column else jnp.max(rho)
 
 
+@functools.lru_cache(maxsize=32)
+def _parts_bound(arithmetic, norm):
+    """One ``first_order`` function per (arithmetic, norm): repeated ``analyze`` calls reuse its
+    trace and compilation (nothing traced is cached here: the function only)."""
+    return first_order(lambda x, w: _parts(x, w, norm), arithmetic)
+
+
+@functools.lru_cache(maxsize=32)
+def _network_bound(arithmetic, norm):
+    return first_order(lambda p, x: plain_forward(p, x, norm, return_layers=True), arithmetic)
+
+
 def part_rows(true, given, arithmetic, norm) -> dict:
     """statement name -> first-order coefficient (units of u; per column or one number), for one
     layer: ``true`` its slice of the exact intermediates, ``given`` its float64 weights."""
-    mask = layers.causal_mask(true.inputs.shape[1])
     inputs = (true.inputs, true.attention_residual, true.attention_input, true.scores, true.perceptron_input)
-    record = first_order(lambda x, w: _parts(x, w, norm, mask), arithmetic)(inputs, given)
+    record = _parts_bound(arithmetic, norm)(inputs, given)
     u = arithmetic.unit_roundoff
     rows = {}
     for part, names in STATEMENTS.items():
@@ -77,6 +91,6 @@ def part_rows(true, given, arithmetic, norm) -> dict:
 def network_rows(params, X, arithmetic, norm) -> jax.Array:
     """The first-order coefficient (units of u) of rho_c of every layer's output of the network
     on ``params``, ``X`` (format numbers): (L,)."""
-    record = first_order(lambda p, x: plain_forward(p, x, norm, return_layers=True), arithmetic)(tuple(params), X)
+    record = _network_bound(arithmetic, norm)(tuple(params), X)
     u = arithmetic.unit_roundoff
     return jax.vmap(lambda b, v: _relative(b, v, u, False))(record.bound, record.value)

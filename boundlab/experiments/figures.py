@@ -43,11 +43,12 @@ class Common:
     mode: str = "nearest"
     seed: int = 0
     chunk: int = 128  # on 2 CPU cores, small chunks stay in cache: 128 ran 1.6x faster than 1000
+    kernel: str = "auto"  # dot products through the Pallas kernel ("pallas"), XLA ("xla") or by backend
 
     def arithmetics(self) -> tuple[Emulated, ...]:
         # loops rather than unrolled sums: the same numbers, faster to compile and, vmapped over
         # thousands of initialisations, faster to run
-        return tuple(Emulated(f"t{t}", mode=self.mode, accumulation=self.accumulation, unroll=0)
+        return tuple(Emulated(f"t{t}", mode=self.mode, accumulation=self.accumulation, unroll=0, kernel=self.kernel)
                      for t in self.precisions)
 
     def narrow(self, tree):
