@@ -13,7 +13,9 @@ from boundlab.bounds import theorem_4_30
 from boundlab.transformer import compare, init
 
 BATCH = 12
-CONFIGS = list(itertools.product((10, 16, 24), ("layer", "rms"), ((2, 3, 3, 1), (4, 3, 5, 2), (5, 4, 4, 4))))
+# the coarsest and the finest precision (t = 16 added 6 configurations and nothing the two ends miss;
+# analyze's tests cover t = 14, 18, 20)
+CONFIGS = list(itertools.product((10, 24), ("layer", "rms"), ((2, 3, 3, 1), (4, 3, 5, 2), (5, 4, 4, 4))))
 
 
 @pytest.mark.parametrize("t, norm, shape", CONFIGS)
