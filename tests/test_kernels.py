@@ -168,8 +168,10 @@ class _KernelSuite:
         config = Figure1(d=3, n=3, D=3, L=2, inits=4, precisions=(10, 16), bound_samples=0, chunk=4, kernel="xla")
         xla = figure1(config, progress=False)
         pallas = figure1(dataclasses.replace(config, kernel="pallas"), progress=False)
-        for kind in ("componentwise", "normwise"):
-            assert _same(pallas.data[kind], xla.data[kind])
+        # the emulated outputs are the same bits (see the transformer test above), so rho_c is too;
+        # the Frobenius norms around them are float64 sums whose order XLA picks per program
+        assert _same(pallas.data["componentwise"], xla.data["componentwise"])
+        np.testing.assert_allclose(pallas.data["normwise"], xla.data["normwise"], rtol=8 * 2.0**-53)
 
 
 class TestKernels(_KernelSuite):
