@@ -44,7 +44,7 @@ import numpy as np
 from jax import lax
 
 from boundlab import accumulation, elementary
-from boundlab._x64 import require_x64
+from boundlab._x64 import require_x64, x64_enabled
 from boundlab.accumulation import ACCUMULATIONS, KeyStream, fold_key, take
 from boundlab.formats import Format, get_format
 from boundlab.rounding import MODES, random_bits_for, round_bits, round_scalar
@@ -169,6 +169,17 @@ class _Policy:
     def exp(self, x, key=None) -> jax.Array:
         """fl(exp(x)), correctly rounded in every mode (``boundlab.elementary.exp``)."""
         return elementary.exp(x, self.fmt, self.mode, self._random_bits(x, key))
+
+    def apply(self, fn, *args, key=None) -> jax.Array:
+        """fl(fn(*args)) for an elementwise function other than exp (``jax.lax.erf``, ``jnp.tanh``,
+        ...): evaluated in float64 (in the container when ``jax_enable_x64`` is off) and rounded
+        once.  This is the correctly rounded value except when fn's float64 value lies within a
+        float64 ulp of a rounding boundary of the format (and up to float64's own error in fn);
+        ``boundlab.emulate`` treats such primitives the same way."""
+        wide = jnp.float64 if x64_enabled() else self.dtype
+        args = [jnp.asarray(a) for a in args]
+        value = fn(*[a.astype(wide) if jnp.issubdtype(a.dtype, jnp.floating) else a for a in args])
+        return self.round(value, key).astype(self.dtype)
 
     # -- reductions -----------------------------------------------------------------------------
     def sum(self, x, axis: int = -1, key=None) -> jax.Array:
@@ -418,6 +429,9 @@ class Exact(_Policy):
     def exp(self, x, key=None) -> jax.Array:
         return jnp.exp(x)  # float64's own exp: the reference (Emulated("t53") uses it too)
 
+    def apply(self, fn, *args, key=None) -> jax.Array:
+        return self.round(fn(*args))  # float64's own function: the reference
+
     def _contract(self, lhs, rhs, dimension_numbers, preferred_element_type, key):
         if self.accumulation != "native":
             return super()._contract(lhs, rhs, dimension_numbers, preferred_element_type, key)
@@ -450,6 +464,10 @@ class Emulated(_Policy):
         or ``"auto"`` (Pallas on GPU/TPU, XLA on the CPU).  The results are the same bits; the
         kernel covers recursive and blocked accumulation in the deterministic modes, and
         ``"auto"`` falls back to XLA for the others.
+      container: ``None`` (the narrowest exact container, see the module docstring) or
+        ``"float64"``: hold values in float64 even where float32 would do, so that policies of
+        several formats can share one container (``boundlab.emulation.MixedHandler``).  Same
+        results bit for bit.
     """
 
     fmt: Format | str
@@ -459,8 +477,11 @@ class Emulated(_Policy):
     accumulator: Format | str | None = None
     unroll: int = _UNROLL_LIMIT
     kernel: str = "auto"
+    container: str | None = None
 
     def __post_init__(self):
+        if self.container not in (None, "float64"):
+            raise ValueError(f"container must be None or 'float64', got {self.container!r}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.kernel == "pallas" and (self.accumulation == "pairwise" or self.mode == "stochastic"):
@@ -481,6 +502,8 @@ class Emulated(_Policy):
 
     @property
     def dtype(self) -> np.dtype:
+        if self.container == "float64":
+            return np.dtype(np.float64)
         return _container(self._formats())
 
     @property
@@ -496,6 +519,7 @@ class Emulated(_Policy):
         extras += f"({self.block_size})" if self.accumulation == "blocked" else ""
         extras += "" if self.accumulator is None else f", accumulate in {self.accumulator}"
         extras += "" if self.kernel == "auto" else f", kernel={self.kernel}"
+        extras += "" if self.container is None else f", in {self.container}"
         return f"Emulated({self.fmt}{extras})"
 
 

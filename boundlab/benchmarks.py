@@ -296,3 +296,33 @@ def kernels_benchmark(size: int = 256, fmt: str = "fp16", repeats: int = 3, seed
     best, first = time_call(lambda: hardware(a, b), repeats)
     rows.append(Timing("Pallas kernel, hardware (MMA per k-block of 32)", best, first, best / base, note=note))
     return rows
+
+
+def model_benchmark(sentences: int = 32, length: int = 32, fmt: str = "bf16", repeats: int = 2) -> list[Timing]:
+    """MiniLM-L6 (the ``models`` extra) on ``sentences`` shipped sentences padded to ``length``
+    tokens: the exact float64 forward (the baseline) beside the every-operation emulation in
+    ``fmt`` (Model 4.1, recursive accumulation in the format; layers scanned) and the GEMMs-only
+    variant with a float32 accumulator; peak memory of the process is in the note."""
+    import resource
+
+    from boundlab.arithmetic import Exact
+    from boundlab.experiments.real_model import layers_fn, run_variant
+    from boundlab.models import load, sentences as shipped, tokenize
+    from boundlab.nn.encoder import encode_batch
+
+    model = load("minilm")
+    texts = (shipped() * (1 + sentences // len(shipped())))[:sentences]
+    ids, valid = tokenize(model, texts, length=length)
+    config = model.config
+    params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params)
+    exact = jax.jit(lambda p: encode_batch(p, ids, valid, config, Exact(), unroll_layers=False))
+    base, base_first = time_call(lambda: exact(params64), repeats)
+    note = f"{sentences} sentences x {length} tokens, d = 384, L = 6; first call includes compilation"
+    rows = [Timing("MiniLM exact float64 forward", base, base_first, 1.0, note=note)]
+    f = layers_fn(config, unroll=False)
+    for variant in ("all", "gemms-fp32acc"):
+        best, first = time_call(lambda v=variant: run_variant(f, params64, ids, valid, fmt, v)[0], repeats)
+        rows.append(Timing(f"MiniLM {fmt} {variant}", best, first, best / base, note=note))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rows[-1] = dataclasses.replace(rows[-1], note=f"{note}; peak resident memory {peak:.1f} GiB")
+    return rows

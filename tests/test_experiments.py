@@ -107,7 +107,8 @@ def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
     from boundlab.experiments.coverage import Coverage
 
     tiny_coverage = Coverage(d=3, n=3, D=3, L=2, keys=16, networks=4)
-    index = reproduce(str(tmp_path), progress=False, configs=TINY, bound_cases=(), coverage_config=tiny_coverage)
+    index = reproduce(str(tmp_path), progress=False, configs=TINY, bound_cases=(), coverage_config=tiny_coverage,
+                      model=None)  # the real-model section: tests/test_models.py
     text = open(index).read()
     summaries = {}
     for number, config in TINY.items():

@@ -31,6 +31,7 @@ rounding site (``boundlab.sensitivity``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -65,6 +66,7 @@ EXACT = {"max", "min", "neg", "abs", "sign", "floor", "ceil", "round", "is_finit
 CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
          "remat2": "jaxpr", "checkpoint": "jaxpr", "custom_jvp_call": "call_jaxpr",
          "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr", "custom_vmap_call": "call"}
+REDUCTIONS = {"dot_general", "reduce_sum", "cumsum", "cumprod"}
 INTEGER_OK = {"add", "add_any", "sub", "mul", "div", "rem", "dot_general", "reduce_sum", "cumsum", "cumprod",
               "integer_pow", "square", "reduce_prod"}  # exact on integers
 
@@ -75,7 +77,9 @@ class Site:
 
     ``index``: position in trace order; ``primitive``: its name; ``scope``: the enclosing
     ``jax.named_scope`` names and control flow (``scan/``, ``cond[1]/``); ``source``: file:line of
-    the user code that created it; ``shape``: the shape of one evaluation's result.
+    the user code that created it; ``shape``: the shape of one evaluation's result;
+    ``operations``: the rounded operations of one evaluation (a dot product of length k counts k
+    products and k - 1 additions as 2k; a sum of k terms k; elementwise, one per entry).
     """
 
     index: int
@@ -83,6 +87,7 @@ class Site:
     scope: str
     source: str
     shape: tuple
+    operations: int = 0
 
     def label(self) -> str:
         where = f"{self.scope}/" if self.scope else ""
@@ -106,6 +111,11 @@ class Handler:
 
     def cast(self, x):
         return self.arithmetic.cast(x)
+
+    def operands(self, policy, values):
+        """The operands of a rounding site as ``policy`` sees them (unchanged by default;
+        ``MixedHandler`` rounds them into the site's format)."""
+        return values
 
 
 @dataclasses.dataclass
@@ -151,10 +161,18 @@ def eval_closed(closed, args, ctx: _Context):
 
 def operand(x, ctx: _Context):
     """A constant or an input made an operand of the emulated arithmetic: floats rounded once
-    into the format and held in the container; everything else unchanged."""
+    into the format and held in the container; everything else unchanged.  Infinities stay
+    infinities (a -inf sentinel of a masked maximum is no number to round, and a format without
+    infinities, fp8_e4m3, would turn it into NaN)."""
     if _is_float(jnp.result_type(x)):
-        return ctx.handler.cast(x)
+        return cast_keeping_infinities(ctx.handler.cast, x)
     return x
+
+
+def cast_keeping_infinities(cast, x):
+    """``cast(x)`` with infinite entries of ``x`` kept as they are."""
+    rounded = cast(x)
+    return jnp.where(jnp.isinf(x), jnp.asarray(x, rounded.dtype), rounded)
 
 
 def eval_jaxpr(jaxpr, consts, args, ctx: _Context):
@@ -182,10 +200,22 @@ def eval_jaxpr(jaxpr, consts, args, ctx: _Context):
 def _site(eqn, ctx: _Context):
     handler = ctx.handler
     shape = tuple(eqn.outvars[0].aval.shape)
-    site = Site(len(handler.sites), eqn.primitive.name, _join(ctx.scope, _name_stack(eqn)), _source(eqn), shape)
+    site = Site(len(handler.sites), eqn.primitive.name, _join(ctx.scope, _name_stack(eqn)), _source(eqn), shape,
+                _operations(eqn))
     handler.sites.append(site)
     key = None if ctx.key is None else hash_fold_in(ctx.key, site.index)
     return handler.policy(site, key), key
+
+
+def _operations(eqn) -> int:
+    out = math.prod(eqn.outvars[0].aval.shape)
+    if eqn.primitive.name == "dot_general":
+        (contracting, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        return 2 * out * math.prod(lhs[i] for i in contracting)
+    if eqn.primitive.name == "reduce_sum":
+        return math.prod(eqn.invars[0].aval.shape)
+    return out
 
 
 def _container(x, ctx):
@@ -222,34 +252,32 @@ def _equation(eqn, invals, ctx: _Context):
         out = eqn.primitive.bind(*invals, **params)
         return [_container(o, ctx) for o in out] if eqn.primitive.multiple_results else _container(out, ctx)
 
-    if name in ROUNDED_BINARY:
+    if name in ROUNDED_BINARY or name in ROUNDED_UNARY or name in WIDE or name in REDUCTIONS:
         policy, key = _site(eqn, ctx)
+        invals = ctx.handler.operands(policy, invals)
+        return _rounded(eqn.primitive, policy, invals, params, key)
+    raise UnsupportedPrimitive(_unsupported(name))
+
+
+def _rounded(primitive, policy, invals, params, key):
+    """One rounding site (an equation of ``primitive``) evaluated by ``policy``."""
+    name = primitive.name
+    if name in ROUNDED_BINARY:
         x, y = invals
         return getattr(policy, ROUNDED_BINARY[name])(x, y, key)
     if name == "square":
-        policy, key = _site(eqn, ctx)
         return policy.mul(invals[0], invals[0], key)
     if name == "sqrt":
-        policy, key = _site(eqn, ctx)
         return policy.sqrt(invals[0], key)
     if name == "exp":
-        policy, key = _site(eqn, ctx)
         return policy.exp(invals[0], key)
     if name in WIDE:
-        policy, key = _site(eqn, ctx)
-        wide = jnp.float64 if x64_enabled() else policy.dtype
-        args = [v.astype(wide) if _is_float(v.dtype) else v for v in map(jnp.asarray, invals)]
-        return policy.round(eqn.primitive.bind(*args, **params), key).astype(policy.dtype)
+        return policy.apply(lambda *args: primitive.bind(*args, **params), *invals, key=key)
     if name == "dot_general":
-        policy, key = _site(eqn, ctx)
         return policy._contract(*invals, params["dimension_numbers"], None, key)
     if name == "reduce_sum":
-        policy, key = _site(eqn, ctx)
         return _reduce_sum(policy, invals[0], params["axes"], key)
-    if name in ("cumsum", "cumprod"):
-        policy, key = _site(eqn, ctx)
-        return _cumulative(policy, policy.add if name == "cumsum" else policy.mul, invals[0], params, key)
-    raise UnsupportedPrimitive(_unsupported(name))
+    return _cumulative(policy, policy.add if name == "cumsum" else policy.mul, invals[0], params, key)
 
 
 def _unsupported(name: str) -> str:

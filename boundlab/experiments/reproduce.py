@@ -127,12 +127,37 @@ def _headline_lines(number, summary):
     return lines
 
 
+def _model_section(out: str, model, full: bool, progress: bool) -> list[str]:
+    """The real-model study's part of index.md (a line saying how to get it without the extra)."""
+    from boundlab.experiments import real_model
+    from boundlab.models import INSTALL_HINT, available
+
+    if model is None:
+        return []
+    if model == "auto":
+        if not available():
+            return ["## A real model (MiniLM-L6)", "", f"* skipped: the models extra is not installed ({INSTALL_HINT})", ""]
+        model = real_model.ModelStudy() if full else real_model.ModelStudy(**real_model.QUICK)
+    if progress:
+        print("real model ...", flush=True)
+    t0 = time.perf_counter()
+    headline = real_model.write(real_model.run(model, progress), os.path.join(out, "model"))
+    lines = ["## A real model (MiniLM-L6)", "", "![layers](model/layers.png) ![advisor](model/advisor.png)", ""]
+    lines += [f"* {line}" for line in real_model.headline_lines(headline)]
+    lines += ["* data: [summary.json](model/summary.json), [layers.csv](model/layers.csv), "
+              "[bounds.csv](model/bounds.csv), [heads.csv](model/heads.csv), [advisor.csv](model/advisor.csv)",
+              f"* {time.perf_counter() - t0:.1f} s", ""]
+    return lines
+
+
 def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: bool = True, configs=None,
-              bound_cases=BOUND_CASES, coverage_config=None) -> str:
+              bound_cases=BOUND_CASES, coverage_config=None, model="auto") -> str:
     """Run Figures 1-4 (``--quick`` sizes unless ``full``; ``configs`` maps a figure number to
-    a config to use instead), the bound table and the coverage of the probabilistic first-order
-    bound (``coverage_config``, default ``Coverage()``) into ``out``; returns the path of
-    ``index.md``."""
+    a config to use instead), the bound table, the coverage of the probabilistic first-order
+    bound (``coverage_config``, default ``Coverage()``) and, when the ``models`` extra is
+    installed, the real-model study (``model``: a ``ModelStudy``, ``"auto"`` for the quick one
+    (the default one with ``full``) when the extra is there, None to skip) into ``out``; returns
+    the path of ``index.md``."""
     from boundlab.experiments.coverage import Coverage, coverage, coverage_lines
 
     os.makedirs(out, exist_ok=True)
@@ -175,8 +200,9 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
     with open(os.path.join(out, "coverage.json"), "w") as handle:
         json.dump(strict_json(covered), handle, indent=1, allow_nan=False)
     sections += ["## The probabilistic first-order bound", ""] + [f"* {line}" for line in coverage_lines(covered)]
-    sections += ["* data: [coverage.json](coverage.json)", "",
-                 f"Total: {time.perf_counter() - start:.0f} s on {jax.devices()[0].platform} "
+    sections += ["* data: [coverage.json](coverage.json)", ""]
+    sections += _model_section(out, model, full, progress)
+    sections += [f"Total: {time.perf_counter() - start:.0f} s on {jax.devices()[0].platform} "
                  f"({len(jax.devices())} device(s))."]
     index = os.path.join(out, "index.md")
     with open(index, "w") as handle:

@@ -72,8 +72,9 @@ class TapPolicy(_Policy):
 
     unroll = 0  # loops, not unrolled sums: the reverse pass is then cheap to compile
 
-    def __init__(self, arithmetic, channel):
+    def __init__(self, arithmetic, channel, lumped: bool = False):
         self.base = arithmetic
+        self.lumped = lumped
         self.fmt, self.mode = arithmetic.fmt, arithmetic.mode
         self.accumulation = "recursive" if arithmetic.accumulation == "native" else arithmetic.accumulation
         self.block_size, self.accumulator = arithmetic.block_size, arithmetic.accumulator
@@ -89,8 +90,11 @@ class TapPolicy(_Policy):
 
     def _round_to(self, x, fmt, key):
         x = jnp.asarray(x, jnp.float64)
+        return self._tap(x, effective_unit_roundoff(fmt, self.mode) * jax.lax.stop_gradient(jnp.abs(x)), fmt)
+
+    def _tap(self, x, e, fmt):
+        """x marked as a rounding site whose first-order error is at most e (entrywise)."""
         magnitude = jax.lax.stop_gradient(jnp.abs(x))
-        e = effective_unit_roundoff(fmt, self.mode) * magnitude
         flags = jnp.stack([self.same_sign,
                            jnp.any((magnitude > 0) & (magnitude < fmt.min_normal)).astype(jnp.float64),
                            jnp.any(magnitude > fmt.max_finite).astype(jnp.float64)])
@@ -109,8 +113,21 @@ class TapPolicy(_Policy):
             same = jnp.all(terms >= 0, axis=axis) | jnp.all(terms <= 0, axis=axis)
             self.same_sign = jnp.any(jax.lax.stop_gradient(same)).astype(jnp.float64)
 
+    def _lumped_coefficient(self, k: int, products: bool) -> float:
+        """Lemma 4.3's first-order constant for one dot product (sum) of k terms: every product
+        rounded to the format (u), k - 1 additions to the accumulator format, and the finished
+        sum once more to the format when the accumulator is wider."""
+        u = effective_unit_roundoff(self.fmt, self.mode)
+        u_acc = effective_unit_roundoff(self.accumulator or self.fmt, self.mode)
+        return (u if products else 0.0) + (k - 1) * u_acc + (u if self.accumulator is not None else 0.0)
+
     def sum(self, x, axis=-1, key=None):
         self._mark_same_sign(x, axis)
+        if self.lumped:
+            x = jnp.asarray(x, jnp.float64)
+            k = x.shape[axis]
+            magnitude = jax.lax.stop_gradient(jnp.sum(jnp.abs(x), axis=axis))
+            return self._tap(jnp.sum(x, axis=axis), self._lumped_coefficient(k, False) * magnitude, self.fmt)
         return super().sum(x, axis, key)
 
     def _product(self, a, b, key):
@@ -121,6 +138,11 @@ class TapPolicy(_Policy):
             positive = ind(a, True) @ ind(b, True) + ind(a, False) @ ind(b, False)
             negative = ind(a, True) @ ind(b, False) + ind(a, False) @ ind(b, True)
             self.same_sign = jnp.any((positive == 0) | (negative == 0)).astype(jnp.float64)
+        if self.lumped:
+            k = a.shape[-1]
+            exact = jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+            magnitude = jax.lax.stop_gradient(jnp.matmul(jnp.abs(a), jnp.abs(b), precision=jax.lax.Precision.HIGHEST))
+            return self._tap(exact, self._lumped_coefficient(k, True) * magnitude, self.fmt)
         return super()._product(a, b, key)
 
 
@@ -128,9 +150,10 @@ class TapHandler(Handler):
     """Every site evaluated by a ``TapPolicy`` writing into its own channel.  With ``channels``
     None (the discovery pass), zero channels of the sites' shapes are made on the fly."""
 
-    def __init__(self, arithmetic, channels=None):
+    def __init__(self, arithmetic, channels=None, lumped: bool = False):
         super().__init__(arithmetic)
         self.channels = channels
+        self.lumped = lumped
 
     @property
     def dtype(self):
@@ -141,7 +164,7 @@ class TapHandler(Handler):
 
     def policy(self, site, key):
         channel = self.channels[site.index] if self.channels is not None else zero_channel(site.shape)
-        return TapPolicy(self.arithmetic, channel)
+        return TapPolicy(self.arithmetic, channel, self.lumped)
 
 
 def zero_channel(shape):
