@@ -200,6 +200,14 @@ def _cmd_model(args: argparse.Namespace) -> int:
         changes["formats"] = tuple(part.strip() for part in args.formats.split(","))
     if args.layers is not None:
         changes["layers"] = _at_least(args.layers, "layers", 1)
+    if args.variants:
+        changes["variants"] = tuple(part.strip() for part in args.variants.split(","))
+        changes["bound_variants"] = tuple(v for v in changes["variants"] if v.startswith("all")) or ("all-fp32acc",)
+    if args.fractions:
+        try:
+            changes["fractions"] = tuple(float(part) for part in args.fractions.split(","))
+        except ValueError:
+            raise ValueError(f"--fractions must be comma-separated numbers in (0, 1), got {args.fractions!r}") from None
     study = real_model.ModelStudy(**changes)
     out = args.out or f"boundlab-model-{args.name}"
     result = real_model.run(study, progress=not args.no_progress)  # ExtraMissing: exit 3 (main)
@@ -329,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--formats", help="comma-separated formats of the runs (default bf16,fp16,fp8_e4m3,fp8_e5m2)")
     model.add_argument("--sentences", type=int, help="number of shipped sentences (default 32)")
     model.add_argument("--layers", type=int, help="keep only the model's first layers (default: all)")
+    model.add_argument("--variants", help="comma-separated variants: all, all-fp32acc, gemms, gemms-fp32acc (default all four)")
+    model.add_argument("--fractions", help="comma-separated fractions recomputed on the advisor's curve (default "
+                       "0.005,0.01,0.02,0.05,0.1,0.2,0.5)")
     model.add_argument("--quick", action="store_true", help="8 sentences, bf16 and fp8_e4m3, a short advisor curve")
     model.add_argument("--out", help="output folder (default boundlab-model-NAME)")
     model.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,4 +1,4 @@
-"""The general encoder family (boundlab.nn.encoder), mixed precision (boundlab.emulation.mixed) and
+"""The general encoder family (boundlab.nn.encoder), mixed precision (boundlab.emulation.mixed_precision) and
 the lumped first-order bound, on small random models (no real weights needed)."""
 
 import dataclasses
@@ -13,7 +13,7 @@ from tolerances import relative_tolerance
 
 from boundlab import Emulated, Exact, emulate, first_order
 from boundlab.emulation import Choice, mixed, mixed_by_mask, sites
-from boundlab.emulation.mixed import EVERYTHING, NOTHING
+from boundlab.emulation.mixed_precision import NOTHING
 from boundlab.nn.encoder import EncoderConfig, check_params, encode, encode_batch
 
 
@@ -107,15 +107,15 @@ def test_exact_encoder_matches_an_independent_float64_implementation(config):
     np.testing.assert_allclose(got, want, rtol=relative_tolerance("fp64", 2**12), atol=relative_tolerance("fp64", 2**12))
 
 
-def test_scan_and_unrolled_layers_agree_bit_for_bit_exact_and_emulated():
+def test_scan_and_unrolled_layers_agree_bit_for_bit():
     config = TWO
     params = random_params(config)
-    for arithmetic in (Exact(accumulation="recursive"), Emulated("bf16", unroll=0)):  # native sums follow XLA's order
-        p = jax.tree.map(arithmetic.cast, params)
-        a = encode_batch(p, IDS, VALID, config, arithmetic, return_layers=True)
-        b = encode_batch(p, IDS, VALID, config, arithmetic, return_layers=True, unroll_layers=False)
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    arithmetic = Emulated("bf16", unroll=0)  # (Exact's native sums follow XLA's order, not bits)
+    p = jax.tree.map(arithmetic.cast, params)
+    a = encode_batch(p, IDS, VALID, config, arithmetic, return_layers=True)
+    b = encode_batch(p, IDS, VALID, config, arithmetic, return_layers=True, unroll_layers=False)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "fp8_e4m3"])
@@ -144,14 +144,13 @@ def test_mixed_ends_equal_plain_emulation_and_masks_equal_static_choices():
     low, high = Emulated("bf16", unroll=0), Emulated("fp32", unroll=0)
     low_run = np.asarray(emulate(f, low)(params, IDS, VALID), np.float64)
     high_run = np.asarray(emulate(f, high)(params, IDS, VALID), np.float64)
-    np.testing.assert_array_equal(np.asarray(mixed(f, low, high, NOTHING)(params, IDS, VALID)), low_run)
-    np.testing.assert_array_equal(np.asarray(mixed(f, low, high, EVERYTHING)(params, IDS, VALID)), high_run)
     count = len(sites(f, Exact(), params, IDS, VALID))
     mask = np.random.default_rng(1).random(count) < 0.3
     static = mixed(f, low, high, Choice(indices=frozenset(np.flatnonzero(mask))))(params, IDS, VALID)
     by_mask = mixed_by_mask(f, low, high)
     np.testing.assert_array_equal(np.asarray(by_mask(mask, params, IDS, VALID)), np.asarray(static))
     np.testing.assert_array_equal(np.asarray(by_mask(np.zeros(count, bool), params, IDS, VALID)), low_run)
+    np.testing.assert_array_equal(np.asarray(by_mask(np.ones(count, bool), params, IDS, VALID)), high_run)
     assert not np.array_equal(np.asarray(static), low_run) and not np.array_equal(np.asarray(static), high_run)
     # recomputing everything in fp32 is closer to the exact result than all-bf16
     exact = np.asarray(f(params, IDS, VALID))
@@ -169,6 +168,9 @@ def test_gemms_only_choice_rounds_the_products_in_the_low_format_and_the_rest_in
     low, high = Emulated("bf16", unroll=0), Emulated("fp32", unroll=0)
     np.testing.assert_array_equal(np.asarray(mixed(f, low, high, gemms)(params, IDS, VALID)),
                                   np.asarray(mixed(f, low, high, same)(params, IDS, VALID)))
+    # the two ends of a static choice are plain emulation in one format
+    np.testing.assert_array_equal(np.asarray(mixed(f, low, high, NOTHING)(params, IDS, VALID), np.float64),
+                                  np.asarray(emulate(f, low)(params, IDS, VALID), np.float64))
 
 
 def test_site_operations_count_products_and_additions():

@@ -123,7 +123,7 @@ def test_every_head_has_rank_32_and_the_score_bound_holds_on_real_text(minilm):
 def test_model_command_writes_plots_tables_and_a_strict_summary(tmp_path, capsys):
     out = tmp_path / "model"
     assert main(["model", "minilm", "--quick", "--layers", "1", "--sentences", "2", "--formats", "bf16",
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--variants", "all", "--fractions", "0.2", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "bf16 all:" in printed and "advisor" in printed
     for name in ("layers.png", "advisor.png", "layers.csv", "embeddings.csv", "bounds.csv", "heads.csv", "advisor.csv"):
@@ -140,6 +140,9 @@ def test_model_command_writes_plots_tables_and_a_strict_summary(tmp_path, capsys
     u = 2.0 ** -8
     assert embeddings["bf16 all"]["embedding_error"]["max"] < 64 * u  # errors of the order of u
     assert embeddings["bf16 all"]["cosine"]["min"] > 0.99
+    assert [(b["variant"], b["layer"]) for b in summary["bounds"]] == [("all", 0), ("all", 1)]
+    assert all(b["holds"] for b in summary["bounds"])
+    assert main(["model", "minilm", "--fractions", "0.5,2", "--out", str(out)]) == 2  # refused before any work
 
 
 def test_model_command_without_the_extra_says_how_to_install(tmp_path, capsys, monkeypatch):

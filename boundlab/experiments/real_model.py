@@ -36,7 +36,7 @@ import numpy as np
 
 from boundlab.arithmetic import Emulated, Exact
 from boundlab.condition import autodiff, closed_forms
-from boundlab.emulation.mixed import NOTHING, Choice, exact_at_rounded_inputs, mixed, mixed_by_mask
+from boundlab.emulation.mixed_precision import NOTHING, Choice, exact_at_rounded_inputs, mixed, mixed_by_mask
 from boundlab.experiments import advisor
 from boundlab.experiments.sweeps import ProgressBar
 from boundlab.formats import get_format
@@ -66,7 +66,7 @@ class ModelStudy:
     high: str = "fp32"
     sentences: int = 32
     length: int = 32
-    bound_sentences: int = 2
+    bound_sentences: int = 1
     head_sentences: int = 2
     advisor_sentences: int = 8
     fractions: tuple = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
@@ -312,19 +312,21 @@ def run(study: ModelStudy, progress: bool = True) -> dict:
                                "per_sentence_error": pooled_err[:, -1].tolist(), "per_sentence_cosine": cos.tolist()})
             step(f"{fmt} {variant}")
 
-    # first-order bounds of every layer's pooled state, beside the measured error
+    # first-order bounds of every layer's pooled state, beside the measured error (padding cut to
+    # the longest of these sentences: padded tokens change no valid result, bit for bit)
     nb = study.bound_sentences
     unrolled = pooled_layers_fn(config)
+    ids_b, valid_b = _trimmed(ids[:nb], valid[:nb])
     bounds, bound_records = [], {}
     for variant in study.bound_variants:
         status(f"first-order bound, {study.fmt} {variant}")
-        record = first_order(unrolled, low_policy(study.fmt, variant), chunk=256, lumped=True)(params, ids[:nb], valid[:nb])
+        record = first_order(unrolled, low_policy(study.fmt, variant), chunk=256, lumped=True)(params, ids_b, valid_b)
         bound_records[variant] = record
         value = np.asarray(record.value, np.float64)
         scale = np.linalg.norm(value, axis=-1)
         deterministic = np.linalg.norm(np.asarray(record.bound), axis=-1) / scale
         probabilistic = np.linalg.norm(np.asarray(record.probabilistic), axis=-1) / scale
-        measured = vector_errors(value, np.asarray(run_variant(scanned, params, ids[:nb], valid[:nb], study.fmt,
+        measured = vector_errors(value, np.asarray(run_variant(scanned, params, ids_b, valid_b, study.fmt,
                                                                variant, study.high)[0], np.float64))
         for layer in range(config.layers + 1):
             bounds.append({"format": study.fmt, "variant": variant, "layer": layer,
@@ -352,11 +354,17 @@ def run(study: ModelStudy, progress: bool = True) -> dict:
     if record is None:
         status(f"first-order contributions, {study.fmt} {study.advisor_variant}")
         record = first_order(unrolled, low_policy(study.fmt, study.advisor_variant), chunk=256, lumped=True,
-                             outputs=lambda y: y[:, -1])(params, ids[:nb], valid[:nb])
+                             outputs=lambda y: y[:, -1])(params, ids_b, valid_b)
     result["advisor"] = run_advisor(study, config, params, ids, valid, record, step, status)
     if bar is not None:
         bar.close()
     return result
+
+
+def _trimmed(ids, valid):
+    """ids and valid with the padding past the longest sentence cut off."""
+    n = int(np.max(np.sum(valid, axis=1)))
+    return ids[:, :n], valid[:, :n]
 
 
 def run_advisor(study, config, params, ids, valid, record, step, status) -> dict:
@@ -366,6 +374,7 @@ def run_advisor(study, config, params, ids, valid, record, step, status) -> dict
     effect the runs' "all" variants include)."""
     f = pooled_layers_fn(config)
     na = study.advisor_sentences
+    ids, valid = _trimmed(ids[:na], valid[:na])
     low, high = low_policy(study.fmt, study.advisor_variant), Emulated(study.high, unroll=0)
     site_list = record.sites
     costs = np.array([site.operations for site in site_list], np.float64)
