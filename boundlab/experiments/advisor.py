@@ -96,7 +96,8 @@ def prefix_mask(ranking, costs, fraction: float) -> tuple[np.ndarray, float]:
 
 
 def reduction_fraction(curve, low_error: float, factor: float):
-    """The smallest recomputed fraction on ``curve`` ((fraction, error) pairs) whose error is at
-    most low_error / factor, or None when no point reaches it."""
-    hits = [f for f, e in sorted(curve) if e is not None and np.isfinite(e) and e <= low_error / factor]
+    """The smallest recomputed fraction below 1 on ``curve`` ((fraction, error) pairs) whose error
+    is at most low_error / factor, or None when no point reaches it short of recomputing
+    everything."""
+    hits = [f for f, e in sorted(curve) if f < 1 and e is not None and np.isfinite(e) and e <= low_error / factor]
     return hits[0] if hits else None

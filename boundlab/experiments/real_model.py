@@ -462,6 +462,10 @@ def summary(result: dict) -> dict:
     }
 
 
+def _fraction(value) -> str:
+    return "none below 1 (only recomputing everything)" if value is None else f"{value:.3g}"
+
+
 def headline_lines(headline: dict) -> list[str]:
     """The summary in a few sentences (what the CLI prints and index.md lists)."""
     def number(x, spec=".3g"):
@@ -481,7 +485,7 @@ def headline_lines(headline: dict) -> list[str]:
     adv = headline["advisor"]
     lines.append(f"advisor ({adv['format']} {adv['variant']} + {adv['high']}): all-low {number(adv['all_low'])}, "
                  f"all-high {number(adv['all_high'])}; 10x at a recomputed fraction of "
-                 f"{number(adv['fraction_for_10x'])}, 100x at {number(adv['fraction_for_100x'])} (None: not reached)")
+                 f"{_fraction(adv['fraction_for_10x'])}, 100x at {_fraction(adv['fraction_for_100x'])}")
     return lines
 
 
@@ -522,7 +526,7 @@ def plot_layers(result: dict, path) -> None:
     from boundlab.experiments.plots import _pyplot
 
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
     keys = sorted({(r["format"], r["variant"]) for r in result["runs"]}, key=lambda k: (k[0], k[1]))
     colours = plt.cm.viridis(np.linspace(0.05, 0.9, len(keys)))
     for (fmt, variant), colour in zip(keys, colours):
@@ -543,7 +547,7 @@ def plot_layers(result: dict, path) -> None:
     for ax in axes:
         ax.set_xlabel("layer (0: embeddings)")
         ax.set_ylabel("relative error (2-norm)")
-    axes[1].legend(fontsize=7, loc="lower right")
+    figure.legend(*axes[1].get_legend_handles_labels(), fontsize=7, loc="outside right upper")
     figure.suptitle(f"{result['model']['name']}: error per layer on {len(result['sentences'])} sentences")
     figure.savefig(path, dpi=100)
     plt.close(figure)
