@@ -122,7 +122,7 @@ def test_every_head_has_rank_32_and_the_score_bound_holds_on_real_text(minilm):
 @needs_model
 def test_model_command_writes_plots_tables_and_a_strict_summary(tmp_path, capsys):
     out = tmp_path / "model"
-    assert main(["model", "minilm", "--quick", "--layers", "1", "--sentences", "2", "--formats", "bf16",
+    assert main(["model", "minilm", "--quick", "--layers", "1", "--sentences", "1", "--formats", "bf16",
                  "--variants", "all", "--fractions", "0.2", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "bf16 all:" in printed and "advisor" in printed
