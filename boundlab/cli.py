@@ -203,6 +203,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
     if args.variants:
         changes["variants"] = tuple(part.strip() for part in args.variants.split(","))
         changes["bound_variants"] = tuple(v for v in changes["variants"] if v.startswith("all")) or ("all-fp32acc",)
+        changes["advisor_variant"] = changes["bound_variants"][0]  # its first-order record ranks the sites
     if args.fractions:
         try:
             changes["fractions"] = tuple(float(part) for part in args.fractions.split(","))
