@@ -38,6 +38,7 @@ from boundlab.arithmetic import Emulated, Exact
 from boundlab.condition import autodiff, closed_forms
 from boundlab.emulation.mixed_precision import NOTHING, Choice, exact_at_rounded_inputs, mixed, mixed_by_mask
 from boundlab.experiments import advisor
+from boundlab.experiments.output import _csv
 from boundlab.experiments.sweeps import ProgressBar
 from boundlab.formats import get_format
 from boundlab.nn.encoder import encode_batch, mean_pool
@@ -422,15 +423,6 @@ def run_advisor(study, config, params, ids, valid, record, step, status) -> dict
 
 
 # -- output -------------------------------------------------------------------------------------------
-def _csv(path, header, rows):
-    import csv
-
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 def summary(result: dict) -> dict:
     """The headline numbers (what ``summary.json`` holds besides the tables)."""
     adv = result["advisor"]
