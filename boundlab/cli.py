@@ -19,7 +19,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     jax.config.update("jax_enable_x64", True)
     from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, emulate_benchmark, figure1_benchmark,
-                                     forward_benchmark, kernels_benchmark, model_benchmark, rounding_benchmark)
+                                     forward_benchmark, kernels_benchmark, model_benchmark, rounding_benchmark,
+                                     stochastic_benchmark, theorem_benchmark)
 
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
@@ -34,6 +35,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                "ratio to Exact()",
                                forward_benchmark(batch=args.batch, L=args.layers, fmt=args.emulate,
                                                  repeats=max(1, args.repeats // 2)))
+    if args.only in (None, "stochastic"):
+        batch, layers = (200, 10) if args.quick else (1000, 40)
+        sections["stochastic"] = (f"stochastic vs round-to-nearest forward, {batch} initialisations, L = {layers}",
+                                  "ratio to nearest", stochastic_benchmark(batch=batch, L=layers,
+                                                                           repeats=max(1, args.repeats // 2)))
+    if args.only in (None, "theorem"):
+        layers = 10 if args.quick else 40
+        sections["theorem"] = (f"Theorem 4.30 on 64 Figure 1 networks, L = {layers}", "ratio to exact forward",
+                               theorem_benchmark(L=layers, repeats=args.repeats))
     if args.only in (None, "figure1"):
         inits, layers = (500, 10) if args.quick else (5000, 40)
         sections["figure1"] = (f"Figure 1 sweep, {inits} initialisations, L = {layers}, t = 12, 16, 20, 24",
@@ -59,7 +69,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                kernels_benchmark(size=64 if args.quick else 256, repeats=args.repeats))
     device = str(jax.devices()[0])
     if args.json:
-        report = {"device": device, **{key: [dataclasses.asdict(t) for t in rows]
+        report = {"device": device, "jax": jax.__version__, **{key: [t.to_dict() for t in rows]
                                        for key, (_, _, rows) in sections.items()}}
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -70,11 +80,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     console = Console(width=120)
     for title, ratio_name, rows in sections.values():
         table = Table(title=f"{title} on {device}")
-        for column in ("what", "best s", "first call s", ratio_name, "note"):
+        for column in ("what", "best s", "first call s", ratio_name, "goal", "met", "note"):
             table.add_column(column)
         for t in rows:
+            met = {None: "", True: "yes", False: "no"}[t.met]
             table.add_row(t.name, f"{t.seconds:.4f}", f"{t.first_call_seconds:.3f}",
-                          "" if t.ratio is None else f"{t.ratio:.2f}", t.note)
+                          "" if t.ratio is None else f"{t.ratio:.2f}", t.goal, met, t.note)
         console.print(table)
     return 0
 
@@ -284,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
-    bench.add_argument("--only", choices=("rounding", "forward", "figure1", "analyze", "diagnostics", "emulate", "kernels", "model"), help="run one part only")
+    bench.add_argument("--only", choices=("rounding", "forward", "stochastic", "theorem", "figure1", "analyze", "diagnostics", "emulate",
+                                                  "kernels", "model"), help="run one part only")
     bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")

@@ -90,7 +90,15 @@ def test_coefficients_do_not_depend_on_u_and_bounds_scale_linearly():
     coarse = Emulated("t10", unroll=0)
     params, X = init(jax.random.key(7), "figure4", d=d, n=n, D=D, L=L)
     params, X = jax.tree.map(lambda a: jnp.asarray(coarse.cast(a), jnp.float64), (params, X))  # representable in both
-    raw = measure(params, X, Emulated("t12", unroll=0), "rms")
+    raw = jax.jit(measure, static_argnums=(2, 3))(params, X, Emulated("t12", unroll=0), "rms")
+    # the propagated block lemma carries the emulated network's own errors: into layer l the
+    # error of layer l - 1's output (none into the first), out of the last the network's error
+    propagated = raw["statements"]["Lemma 4.29 (propagated)"]
+    network = compare(params, X, Emulated("t12", unroll=0), "rms").componentwise
+    assert float(propagated["measured"][-1]) == float(raw["measured"])
+    assert relative_difference(float(raw["measured"]), float(network)) < relative_tolerance()
+    assert float(propagated["input_error"][0]) == 0.0
+    assert float(propagated["input_error"][1]) == float(propagated["measured"][0]) > 0
     for u in (2.0**-12, 2.0**-20):  # a few statements evaluated directly at another u: same coefficients
         assert float(bounds.theorem_4_30(params, X, norm="rms", u=u).coefficient) == float(raw["theorem"].coefficient)
         first = jax.tree.map(lambda a: a[0], params)

@@ -213,7 +213,8 @@ def measure(params, X, arithmetic, norm: str = "layer", key=None, with_first_ord
     # the same Lemma 4.29 records (evaluated per layer above), now with the network's own errors
     block_lemma = per_layer["Lemma 4.29"]
     per_layer["Lemma 4.29 (propagated)"] = {
-        **{k: v for k, v in block_lemma.items() if k != "first_order"},  # that row has no input error "input_error": network_in, "measured": network,
+        **{k: v for k, v in block_lemma.items() if k != "first_order"},  # that row has no autodiff column
+        "input_error": network_in, "measured": network,
         "flags": {**block_lemma["flags"], RANGE_FLAG: network_in_range}}
     extra = {}
     if with_first_order:

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from boundlab._compile import compiled
 from boundlab.arithmetic import Exact
 from boundlab.bounds.record import Bound, bound, undefined_to_inf
 from boundlab.bounds.subblocks import AttentionParts, FeedForwardParts, attention_parts, feed_forward_parts
@@ -158,13 +159,24 @@ def theorem_4_30(params, X, *, norm: str = "layer", u, sigma_min_free: bool = Fa
     ``intermediates`` (``forward(params, X, Exact(), norm, return_intermediates=True)[1]``) are
     used when given; otherwise the exact forward runs once here.
     """
-    from boundlab.transformer.network import Params, forward, validate
+    from boundlab.transformer.network import Params, validate
 
     _check_norm(norm)
     check_unit_roundoff(u, "bounds.theorem_4_30")
     params = Params(*params) if isinstance(params, Params) else Params(**params)
     params, X, intermediates = as_float64("bounds.theorem_4_30", (params, X, intermediates))
-    L, d, n, D = validate(params, X)
+    validate(params, X)
+    return _theorem_4_30(params, X, norm=norm, u=u, sigma_min_free=sigma_min_free, intermediates=intermediates,
+                         factors=factors)
+
+
+@compiled(static_argnames=("norm", "sigma_min_free"))
+def _theorem_4_30(params, X, *, norm, u, sigma_min_free, intermediates, factors) -> Bound:
+    """``theorem_4_30`` after its checks, as one compiled program per shape."""
+    from boundlab.transformer.network import forward
+
+    L, D = params.A1.shape[:2]
+    d, n = X.shape
     if factors is None:
         if intermediates is None:
             _, intermediates = forward(params, X, Exact(), norm, return_intermediates=True, cast=False)

@@ -18,6 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from boundlab._compile import compiled
+
 
 class Condition(NamedTuple):
     """A condition number and whether the paper defines it at this point (a pytree).
@@ -52,6 +54,7 @@ def _unvec_like(template):
     return unvec
 
 
+@compiled(static_argnames=('f', 'mode'))
 def jacobian(f, x, mode: str | None = None) -> jax.Array:
     """J_f(x) in the paper's vec convention: entry (i, j) is d vec(f)_i / d vec(x)_j.
 
@@ -72,6 +75,7 @@ def jacobian(f, x, mode: str | None = None) -> jax.Array:
     return (jax.jacfwd if mode == "fwd" else jax.jacrev)(flat)(point)
 
 
+@compiled(static_argnames=('f', 'mode'))
 def componentwise(f, x, mode: str | None = None, where=None) -> Condition:
     """kappa_cc(f, x) = ||diag(f(x))^-1 J_f(x) diag(x)||_inf (Lemma 3.3).
 
@@ -99,6 +103,7 @@ def _differentiable(J, out):
     return jnp.all(jnp.isfinite(J)) & jnp.all(jnp.isfinite(out))
 
 
+@compiled(static_argnames=('f', 'mode'))
 def mixed(f, x, mode: str | None = None) -> Condition:
     """kappa_c,inf(f, x) = ||J_f(x) diag(x)||_inf / ||f(x)||_inf (Lemma 3.3); needs f(x) != 0."""
     J = jacobian(f, x, mode)
@@ -128,6 +133,7 @@ def operator_norm(J, p, q) -> jax.Array:
     raise ValueError(f"||J||_({p},{q}) has no closed form here; use (2, 2), (1, q) or (p, inf)")
 
 
+@compiled(static_argnames=('f', 'p', 'q', 'mode'))
 def normwise(f, x, p=2, q=2, mode: str | None = None) -> Condition:
     """kappa_p,q(f, x) = ||J_f(x)||_{p,q} ||x||_p / ||f(x)||_q (Lemma 3.3); needs x, f(x) != 0."""
     J = jacobian(f, x, mode)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from boundlab._compile import compiled
 from boundlab.condition.autodiff import operator_norm
 from boundlab.errors import ratio as _ratio
 from boundlab.quantities import causal_mask, centre
@@ -59,6 +60,7 @@ class Affine(NamedTuple):
     generic: jax.Array
 
 
+@compiled
 def affine(A, b, x) -> Affine:
     """Lemma 3.4: kappa_22 = ||A||_2 ||x||_2 / ||Ax + b||_2, kappa_c,inf = max_i |e_i^T A||x| /
     max_i |e_i^T (Ax + b)|, and, when Ax + b is generic, kappa_cc = max_i |e_i^T A||x| / |e_i^T (Ax + b)|."""
@@ -83,6 +85,7 @@ class RMSNorm(NamedTuple):
     generic: jax.Array
 
 
+@compiled
 def rms_norm(x) -> RMSNorm:
     """Lemma 3.6: J_R(x) = sqrt(d)/||x||_2 (I - x x^T / ||x||_2^2); ||J||_22 = sqrt(d)/||x||_2;
     ||J||_{1,inf} <= sqrt(d)/||x||_2 max{1 - ||x||_{-inf}^2/||x||_2^2, ||x||_inf^2/||x||_2^2};
@@ -124,6 +127,7 @@ class Centring(NamedTuple):
     generic: jax.Array
 
 
+@compiled
 def centring(x) -> Centring:
     """Lemma 3.7: J = I - e e^T / d; ||J||_22 = 1, ||J||_{1,inf} = 1 - 1/d, ||J||_{inf,inf} =
     2 (1 - 1/d); kappa_22 = ||x||_2/||c||_2; kappa_c,inf = (||x||_1 + (d-2)||x||_inf)/(d ||c||_inf);
@@ -159,6 +163,7 @@ class LayerNorm(NamedTuple):
     generic: jax.Array
 
 
+@compiled
 def layer_norm(x) -> LayerNorm:
     """Lemma 3.8: J_N = sqrt(d)/||c||_2 (I - e e^T/d - c c^T/||c||_2^2) (exact); ||J||_22 =
     sqrt(d)/||c||_2; ||J||_{1,inf} <= sqrt(d)/||c||_2 (1 - 1/d + ||c||_inf^2/||c||_2^2);
@@ -205,6 +210,7 @@ class Perceptron(NamedTuple):
     generic: jax.Array
 
 
+@compiled
 def perceptron(A1, b1, A2, b2, x) -> Perceptron:
     """Lemma 3.10 (differentiable only where L_1(x) = A_1 x + b_1 is generic: ``generic``)."""
     hidden = A1 @ x + b1
@@ -234,6 +240,7 @@ def scores_jacobian(X, B):
     return jnp.kron(jnp.eye(n), (B @ X[:, -1])[None, :]) + jnp.kron(last[None, :], X.T @ B)
 
 
+@compiled
 def scores(X, Wq, Wk) -> Scores:
     """Lemma 3.12: ||J_S||_{p,q} <= ||I_n||_{q', p'} ||B x_n||_{p'} + ||X^T B||_{p,q} (here p = q =
     inf, where ||I_n||_{1,1} = 1 and p' = 1); kappa_c,inf <= max_i (|x_i|^T |B x_n| + |x_i^T B||x_n|)
@@ -265,6 +272,7 @@ class Softmax(NamedTuple):
     defined: jax.Array
 
 
+@compiled
 def softmax(s) -> Softmax:
     """Lemma 3.13: J_psi = diag(psi) - psi psi^T; ||J||_22 <= ||psi||_inf; ||J||_{1,inf} =
     max_i psi_i (1 - psi_i); ||J||_{inf,inf} = 2 ||J||_{1,inf}; kappa_c,inf = max_i psi_i (|s_i|
@@ -315,12 +323,14 @@ def _xi_parts(X, Wq, Wk, Wv):
     return P, mask, out, plain, generic, xi
 
 
+@compiled
 def attention_xi(X, Wq, Wk, Wv) -> jax.Array:
     """xi(A, X) = max_{i,t} |e_i^T W_v||X_t| psi_t / |e_i^T W_v X_t psi_t| (Remark 3.15; inf when
     A(X) is not generic), without forming the Jacobian."""
     return _xi_parts(X, Wq, Wk, Wv)[-1]
 
 
+@compiled
 def attention_jacobian(X, Wq, Wk, Wv):
     """J_A(X) (dn x dn): block row t holds H_t = psi_t^T (x) W_v + W_v X_t J_psi J_S(X_t) in its
     first t block columns and zeros after (Lemma 3.14); psi_t = psi(S(X_t))."""
@@ -335,6 +345,7 @@ def attention_jacobian(X, Wq, Wk, Wv):
     return jnp.concatenate(rows, axis=0)
 
 
+@compiled
 def attention(X, Wq, Wk, Wv) -> Attention:
     """Lemma 3.14 and Remark 3.15.
 

@@ -30,6 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from boundlab._compile import compiled
 from boundlab.arithmetic import Exact, fold_key
 from boundlab.quantities import causal_mask
 
@@ -44,6 +45,7 @@ def sqrt_dim(d: int, arithmetic) -> jax.Array:
     return arithmetic.cast(math.sqrt(d))
 
 
+@compiled(static_argnames=('arithmetic',))
 def rms_norm(X, arithmetic=Exact(), key=None):
     """R(x) = sqrt(d) x / ||x||_2 (eq. 8), for each column of X (or a vector x in R^d)."""
     d = X.shape[0]
@@ -53,6 +55,7 @@ def rms_norm(X, arithmetic=Exact(), key=None):
     return arithmetic.div(scaled, norm, fold_key(key, 4))
 
 
+@compiled(static_argnames=('arithmetic',))
 def centring(X, arithmetic=Exact(), key=None):
     """c(x) = x - mu(x) e with the sample mean mu (Lemma 3.7), for each column of X."""
     d = X.shape[0]
@@ -61,6 +64,7 @@ def centring(X, arithmetic=Exact(), key=None):
     return arithmetic.sub(X, mean, fold_key(key, 2))
 
 
+@compiled(static_argnames=('arithmetic',))
 def layer_norm(X, arithmetic=Exact(), key=None):
     """N(x) = (x - mu e) / sqrt(nu) (eq. 1, biased variance), evaluated as R(c(x))."""
     return rms_norm(centring(X, arithmetic, fold_key(key, 0)), arithmetic, fold_key(key, 1))
@@ -69,6 +73,7 @@ def layer_norm(X, arithmetic=Exact(), key=None):
 NORMS = {"layer": layer_norm, "rms": rms_norm}
 
 
+@compiled(static_argnames=('arithmetic', 'return_hidden'))
 def perceptron(X, A1, b1, A2, b2, arithmetic=Exact(), key=None, return_hidden=False):
     """M(x) = A_2 relu(A_1 x + b_1) + b_2 (eq. 2) for each column of X.
 
@@ -81,6 +86,7 @@ def perceptron(X, A1, b1, A2, b2, arithmetic=Exact(), key=None, return_hidden=Fa
     return (out, hidden) if return_hidden else out
 
 
+@compiled(static_argnames=('arithmetic',))
 def scores(X, Wq, Wk, arithmetic=Exact(), key=None):
     """Similarity scores (3) of every query: S[i, t] = (W_k x_i)^T (W_q x_t) / sqrt(d), i <= t.
 
@@ -94,6 +100,7 @@ def scores(X, Wq, Wk, arithmetic=Exact(), key=None):
     return jnp.where(causal_mask(n), S, 0)
 
 
+@compiled(static_argnames=('arithmetic', 'max_shift'))
 def softmax(S, arithmetic=Exact(), key=None, mask=None, max_shift=False):
     """psi(s)_i = exp(s_i) / sum_j exp(s_j) (eq. 4) down each column of S.
 
@@ -112,6 +119,7 @@ def softmax(S, arithmetic=Exact(), key=None, mask=None, max_shift=False):
     return jnp.where(mask, arithmetic.div(E, total, fold_key(key, 3)), 0)
 
 
+@compiled(static_argnames=('arithmetic', 'max_shift', 'return_internals'))
 def attention(X, Wq, Wk, Wv, arithmetic=Exact(), key=None, max_shift=False, return_internals=False):
     """Causal single-head self-attention (5): column t is W_v X_t psi(S(X_t)).
 
