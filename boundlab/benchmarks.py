@@ -207,9 +207,10 @@ def theorem_benchmark(inits: int = 64, d: int = 20, L: int = 40, fmt: str = "t24
     base, base_first = time_call(lambda: exact(params, X), repeats)
     rows = [Timing("exact float64 forward", base, base_first, 1.0, note=note)]
 
-    def both(p, x):
-        printed = bounds.theorem_4_30(p, x, u=u)
-        free = bounds.theorem_4_30(p, x, u=u, sigma_min_free=True)
+    def both(p, x):  # one exact pass and one set of factors for both variants
+        factors = bounds.network_factors(p, x, u=u)
+        printed = bounds.theorem_4_30(p, x, u=u, factors=factors)
+        free = bounds.theorem_4_30(p, x, u=u, sigma_min_free=True, factors=factors)
         return printed.coefficient, free.coefficient, printed.valid
 
     theorem = jax.jit(jax.vmap(both))

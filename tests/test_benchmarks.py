@@ -51,3 +51,21 @@ def test_analyze_benchmark_times_analyze_beside_one_forward(monkeypatch):
     assert [r.name for r in rows] == ["emulated forward (t24)", "analyze (bounds and errors)"]
     assert calls == [((3, 3), "t24", False)] * 3  # one warm-up call and two timed ones
     assert rows[1].ratio == pytest.approx(rows[1].seconds / rows[0].seconds)
+
+
+def test_a_row_states_its_goal_and_whether_it_is_met():
+    from boundlab.benchmarks import Timing
+
+    assert Timing("x", 1.0, 2.0, ratio=2.5, goal_ratio=3.0).met is True
+    assert Timing("x", 1.0, 2.0, ratio=3.5, goal_ratio=3.0).met is False
+    assert Timing("x", 1.0, 31.0, goal_seconds=30.0).met is False  # wall time with compilation
+    assert Timing("x", 1.0, 2.0).met is None and Timing("x", 1.0, 2.0).goal == ""
+    row = Timing("x", 1.0, 2.0, ratio=1.4, goal_ratio=1.5).to_dict()
+    assert row["goal"] == "<= 1.5x" and row["met"] is True
+
+
+def test_theorem_benchmark_times_both_variants_against_the_exact_forward():
+    from boundlab.benchmarks import theorem_benchmark
+
+    rows = theorem_benchmark(inits=2, d=3, L=2, repeats=1)
+    assert rows[1].goal_ratio == 3.0 and rows[1].ratio == pytest.approx(rows[1].seconds / rows[0].seconds)

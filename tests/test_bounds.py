@@ -249,3 +249,20 @@ def test_an_exactly_singular_score_matrix_is_flagged():
     assert bool(bounds.remark_4_18(Wq, Wq).flags["W_k^T W_q non-singular"])
     X = jnp.asarray(rng.standard_normal((4, 3)))
     assert not bool(bounds.corollary_4_23(X, Wq, Wk, Wq, u=FP16_U).valid)
+
+
+def test_an_eager_statement_is_one_compiled_program_per_shape_and_the_checks_still_raise():
+    from boundlab.bounds.modules import lemma_4_11
+    from boundlab.bounds.terms import compiled
+
+    program = compiled(lemma_4_11.__wrapped__, ())
+    before = program._cache_size()
+    rng = np.random.default_rng(0)
+    first = [lemma_4_11(jnp.asarray(rng.standard_normal(7)), u=u) for u in (2.0**-11, 2.0**-24, 2.0**-11)]
+    assert program._cache_size() == before + 1  # new values and a new u: no new trace or compilation
+    for record in first:  # the compiled program computes what the statement says
+        assert record.statement == "Lemma 4.11" and np.isfinite(float(record.coefficient))
+    with pytest.raises(ValueError, match="unit roundoff"):  # concrete checks stay outside the program
+        lemma_4_11(jnp.ones(7), u=1.5)
+    with pytest.raises(ValueError, match="one vector"):
+        lemma_4_11(jnp.ones((7, 2)), u=2.0**-11)

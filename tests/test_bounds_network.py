@@ -8,7 +8,7 @@ import numpy as np
 import paper_reference
 import pytest
 
-from boundlab import Emulated
+from boundlab import Emulated, bounds
 from boundlab.bounds import theorem_4_30
 from boundlab.transformer import compare, init
 
@@ -80,3 +80,16 @@ def test_erratum_theorem_4_30_part_2_layer_norm_factors_belong_inside_the_produc
     first = outside * factors[0][key_x] * factors[0][key_y]
     last = outside * factors[-1][key_x] * factors[-1][key_y]
     assert first != pytest.approx(last) and max(first, last) < float(record.coefficient)
+
+
+def test_both_variants_from_one_set_of_factors_equal_the_theorem_evaluated_alone():
+    params, X = init(jax.random.key(2), "figure4", d=4, n=3, D=5, L=3)
+    u = 2.0**-16
+    factors = bounds.network_factors(params, X, norm="layer", u=u)
+    for free in (False, True):
+        alone = bounds.theorem_4_30(params, X, norm="layer", u=u, sigma_min_free=free)
+        shared = bounds.theorem_4_30(params, X, norm="layer", u=u, sigma_min_free=free, factors=factors)
+        assert float(alone.coefficient) == float(shared.coefficient)
+        assert np.array_equal(np.asarray(alone.terms["K_l"]), np.asarray(shared.terms["K_l"]))
+    with pytest.raises(ValueError, match="unit roundoff"):
+        bounds.network_factors(params, X, u=-1.0)

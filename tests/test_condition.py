@@ -300,3 +300,12 @@ def test_report_puts_autodiff_beside_the_closed_forms():
                 assert relative_difference(row.autodiff, row.closed_form) <= TOL, row
             else:
                 assert row.closed_form >= row.autodiff * (1 - TOL), row
+
+
+def test_closed_forms_and_autodiff_numbers_compile_once_per_shape():
+    rng = np.random.default_rng(1)
+    closed = [closed_forms.layer_norm(jnp.asarray(rng.standard_normal(6))) for _ in range(3)]
+    auto = [componentwise(layers.layer_norm, jnp.asarray(rng.standard_normal(6))) for _ in range(3)]
+    assert closed_forms.layer_norm.jitted._cache_size() == 1
+    assert componentwise.jitted._cache_size() == 1
+    assert all(bool(c.generic) for c in closed) and all(bool(a.defined) for a in auto)

@@ -44,11 +44,12 @@ from boundlab.bounds.network import BlockFactors as BlockFactors
 from boundlab.bounds.network import block_factors as block_factors
 from boundlab.bounds.network import block_record as block_record
 from boundlab.bounds.network import lemma_4_29 as lemma_4_29
+from boundlab.bounds.network import network_factors as network_factors
 from boundlab.bounds.network import theorem_4_30 as theorem_4_30
 
 __all__ = ["BlockFactors", "Bound", "block_factors", "block_record", "corollary_4_9", "corollary_4_12", "corollary_4_16", "corollary_4_20",
            "corollary_4_20_columns", "corollary_4_23", "lemma_4_3", "lemma_4_6", "lemma_4_10", "lemma_4_11",
            "lemma_4_14", "lemma_4_17", "lemma_4_17_absolute", "lemma_4_17_columns", "lemma_4_19",
            "lemma_4_19_columns", "lemma_4_21", "lemma_4_21_absolute", "lemma_4_25", "lemma_4_26", "lemma_4_27",
-           "lemma_4_28", "lemma_4_29", "remark_4_13", "remark_4_18", "remark_4_22", "theorem_4_30"]
+           "lemma_4_28", "lemma_4_29", "network_factors", "remark_4_13", "remark_4_18", "remark_4_22", "theorem_4_30"]
 

@@ -141,6 +141,29 @@ def lemma_4_29(X, layer, *, norm: str = "layer", u, sigma_min_free: bool = False
     return block_record(factors, n, d, layer.A1.shape[0], norm, sigma_min_free)
 
 
+def network_factors(params, X, *, norm: str = "layer", u, intermediates=None) -> BlockFactors:
+    """The factors of Lemma 4.29 at every layer (stacked), from one exact forward (or the given
+    ``intermediates``): what ``theorem_4_30(..., factors=...)`` takes, so that both variants of
+    the theorem (printed and sigma_min-free) share one exact pass and one set of SVDs."""
+    from boundlab.transformer.network import Params, validate
+
+    _check_norm(norm)
+    check_unit_roundoff(u, "bounds.network_factors")
+    params = Params(*params) if isinstance(params, Params) else Params(**params)
+    params, X, intermediates = as_float64("bounds.network_factors", (params, X, intermediates))
+    validate(params, X)
+    return _network_factors(params, X, norm=norm, u=u, intermediates=intermediates)
+
+
+@compiled(static_argnames=("norm",))
+def _network_factors(params, X, *, norm, u, intermediates) -> BlockFactors:
+    from boundlab.transformer.network import forward
+
+    if intermediates is None:
+        _, intermediates = forward(params, X, Exact(), norm, return_intermediates=True, cast=False)
+    return jax.vmap(lambda layer, inter: block_factors(inter.inputs, layer, norm, u, inter))(params, intermediates)
+
+
 def theorem_4_30(params, X, *, norm: str = "layer", u, sigma_min_free: bool = False, intermediates=None,
                  factors: BlockFactors | None = None) -> Bound:
     """Theorem 4.30 (part 1 for ``norm="rms"``, part 2 for ``"layer"``) on the exact intermediates.
@@ -173,14 +196,10 @@ def theorem_4_30(params, X, *, norm: str = "layer", u, sigma_min_free: bool = Fa
 @compiled(static_argnames=("norm", "sigma_min_free"))
 def _theorem_4_30(params, X, *, norm, u, sigma_min_free, intermediates, factors) -> Bound:
     """``theorem_4_30`` after its checks, as one compiled program per shape."""
-    from boundlab.transformer.network import forward
-
     L, D = params.A1.shape[:2]
     d, n = X.shape
     if factors is None:
-        if intermediates is None:
-            _, intermediates = forward(params, X, Exact(), norm, return_intermediates=True, cast=False)
-        factors = jax.vmap(lambda layer, inter: block_factors(inter.inputs, layer, norm, u, inter))(params, intermediates)
+        factors = _network_factors(params, X, norm=norm, u=u, intermediates=intermediates)
     K = factors.K(sigma_min_free)
     constant, c = _block_constants(norm, n, d, D)
 
