@@ -304,8 +304,9 @@ def test_report_puts_autodiff_beside_the_closed_forms():
 
 def test_closed_forms_and_autodiff_numbers_compile_once_per_shape():
     rng = np.random.default_rng(1)
-    closed = [closed_forms.layer_norm(jnp.asarray(rng.standard_normal(6))) for _ in range(3)]
-    auto = [componentwise(layers.layer_norm, jnp.asarray(rng.standard_normal(6))) for _ in range(3)]
-    assert closed_forms.layer_norm.jitted._cache_size() == 1
-    assert componentwise.jitted._cache_size() == 1
+    before = closed_forms.layer_norm.jitted._cache_size(), componentwise.jitted._cache_size()
+    closed = [closed_forms.layer_norm(jnp.asarray(rng.standard_normal(7))) for _ in range(3)]
+    auto = [componentwise(layers.layer_norm, jnp.asarray(rng.standard_normal(7))) for _ in range(3)]
+    after = closed_forms.layer_norm.jitted._cache_size(), componentwise.jitted._cache_size()
+    assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1  # at most one new program each, not three
     assert all(bool(c.generic) for c in closed) and all(bool(a.defined) for a in auto)
