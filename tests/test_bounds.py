@@ -253,9 +253,8 @@ def test_an_exactly_singular_score_matrix_is_flagged():
 
 def test_an_eager_statement_is_one_compiled_program_per_shape_and_the_checks_still_raise():
     from boundlab.bounds.modules import lemma_4_11
-    from boundlab.bounds.terms import compiled
 
-    program = compiled(lemma_4_11.__wrapped__, ())
+    program = lemma_4_11.jitted
     before = program._cache_size()
     rng = np.random.default_rng(0)
     first = [lemma_4_11(jnp.asarray(rng.standard_normal(7)), u=u) for u in (2.0**-11, 2.0**-24, 2.0**-11)]

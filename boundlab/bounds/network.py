@@ -145,14 +145,21 @@ def network_factors(params, X, *, norm: str = "layer", u, intermediates=None) ->
     """The factors of Lemma 4.29 at every layer (stacked), from one exact forward (or the given
     ``intermediates``): what ``theorem_4_30(..., factors=...)`` takes, so that both variants of
     the theorem (printed and sigma_min-free) share one exact pass and one set of SVDs."""
+    params, X, intermediates = _checked("bounds.network_factors", params, X, intermediates, norm, u)
+    return _network_factors(params, X, norm=norm, u=u, intermediates=intermediates)
+
+
+def _checked(name, params, X, intermediates, norm, u):
+    """The network-level checks (norm, u, shapes, finite float64 arrays) before a compiled part:
+    ``(params as Params, X, intermediates)`` in float64."""
     from boundlab.transformer.network import Params, validate
 
     _check_norm(norm)
-    check_unit_roundoff(u, "bounds.network_factors")
+    check_unit_roundoff(u, name)
     params = Params(*params) if isinstance(params, Params) else Params(**params)
-    params, X, intermediates = as_float64("bounds.network_factors", (params, X, intermediates))
+    params, X, intermediates = as_float64(name, (params, X, intermediates))
     validate(params, X)
-    return _network_factors(params, X, norm=norm, u=u, intermediates=intermediates)
+    return params, X, intermediates
 
 
 @compiled(static_argnames=("norm",))
@@ -182,13 +189,7 @@ def theorem_4_30(params, X, *, norm: str = "layer", u, sigma_min_free: bool = Fa
     ``intermediates`` (``forward(params, X, Exact(), norm, return_intermediates=True)[1]``) are
     used when given; otherwise the exact forward runs once here.
     """
-    from boundlab.transformer.network import Params, validate
-
-    _check_norm(norm)
-    check_unit_roundoff(u, "bounds.theorem_4_30")
-    params = Params(*params) if isinstance(params, Params) else Params(**params)
-    params, X, intermediates = as_float64("bounds.theorem_4_30", (params, X, intermediates))
-    validate(params, X)
+    params, X, intermediates = _checked("bounds.theorem_4_30", params, X, intermediates, norm, u)
     return _theorem_4_30(params, X, norm=norm, u=u, sigma_min_free=sigma_min_free, intermediates=intermediates,
                          factors=factors)
 

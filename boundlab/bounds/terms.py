@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from boundlab._compile import compiled
 from boundlab._x64 import require_x64
 from boundlab.errors import ratio
 from boundlab.formats import gamma
@@ -35,6 +36,10 @@ def statement(*, vectors: tuple[str, ...] = ()):
     def decorate(function):
         signature = inspect.signature(function)
         name = f"bounds.{function.__name__}"
+        # the options that are Python values (norm, sigma_min_free) are static; arrays and u traced
+        static = tuple(key for key, parameter in signature.parameters.items()
+                       if isinstance(parameter.default, (str, bool)))
+        program = compiled(function, static_argnames=static)
 
         @functools.wraps(function)
         def strict(*args, **kwargs):
@@ -52,21 +57,12 @@ def statement(*, vectors: tuple[str, ...] = ()):
                         f"{name}: {key} must be one vector of shape (d,), got shape {shape}; the statement is "
                         f"about one vector: for the columns of a matrix use "
                         f"jax.vmap(lambda {key}: {name}(..., u=u), in_axes=1)")
-            static = tuple(sorted(key for key, value in arguments.items() if isinstance(value, (str, bool))))
-            return compiled(function, static)(**arguments)
+            return program(**arguments)
 
+        strict.jitted = program.jitted
         return strict
 
     return decorate
-
-
-@functools.lru_cache(maxsize=None)
-def compiled(function, static_argnames: tuple[str, ...] = ()):
-    """``jax.jit(function)``, one per (function, static arguments), so a statement evaluated
-    eagerly (in a notebook, a test, ``analyze``) runs as one compiled program per shape instead of
-    one small compilation per operation (about 40 ms each on the CPU, hundreds per statement).
-    Inside an outer ``jit`` or ``vmap`` it is inlined as usual."""
-    return jax.jit(function, static_argnames=static_argnames)
 
 
 def _check_shapes(name: str, arguments: dict) -> None:
