@@ -76,6 +76,14 @@ def _container(formats: tuple[Format, ...]) -> np.dtype:
     return np.dtype(np.float64)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _cast(x, fmt: Format, wide: np.dtype, container: np.dtype) -> jax.Array:
+    """``x`` widened, rounded to nearest into ``fmt`` and held in ``container``: one compiled
+    program per shape when called eagerly (operation by operation, each new shape of a model's
+    weights compiled some twenty small programs), inlined under an outer ``jit``."""
+    return round_bits(jnp.asarray(x).astype(wide), fmt, "nearest").astype(container)
+
+
 class _Policy:
     """Operations shared by the policies; subclasses set the fields used here."""
 
@@ -109,8 +117,7 @@ class _Policy:
         wide = np.dtype(np.float64) if np.float64 in (in_dtype, self.dtype) else np.dtype(np.float32)
         if wide == np.float64:
             require_x64(f"{self} with float64 operands or container")
-        x = jnp.asarray(x).astype(wide)
-        return round_bits(x, self.fmt, "nearest").astype(self.dtype)
+        return _cast(x, self.fmt, wide, self.dtype)
 
     # -- rounding -----------------------------------------------------------------------------
     def _random_bits(self, x, key):

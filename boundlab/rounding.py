@@ -1,15 +1,24 @@
 """Bit-exact rounding of float32/float64 arrays to any binary format (``round_to``).
 
-The rounding is done on the integer bit pattern, never with float arithmetic, because
+The rounding is done on the integer bit pattern or by ``lax.reduce_precision`` (itself integer
+operations on the pattern in every XLA backend), never by a cast chain or float arithmetic on
+values the container holds as subnormals, because
 
 * float arithmetic on XLA's CPU backend flushes subnormals to zero (even in float64), and
   ``lax.reduce_precision`` flushes the target's subnormals;
 * a float64 -> float32 -> target cast chain rounds twice (wrong near ties);
 * XLA may fold ``astype`` round trips away under ``jit``.
 
-Integer operations cannot be folded or flushed, so the result is the same eagerly and under
-``jit``, and agrees bit for bit with MPFR (``gmpy2``, ``subnormalize=True``) in every
-deterministic mode; the tests check this.
+Neither can be folded or flushed, so the result is the same eagerly and under ``jit``, and
+agrees bit for bit with MPFR (``gmpy2``, ``subnormalize=True``) in every deterministic mode; the
+tests check this.
+
+Round to nearest into an IEEE-like format is one ``reduce_precision`` plus, below the target's
+normal range, an exact fixed-quantum rounding (``_round_nearest_reduce_precision``): an emulated
+program rounds after every operation, and the bit-pattern algorithm's forty operations per
+rounding were most of what XLA compiled (a two-block NNX model in bf16: 29 s to compile, 5 s
+with ``reduce_precision``).  Other modes and formats, and Pallas kernel bodies
+(``bit_operations_only``), use the bit-pattern algorithm below.
 
 Algorithm (one fused elementwise pass).  Write the magnitude of a finite input as
 sig * 2^c with sig the container significand (hidden bit included) and c the exponent of its
@@ -24,6 +33,8 @@ one target quantum and the result is 0 or 2^q.  Overflow is detected by comparin
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
@@ -76,6 +87,8 @@ def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
     u = cont.const
     int32 = jnp.int32
 
+    if mode == "nearest" and not _BIT_OPERATIONS_ONLY.get() and _reduce_precision_rounds_exactly(fmt, cont):
+        return _round_nearest_reduce_precision(x, fmt, cont)
     bits = lax.bitcast_convert_type(x, U)
     sign = bits & u(1 << (W - 1))
     a = bits ^ sign
@@ -164,6 +177,56 @@ def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
         non_finite = u(nan_bits)
     rounded = jnp.where(is_finite, rounded, non_finite)
     return lax.bitcast_convert_type(rounded | sign, cont.dtype)
+
+
+_BIT_OPERATIONS_ONLY = contextvars.ContextVar("boundlab_bit_operations_only", default=False)
+
+
+@contextlib.contextmanager
+def bit_operations_only():
+    """While tracing inside this context, every rounding is the integer bit-pattern algorithm
+    (no ``reduce_precision``, no float scaling): for Pallas kernel bodies, whose compiled
+    lowerings cover integer operations but not every XLA primitive, and where no float operation
+    next to a product may give a backend an FMA to contract.  The same bits either way."""
+    token = _BIT_OPERATIONS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _BIT_OPERATIONS_ONLY.reset(token)
+
+
+def _reduce_precision_rounds_exactly(fmt: Format, cont: _Container) -> bool:
+    """Round to nearest into ``fmt`` is ``lax.reduce_precision`` plus a fixed-quantum branch below
+    the target's normal range: an IEEE-like format (emax = 2^(e-1) - 1, emin = 1 - emax, gradual
+    underflow, overflow to infinity) inside the container, whose subnormal quanta are either the
+    container's own (same emin) or so coarse that every container subnormal rounds to zero
+    (emin - t >= the container's emin), so no float operation ever sees a container subnormal
+    (XLA's CPU backend flushes them).  Not for t = p (see below)."""
+    e = (fmt.emax + 1).bit_length()
+    ieee_like = (fmt.infinities and fmt.overflow == "inf" and fmt.subnormals and fmt.emax + 1 == 1 << (e - 1)
+                 and fmt.emin == 1 - fmt.emax)
+    # t = p is no rounding at all: XLA would delete the reduce_precision, and with it the barrier
+    # that keeps a product and a sum from being contracted into an FMA (rounded once, not twice)
+    fits = fmt.precision < cont.precision and fmt.emax <= cont.emax
+    return ieee_like and fits and (fmt.emin == cont.emin or fmt.emin - fmt.precision >= cont.emin)
+
+
+def _round_nearest_reduce_precision(x, fmt: Format, cont: _Container):
+    """Round to nearest, ties to even, with one ``reduce_precision`` (mantissa rounding on the bit
+    pattern, overflow to infinity, NaN kept) for |x| >= 2^emin; below it, where
+    ``reduce_precision`` would flush the target's subnormals, x is a multiple of the fixed
+    quantum q = 2^(emin - t + 1) rounded to nearest even: roundeven(x / q) * q, both scalings
+    exact (powers of two, container-normal operands by the condition above).  One HLO
+    operation (five more with the subnormal branch) instead of the bit-pattern algorithm's forty:
+    emulated programs round at every operation, and this is most of what XLA compiles."""
+    t = fmt.precision
+    rounded = lax.reduce_precision(x, exponent_bits=(fmt.emax + 1).bit_length(), mantissa_bits=t - 1)
+    if fmt.emin == cont.emin:
+        return rounded  # the container's subnormals are the target's (same quanta, bit rounding)
+    quantum = 2.0 ** (fmt.emin - t + 1)
+    scaled = lax.round(x * jnp.asarray(1 / quantum, x.dtype), lax.RoundingMethod.TO_NEAREST_EVEN)
+    below = jnp.abs(x) < jnp.asarray(2.0**fmt.emin, x.dtype)
+    return jnp.where(below, scaled * jnp.asarray(quantum, x.dtype), rounded)
 
 
 def _same_range_as_container(fmt: Format, cont: _Container) -> bool:
@@ -353,4 +416,14 @@ def round_to(x, fmt: Format | str, mode: str = "nearest", key=None) -> jax.Array
         if key is not None:
             raise ValueError(f"key is used only by mode='stochastic', not by mode={mode!r}")
         random_bits = None
+    return _round_compiled(x, fmt, mode, random_bits, _BIT_OPERATIONS_ONLY.get())
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 4))
+def _round_compiled(x, fmt, mode, random_bits, bits_only: bool):
+    """``round_to``'s rounding as one compiled program per shape when called eagerly (inlined
+    under an outer ``jit``); ``bits_only`` carries ``bit_operations_only`` into the cache key."""
+    if bits_only:
+        with bit_operations_only():
+            return _round_straight_through(x, fmt, mode, random_bits)
     return _round_straight_through(x, fmt, mode, random_bits)

@@ -37,6 +37,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from boundlab.kernels._common import interpret_default, round_up
+from boundlab.rounding import bit_operations_only
 
 BLOCK = 32
 
@@ -47,7 +48,11 @@ def _loop_arithmetic(arithmetic):
 
 
 def _kernel(arithmetic, k, hardware, a_ref, b_ref, o_ref):
-    arithmetic = _loop_arithmetic(arithmetic)
+    with bit_operations_only():  # integer rounding only inside the kernel (the same bits)
+        _kernel_body(_loop_arithmetic(arithmetic), k, hardware, a_ref, b_ref, o_ref)
+
+
+def _kernel_body(arithmetic, k, hardware, a_ref, b_ref, o_ref):
     if not hardware:
         def term(j):
             return a_ref[:, pl.ds(j, 1)] * b_ref[pl.ds(j, 1), :]

@@ -18,13 +18,18 @@ import numpy as np
 from jax.experimental import pallas as pl
 
 from boundlab.formats import Format, get_format
-from boundlab.rounding import MODES, _round_bits
+from boundlab.rounding import MODES, _round_bits, bit_operations_only
 from boundlab.kernels._common import interpret_default, round_up
 
 BLOCK = 1024  # elements per program: a power of two, as Triton wants
 
 
 def _kernel(fmt, mode, x_ref, *refs):
+    with bit_operations_only():  # the integer algorithm inside the kernel (the same bits)
+        _kernel_body(fmt, mode, x_ref, *refs)
+
+
+def _kernel_body(fmt, mode, x_ref, *refs):
     if mode == "stochastic":
         bits_ref, o_ref = refs
         o_ref[...] = _round_bits(x_ref[...], fmt, mode, bits_ref[...])

@@ -9,6 +9,7 @@ import pytest
 from oracles import adversarial, mpfr_round
 
 from boundlab import Format, get_format, round_to
+from boundlab.rounding import bit_operations_only
 
 DETERMINISTIC = ("nearest", "zero", "up", "down")
 PRESETS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8_e5m2", "fp8_e4m3")
@@ -86,6 +87,24 @@ def test_subnormals_survive_where_reduce_precision_flushes():
     x = jnp.array([3 * fp16.min_subnormal, fp16.min_subnormal / 2 * 1.5])
     got = jax.jit(lambda v: round_to(v, fp16))(x)
     np.testing.assert_array_equal(np.asarray(got), [3 * fp16.min_subnormal, fp16.min_subnormal])
+
+
+@pytest.mark.parametrize("name, dtype", [("fp16", np.float32), ("bf16", np.float64), ("fp8_e5m2", np.float32),
+                                         ("t10", np.float64), ("fp16", np.float64)])
+def test_reduce_precision_path_is_taken_and_equals_the_bit_pattern_algorithm(name, dtype):
+    # Round to nearest into IEEE-like formats is lax.reduce_precision (+ a subnormal branch);
+    # Pallas kernel bodies trace the integer algorithm instead.  Both against MPFR, under jit.
+    fmt = get_format(name)
+    x = adversarial(fmt, dtype, 20_000, seed=17)
+    fast = jax.jit(lambda v: round_to(v, fmt))
+    assert "reduce_precision" in str(jax.make_jaxpr(fast)(x))
+    with bit_operations_only():
+        bits = jax.jit(lambda v: round_to(v, fmt))
+        assert "reduce_precision" not in str(jax.make_jaxpr(bits)(x))
+        by_bits = bits(x)
+    want = mpfr_round(x, fmt, "nearest")
+    assert_bitwise_equal(fast(x), want, x)
+    assert_bitwise_equal(by_bits, want, x)
 
 
 def test_special_values_and_signed_zeros():
