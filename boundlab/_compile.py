@@ -31,3 +31,27 @@ def compiled(function=None, *, static_argnames: tuple[str, ...] = ()):
 
     call.jitted = jitted
     return call
+
+
+def memoised(builder):
+    """``builder(*key)``, which builds a jitted program, memoised on its (hashable) arguments.
+
+    ``emulate(f, a)``, ``first_order(f, a)`` and ``mixed(f, ...)`` return a new wrapper per
+    call; a loop or a training step that wraps the same function (or an NNX module of the same
+    structure) with the same policy again would trace and compile it again every time.  With
+    the program memoised on (function, policy, options) the wrapper is rebuilt but the program,
+    and ``jit``'s cache of traces inside it, is shared.  Unhashable arguments (a policy holding a
+    dict) build a program of their own, as before.
+    """
+    cached = functools.lru_cache(maxsize=128)(builder)
+
+    @functools.wraps(builder)
+    def get(*key):
+        try:
+            hash(key)
+        except TypeError:
+            return builder(*key)
+        return cached(*key)
+
+    get.cache_clear = cached.cache_clear
+    return get

@@ -115,6 +115,33 @@ def test_jit_vmap_and_one_trace_per_shape():
         assert np.array_equal(batched[i], emulate(lambda a, b: jnp.tanh(a @ b), bf16)(A[i], B))
     emulated(A[0], B)
     emulated(A[1], B)  # same shapes: no new trace (assert_max_traces would raise)
+    emulate(counted, bf16)(A[2], B)  # a new wrapper of the same function and policy: no new trace
+
+
+def test_wrapping_again_in_a_loop_does_not_retrace():
+    # emulate / first_order called afresh every step (a training loop, a notebook cell run twice)
+    # reuse the program of the same function (or module structure) and policy
+    from flax import nnx
+
+    from boundlab import first_order
+
+    t12 = Emulated("t12")
+    linear = nnx.Linear(4, 3, rngs=nnx.Rngs(0), param_dtype=jnp.float32)
+    traces = []
+
+    def f(m, x):
+        traces.append(1)  # runs once per trace
+        return jnp.tanh(m(x))
+
+    x = jnp.ones((2, 4), jnp.float32)
+    for step in range(3):
+        linear.kernel[...] = linear.kernel[...] * 1.5  # new values, same structure
+        y = emulate(f, t12)(linear, x)
+        record = first_order(f, t12)(linear, x)
+        assert np.array_equal(y, emulate(f, t12)(linear, x))
+        assert np.all(np.abs(y - record.value) <= record.bound + 2 * 2.0**-12 * np.abs(record.value))
+    assert len(traces) == 3  # emulate's trace, first_order's site discovery and its VJP trace, once each
+    assert np.array_equal(emulate(linear, t12)(x), emulate(linear, t12)(x))
 
 
 def test_flax_nnx_modules_as_function_and_as_argument(network):

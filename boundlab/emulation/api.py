@@ -6,6 +6,7 @@ import sys
 
 import jax
 
+from boundlab._compile import memoised
 from boundlab.emulation.interpreter import Handler, _Context, eval_closed, operand
 
 
@@ -43,12 +44,17 @@ def merged(f, graphdefs):
     return call
 
 
+def call_module(module, *args):
+    """``module(*args)``: one function for every module, so programs built for it are shared."""
+    return module(*args)
+
+
 def as_function(f):
-    """A Flax NNX module ``m`` becomes the function ``(m, *args) -> m(*args)``; a function stays."""
+    """A Flax NNX module ``m`` becomes the function ``call_module`` with ``m`` as its first
+    argument (its structure static, its state traced); a function stays."""
     nnx = _nnx()
     if nnx is not None and isinstance(f, nnx.Module):
-        module = f
-        return (lambda m, *args: m(*args)), (module,)
+        return call_module, (f,)
     if not callable(f):
         raise TypeError(f"expected a function or a Flax NNX module, got {type(f).__name__}")
     return f, ()
@@ -62,6 +68,17 @@ def interpret(f, handler: Handler, args, key):
     leaves = [operand(leaf, _Context(handler, None)) for leaf in flat]
     outs = eval_closed(closed, leaves, _Context(handler, key))
     return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+
+@memoised
+def _emulation_program(fn, arithmetic):
+    """The jitted interpretation of ``fn`` under ``arithmetic``, shared by every ``emulate(fn,
+    arithmetic)`` (graph definitions static, states and key traced)."""
+
+    def run(graphdefs, states, key):
+        return interpret(merged(fn, graphdefs), Handler(arithmetic), states, key)
+
+    return jax.jit(run, static_argnums=0)
 
 
 def emulate(f, arithmetic):
@@ -78,8 +95,9 @@ def emulate(f, arithmetic):
 
     ``f`` may be any JAX-traceable function of pytrees (including ``jit``, ``scan``, ``while``,
     ``cond``, ``custom_jvp``/``custom_vjp`` and ``checkpoint`` inside), or a Flax NNX module;
-    arguments may be NNX modules.  The result is jitted (traced once per shape) and works under
-    ``jax.jit`` and ``jax.vmap``.
+    arguments may be NNX modules.  The result is jitted (traced once per shape; the program is
+    shared by every ``emulate`` of the same function and policy, so wrapping again inside a loop
+    does not retrace) and works under ``jax.jit`` and ``jax.vmap``.
 
     >>> import jax.numpy as jnp
     >>> from boundlab import Emulated
@@ -88,11 +106,7 @@ def emulate(f, arithmetic):
     1.0
     """
     fn, bound_args = as_function(f)
-
-    def run(graphdefs, states, key):
-        return interpret(merged(fn, graphdefs), Handler(arithmetic), states, key)
-
-    run = jax.jit(run, static_argnums=0)
+    run = _emulation_program(fn, arithmetic)
 
     def emulated(*args, key=None):
         if getattr(arithmetic, "mode", "nearest") == "stochastic" and key is None:

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from boundlab._x64 import require_x64
+from boundlab._compile import memoised
 from boundlab.emulation.api import as_function, interpret, merged, split_modules
 from boundlab.sensitivity.taps import FLAGS, TapHandler, effective_unit_roundoff, zero_channel
 
@@ -105,31 +106,11 @@ class FirstOrder:
         return bool(jnp.any(self.flags["same-sign sum"]))
 
 
-def first_order(f, arithmetic, *, outputs=None, confidence: float = 0.99, chunk: int = 128, lumped: bool = False):
-    """Return ``bounded(*args) -> FirstOrder``: the first-order error bound of ``f`` under
-    ``arithmetic`` (``Emulated(...)``, or ``Exact(...)`` for float64 itself), per output entry.
-
-    Args:
-      f: a JAX function of pytrees, or a Flax NNX module (as for ``boundlab.emulate``).
-      arithmetic: the arithmetic whose roundings are bounded (format, mode, accumulation order).
-      outputs: optional function applied to ``f``'s result before bounding: a subset of the
-        entries, or linear functionals of them (see the module docstring).
-      confidence: the probability with which ``probabilistic`` holds per entry.
-      chunk: output entries per batch of VJPs (memory ~ chunk x the intermediates).
-      lumped: each dot product and sum is one site bounded by Lemma 4.3's first-order constant,
-        (u + (k - 1) u) |a|^T |b| for k terms, instead of one site per product and partial sum.
-        No loops over k, so much cheaper for wide layers (a real model), and never below the
-        detailed bound (a partial sum is at most |a|^T |b| and shares the sum's sensitivity);
-        its ``probabilistic`` bound treats each dot product as one term, so it is conservative.
-
-    Needs ``jax_enable_x64`` (the exact evaluation is float64).  Float inputs are rounded once
-    into the format, as in ``emulate``; the bound is about the same computation.  A NaN input
-    gives NaN values and bounds and ``flags["finite"]`` False.
-    """
+@memoised
+def _first_order_program(fn, arithmetic, outputs, confidence, chunk, lumped):
+    """The jitted bound of ``fn`` (``first_order``'s program), shared by every ``first_order``
+    call with the same function, policy and options."""
     lam = lambda_for(confidence)
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-    fn, bound_args = as_function(f)
     u = effective_unit_roundoff(arithmetic.fmt, arithmetic.mode)
 
     def compute(graphdefs, states):
@@ -187,7 +168,35 @@ def first_order(f, arithmetic, *, outputs=None, confidence: float = 0.99, chunk:
         return FirstOrder(unflat(flat), unflat(bound), unflat(probabilistic), contributions, tuple(maps),
                           flag_dict, sites, confidence, lam, u)
 
-    run = jax.jit(compute, static_argnums=0)
+    return jax.jit(compute, static_argnums=0)
+
+
+def first_order(f, arithmetic, *, outputs=None, confidence: float = 0.99, chunk: int = 128, lumped: bool = False):
+    """Return ``bounded(*args) -> FirstOrder``: the first-order error bound of ``f`` under
+    ``arithmetic`` (``Emulated(...)``, or ``Exact(...)`` for float64 itself), per output entry.
+
+    Args:
+      f: a JAX function of pytrees, or a Flax NNX module (as for ``boundlab.emulate``).
+      arithmetic: the arithmetic whose roundings are bounded (format, mode, accumulation order).
+      outputs: optional function applied to ``f``'s result before bounding: a subset of the
+        entries, or linear functionals of them (see the module docstring).
+      confidence: the probability with which ``probabilistic`` holds per entry.
+      chunk: output entries per batch of VJPs (memory ~ chunk x the intermediates).
+      lumped: each dot product and sum is one site bounded by Lemma 4.3's first-order constant,
+        (u + (k - 1) u) |a|^T |b| for k terms, instead of one site per product and partial sum.
+        No loops over k, so much cheaper for wide layers (a real model), and never below the
+        detailed bound (a partial sum is at most |a|^T |b| and shares the sum's sensitivity);
+        its ``probabilistic`` bound treats each dot product as one term, so it is conservative.
+
+    Needs ``jax_enable_x64`` (the exact evaluation is float64).  Float inputs are rounded once
+    into the format, as in ``emulate``; the bound is about the same computation.  A NaN input
+    gives NaN values and bounds and ``flags["finite"]`` False.
+    """
+    lambda_for(confidence)  # checks the confidence
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    fn, bound_args = as_function(f)
+    run = _first_order_program(fn, arithmetic, outputs, confidence, chunk, lumped)
 
     def bounded(*args):
         require_x64("boundlab.first_order (the exact evaluation is float64)")
