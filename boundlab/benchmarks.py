@@ -221,7 +221,8 @@ def theorem_benchmark(inits: int = 64, d: int = 20, L: int = 40, fmt: str = "t24
 
 
 def figure1_benchmark(inits: int = 5000, L: int = 40, d: int = 20, precisions=(12, 16, 20, 24),
-                      accumulation: str = "recursive", chunk: int = 128, bound_samples: int = 200) -> list[Timing]:
+                      accumulation: str = "recursive", chunk: int = 128, bound_samples: int = 200,
+                      first_order_samples: int = 10) -> list[Timing]:
     """Wall time of the Figure 1 sweep (``inits`` initialisations, every precision, every product
     and partial sum rounded), compilation included, beside the same sweep in float64 only.
 
@@ -237,7 +238,7 @@ def figure1_benchmark(inits: int = 5000, L: int = 40, d: int = 20, precisions=(1
     from boundlab.transformer import forward, init
 
     config = Figure1(d=d, n=d, D=d, L=L, inits=inits, precisions=tuple(precisions), accumulation=accumulation,
-                     chunk=chunk, bound_samples=0)
+                     chunk=chunk, bound_samples=0, first_order_samples=0)
 
     def exact_only(key, index):
         params, X = config.narrow(init(key, "figure1", d=d, n=d, D=d, L=L))
@@ -260,6 +261,17 @@ def figure1_benchmark(inits: int = 5000, L: int = 40, d: int = 20, precisions=(1
         with_bounds = time.perf_counter() - start
         rows.append(Timing(f"Theorem 4.30 on {bound_samples} inits (+ their sweep)", with_bounds, with_bounds,
                            with_bounds / base, note="what boundlab figure 1 adds for its bound column"))
+    if first_order_samples:
+        # the three-way comparison's autodiff column: one first_order per sample and precision,
+        # timed apart (it was hidden in the row above, 337 s of it at 200 samples)
+        start = time.perf_counter()
+        figure1(dc.replace(config, inits=first_order_samples, bound_samples=first_order_samples,
+                           first_order_samples=first_order_samples), progress=False)
+        with_first = time.perf_counter() - start
+        rows.append(Timing(f"autodiff first-order bound on {first_order_samples} inits (+ Theorem 4.30, sweep)",
+                           with_first, with_first, with_first / base,
+                           note=f"boundlab figure 1's three-way column; its default is {Figure1().first_order_samples} "
+                                f"samples, each {len(precisions)} first_order calls of one network"))
     return rows
 
 

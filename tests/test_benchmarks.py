@@ -31,9 +31,10 @@ def test_forward_benchmark_rows_are_ratios_to_exact():
 def test_figure1_benchmark_times_the_sweep_against_float64():
     from boundlab.benchmarks import figure1_benchmark
 
-    rows = figure1_benchmark(inits=6, L=2, d=3, precisions=(10, 16), chunk=4, bound_samples=0)
-    assert len(rows) == 2 and rows[1].ratio == pytest.approx(rows[1].seconds / rows[0].seconds)
+    rows = figure1_benchmark(inits=6, L=2, d=3, precisions=(10, 16), chunk=4, bound_samples=0, first_order_samples=1)
+    assert len(rows) == 3 and rows[1].ratio == pytest.approx(rows[1].seconds / rows[0].seconds)
     assert all(r.seconds > 0 for r in rows) and "compilation included" in rows[1].note
+    assert rows[2].name.startswith("autodiff first-order bound on 1 inits")  # timed apart from the sweep
 
 
 def test_analyze_benchmark_times_analyze_beside_one_forward(monkeypatch):
