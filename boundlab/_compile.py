@@ -36,8 +36,8 @@ def compiled(function=None, *, static_argnames: tuple[str, ...] = ()):
 def memoised(builder):
     """``builder(*key)``, which builds a jitted program, memoised on its (hashable) arguments.
 
-    ``emulate(f, a)``, ``first_order(f, a)`` and ``mixed(f, ...)`` return a new wrapper per
-    call; a loop or a training step that wraps the same function (or an NNX module of the same
+    ``emulate(f, a)`` and ``first_order(f, a)`` return a new wrapper per call (``mixed`` does
+    too, and does not use this yet); a loop or a training step that wraps the same function (or an NNX module of the same
     structure) with the same policy again would trace and compile it again every time.  With
     the program memoised on (function, policy, options) the wrapper is rebuilt but the program,
     and ``jit``'s cache of traces inside it, is shared.  Unhashable arguments (a policy holding a

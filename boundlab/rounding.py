@@ -423,7 +423,5 @@ def round_to(x, fmt: Format | str, mode: str = "nearest", key=None) -> jax.Array
 def _round_compiled(x, fmt, mode, random_bits, bits_only: bool):
     """``round_to``'s rounding as one compiled program per shape when called eagerly (inlined
     under an outer ``jit``); ``bits_only`` carries ``bit_operations_only`` into the cache key."""
-    if bits_only:
-        with bit_operations_only():
-            return _round_straight_through(x, fmt, mode, random_bits)
-    return _round_straight_through(x, fmt, mode, random_bits)
+    with bit_operations_only() if bits_only else contextlib.nullcontext():
+        return _round_straight_through(x, fmt, mode, random_bits)
