@@ -97,6 +97,11 @@ class Site:
 class Handler:
     """What the interpreter asks at each rounding site; subclasses decide the policy."""
 
+    recorder = None  # called as recorder(eqn, outputs) for every equation outside loops, when set
+    # stop_gradient is a statement about training gradients; a handler whose derivatives are
+    # the function's own sensitivities (first_order) evaluates it as the identity it is
+    keeps_stop_gradient = True
+
     def __init__(self, arithmetic):
         self.arithmetic = arithmetic
         self.sites: list[Site] = []
@@ -123,9 +128,10 @@ class _Context:
     handler: Handler
     key: Any  # PRNG key (stochastic rounding) or None
     scope: str = ""
+    loop: bool = False  # inside a scan, while or cond body (values are per iteration)
 
-    def nested(self, scope: str, key=None) -> "_Context":
-        return _Context(self.handler, self.key if key is None else key, _join(self.scope, scope))
+    def nested(self, scope: str, key=None, loop: bool = False) -> "_Context":
+        return _Context(self.handler, self.key if key is None else key, _join(self.scope, scope), self.loop or loop)
 
 
 def _join(a: str, b: str) -> str:
@@ -192,6 +198,8 @@ def eval_jaxpr(jaxpr, consts, args, ctx: _Context):
         outs = _equation(eqn, invals, ctx)
         if not eqn.primitive.multiple_results:
             outs = [outs]
+        if ctx.handler.recorder is not None and not ctx.loop:
+            ctx.handler.recorder(eqn, outs)
         for var, value in zip(eqn.outvars, outs, strict=True):
             env[var] = value
     return [read(v) for v in jaxpr.outvars]
@@ -248,6 +256,8 @@ def _equation(eqn, invals, ctx: _Context):
         if name in EXACT or name in INTEGER_OK or name in ROUNDED_BINARY or name in WIDE:
             return eqn.primitive.bind(*invals, **params)
         raise UnsupportedPrimitive(_unsupported(name))
+    if name == "stop_gradient" and not ctx.handler.keeps_stop_gradient:
+        return invals[0]
     if name in EXACT:
         out = eqn.primitive.bind(*invals, **params)
         return [_container(o, ctx) for o in out] if eqn.primitive.multiple_results else _container(out, ctx)
@@ -338,7 +348,7 @@ def _scan(eqn, invals, params, ctx):
     def step(carry, x):
         index, values = carry
         key = None if ctx.key is None else hash_fold_in(ctx.key, index + 1_000_003 * (len(ctx.handler.sites) + 1))
-        out = eval_closed(body, list(consts) + list(values) + list(x), ctx.nested("scan", key))
+        out = eval_closed(body, list(consts) + list(values) + list(x), ctx.nested("scan", key, loop=True))
         return (index + 1, out[:n_carry]), out[n_carry:]
 
     (_, carry), ys = lax.scan(step, (jnp.int32(0), list(init)), list(xs), length=params["length"],
@@ -354,13 +364,13 @@ def _while(invals, params, ctx):
     def cond(carry):
         index, values = carry
         key = None if ctx.key is None else hash_fold_in(ctx.key, 2 * index + salt)
-        return eval_closed(params["cond_jaxpr"], list(cond_consts) + list(values), ctx.nested("while.cond", key))[0]
+        return eval_closed(params["cond_jaxpr"], list(cond_consts) + list(values), ctx.nested("while.cond", key, loop=True))[0]
 
     def body(carry):
         index, values = carry
         key = None if ctx.key is None else hash_fold_in(ctx.key, 2 * index + 1 + salt)
         return index + 1, eval_closed(params["body_jaxpr"], list(body_consts) + list(values),
-                                      ctx.nested("while", key))
+                                      ctx.nested("while", key, loop=True))
 
     return list(lax.while_loop(cond, body, (jnp.int32(0), list(init)))[1])
 
@@ -368,7 +378,7 @@ def _while(invals, params, ctx):
 def _cond(invals, params, ctx):
     index, operands = invals[0], invals[1:]
     branches = [
-        (lambda *ops, branch=branch, i=i: eval_closed(branch, list(ops), ctx.nested(f"cond[{i}]")))
+        (lambda *ops, branch=branch, i=i: eval_closed(branch, list(ops), ctx.nested(f"cond[{i}]", loop=True)))
         for i, branch in enumerate(params["branches"])
     ]
     return lax.switch(index, branches, *operands)

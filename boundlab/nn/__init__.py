@@ -1,15 +1,22 @@
-"""The paper's network as Flax NNX modules, diagnostics for training loops, a bound penalty."""
+"""The paper's network as Flax NNX modules, diagnostics for training loops (the paper's network,
+and any model part by part), a bound penalty."""
 
 from boundlab.nn.monitoring import Diagnostics as Diagnostics
 from boundlab.nn.monitoring import FragilityMetric as FragilityMetric
 from boundlab.nn.monitoring import diagnose as diagnose
 from boundlab.nn.monitoring import diagnostics as diagnostics
+from boundlab.nn.model_diagnostics import ModelDiagnostics as ModelDiagnostics
+from boundlab.nn.model_diagnostics import ModelMetric as ModelMetric
+from boundlab.nn.model_diagnostics import PartDiagnostics as PartDiagnostics
+from boundlab.nn.model_diagnostics import model_diagnostics as model_diagnostics
 from boundlab.nn.modules import Block as Block
 from boundlab.nn.modules import SequenceClassifier as SequenceClassifier
 from boundlab.nn.modules import Transformer as Transformer
 from boundlab.nn.modules import from_params as from_params
 from boundlab.nn.modules import to_params as to_params
 from boundlab.nn.penalty import bound_penalty as bound_penalty
+from boundlab.nn.report import write_report as write_report
 
-__all__ = ["Block", "Diagnostics", "FragilityMetric", "SequenceClassifier", "Transformer", "bound_penalty", "diagnose",
-           "diagnostics", "from_params", "to_params"]
+__all__ = ["Block", "Diagnostics", "FragilityMetric", "ModelDiagnostics", "ModelMetric", "PartDiagnostics",
+           "SequenceClassifier", "Transformer", "bound_penalty", "diagnose", "diagnostics", "from_params",
+           "model_diagnostics", "to_params", "write_report"]

@@ -30,9 +30,26 @@ def log10_bound(params: Params, X, *, norm: str = "layer", u: float, kind: str =
     return result.terms["log10_coefficient" if kind == "theorem" else "log10_layerwise"]
 
 
-def bound_penalty(model, X, *, u: float, kind: str = "theorem") -> jax.Array:
-    """Mean over the batch X (B, d, n) (or one input (d, n)) of ``log10_bound`` for an NNX
-    ``boundlab.nn.Transformer``; differentiable w.r.t. every parameter (``nnx.grad``).
+def bound_penalty(model, X, *, u: float | None = None, kind: str = "theorem", part: str | None = None) -> jax.Array:
+    """A differentiable penalty: log10 of a first-order error bound, in units of u.
+
+    For the paper's network (an NNX ``boundlab.nn.Transformer``): the mean over the batch X
+    (B, d, n) (or one input (d, n)) of ``log10_bound`` (Theorem 4.30's coefficient, ``kind``
+    "theorem" or "layerwise"; ``u`` required).
+
+    For any other model (a Flax NNX module; ``X`` its batch): ``log10(C)`` with C the
+    coefficient of the first-order bound of the whole output in the 1-norm,
+
+        ||y^ - y||_1 <= C u ||y||_1 + O(u^2),   C = sum_j sum_i |dy_j/dv_i| |v_i| / ||y||_1,
+
+        over every rounding v_i of Model 4.1 in the recursive summation order, one site per dot
+        product and sum (``first_order(..., lumped=True)`` with ``Exact()``: the inputs and
+        weights taken as they are, not rounded, so the penalty is a smooth function of them;
+        C does not depend on the format).  ``part``: a part's name (``boundlab.structure``)
+        counts only the roundings of that part's operations.  ``u`` and ``kind`` are unused.
+
+    Differentiable w.r.t. every parameter (``nnx.grad``); under ``jit`` a non-finite value says
+    that the bound is undefined (a zero output, an overflow).
 
     >>> import jax
     >>> from flax import nnx
@@ -43,8 +60,14 @@ def bound_penalty(model, X, *, u: float, kind: str = "theorem") -> jax.Array:
     >>> bool(bound_penalty(model, X, u=2.0**-8) > 0)
     True
     """
-    from boundlab.nn.modules import to_params
+    from boundlab.nn.modules import Transformer, to_params
 
+    if not isinstance(model, Transformer):
+        from boundlab.nn.model_diagnostics import first_order_coefficient
+
+        return first_order_coefficient(model, X, part=part)
+    if u is None:
+        raise ValueError("bound_penalty of the paper's network needs u= (the unit roundoff of Theorem 4.30)")
     X = jnp.asarray(X, jnp.float64)
     X = X[None] if X.ndim == 2 else X
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), to_params(model))

@@ -13,6 +13,9 @@ through ``tap``: the identity in the forward pass, whose reverse pass, given the
 
 The cotangent of a channel input is therefore the site's first-order contribution: summed over
 the channel, sum_i |dy/dv_i| e_i over the site's roundings (over every iteration inside a loop).
+The local bounds e are differentiable functions of the values (no ``stop_gradient``), so the
+bound itself can be differentiated with respect to the weights and inputs (``jax.grad`` of a
+penalty differentiates through both |dy/dv| and e).
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class TapPolicy(_Policy):
 
     def _round_to(self, x, fmt, key):
         x = jnp.asarray(x, jnp.float64)
-        return self._tap(x, effective_unit_roundoff(fmt, self.mode) * jax.lax.stop_gradient(jnp.abs(x)), fmt)
+        return self._tap(x, effective_unit_roundoff(fmt, self.mode) * jnp.abs(x), fmt)
 
     def _tap(self, x, e, fmt):
         """x marked as a rounding site whose first-order error is at most e (entrywise)."""
@@ -126,7 +129,7 @@ class TapPolicy(_Policy):
         if self.lumped:
             x = jnp.asarray(x, jnp.float64)
             k = x.shape[axis]
-            magnitude = jax.lax.stop_gradient(jnp.sum(jnp.abs(x), axis=axis))
+            magnitude = jnp.sum(jnp.abs(x), axis=axis)
             return self._tap(jnp.sum(x, axis=axis), self._lumped_coefficient(k, False) * magnitude, self.fmt)
         return super().sum(x, axis, key)
 
@@ -141,14 +144,21 @@ class TapPolicy(_Policy):
         if self.lumped:
             k = a.shape[-1]
             exact = jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
-            magnitude = jax.lax.stop_gradient(jnp.matmul(jnp.abs(a), jnp.abs(b), precision=jax.lax.Precision.HIGHEST))
+            magnitude = jnp.matmul(jnp.abs(a), jnp.abs(b), precision=jax.lax.Precision.HIGHEST)
             return self._tap(exact, self._lumped_coefficient(k, True) * magnitude, self.fmt)
         return super()._product(a, b, key)
 
 
 class TapHandler(Handler):
     """Every site evaluated by a ``TapPolicy`` writing into its own channel.  With ``channels``
-    None (the discovery pass), zero channels of the sites' shapes are made on the fly."""
+    None (the discovery pass), zero channels of the sites' shapes are made on the fly.
+
+    ``stop_gradient`` in the traced function is the identity here: dy/dv_i is the derivative of
+    the function's value (a softmax's stopped maximum shifts every score alike), and the bound's
+    own derivative (a penalty's gradient) must see every dependence, e.g. of |s - max s| on max.
+    """
+
+    keeps_stop_gradient = False
 
     def __init__(self, arithmetic, channels=None, lumped: bool = False):
         super().__init__(arithmetic)

@@ -15,13 +15,15 @@ from boundlab.structure.scopes import call_with_scopes, module_paths
 @dataclasses.dataclass(frozen=True)
 class Traced:
     """A traced call: the closed jaxpr, its flat program, the recognised structure, the flat
-    argument leaves (the modules' states first, as ``emulate`` splits them) and the output tree."""
+    argument leaves (the modules' states first, as ``emulate`` splits them), the output tree and
+    the positions of the data among the leaves."""
 
     closed: object
     program: Program
     structure: Structure
     leaves: tuple
     out_tree: object
+    data: tuple
 
 
 def as_scoped_function(f):
@@ -58,7 +60,8 @@ def trace(fn, graphdefs, states, types, weights=()) -> Traced:
     g = merged(fn, graphdefs)
     closed, out_shape = jax.make_jaxpr(lambda *leaves: g(*jax.tree.unflatten(tree, leaves)), return_shape=True)(*flat)
     program = flatten(closed)
-    return Traced(closed, program, recognise(program, data, types), tuple(flat), jax.tree.structure(out_shape))
+    return Traced(closed, program, recognise(program, data, types), tuple(flat), jax.tree.structure(out_shape),
+                  tuple(data))
 
 
 def find_structure(f, *args, weights: tuple = ()) -> Structure:
@@ -74,8 +77,8 @@ def find_structure(f, *args, weights: tuple = ()) -> Structure:
     ...         self.ln = nnx.LayerNorm(4, epsilon=1e-5, rngs=rngs)
     ...     def __call__(self, x):
     ...         return self.ln(x)
-    >>> s = find_structure(Norm(nnx.Rngs(0)), jnp.ones((3, 4)))
-    >>> [(p.kind, p.module, p.detail("eps")) for p in s.parts]
+    >>> s = find_structure(Norm(nnx.Rngs(0)), jnp.ones((3, 4), jnp.float32))
+    >>> [(p.kind, p.module, round(p.detail("eps"), 9)) for p in s.parts]  # eps as the program adds it (float32)
     [('layer_norm', 'ln', 1e-05)]
     """
     fn, bound = as_scoped_function(f)

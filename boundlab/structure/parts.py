@@ -66,6 +66,8 @@ class Part:
     details: tuple
     values: tuple
     node_scopes: tuple = ()
+    entry: tuple = ()
+    exit: int = -1
 
     def detail(self, key, default=None):
         return dict(self.details).get(key, default)
@@ -119,21 +121,32 @@ def recognise(program: Program, data_inputs, module_types=None) -> Structure:
     return finder.run()
 
 
+def data_dependent(program: Program, data_inputs) -> set:
+    """The ids computed from the data inputs (positions among the program's inputs)."""
+    found = set(program.inputs[i] for i in data_inputs)
+    for node in program.nodes:  # nodes are in data-flow order; loop bodies follow their loop
+        if any(is_data(program, found, i) for i in node.inputs):
+            found.update(node.outputs)
+    return found
+
+
+def is_data(program: Program, found: set, ident) -> bool:
+    """``ident`` is in ``found``, or is a loop body's input whose outer operand is."""
+    while ident not in found and ident in program.origin:
+        ident = program.origin[ident]
+    return ident in found
+
+
 class _Finder:
     def __init__(self, program: Program, data_inputs, module_types):
         self.p = program
         self.module_types = module_types
-        self.tainted = set(program.inputs[i] for i in data_inputs)
-        for node in program.nodes:  # nodes are in data-flow order; loop bodies follow their loop
-            if any(self._is_tainted(i) for i in node.inputs):
-                self.tainted.update(node.outputs)
+        self.tainted = data_dependent(program, data_inputs)
         self.modules = self._module_calls()
         self.paths = {m.path for m in self.modules}
 
     def _is_tainted(self, ident):
-        while ident not in self.tainted and ident in self.p.origin:
-            ident = self.p.origin[ident]
-        return ident in self.tainted
+        return is_data(self.p, self.tainted, ident)
 
     def _float(self, ident):
         dtype = self.p.dtypes.get(ident)
@@ -229,11 +242,12 @@ class _Finder:
         layer = _layer_index(module.split(".") if module else common)
         return module, layer, in_loop, "/".join(common)
 
-    def _make(self, kind, nodes, details, values):
+    def _make(self, kind, nodes, details, values, entry, exit_node):
         module, layer, in_loop, scope = self._place(nodes)
         base = module or scope or "model"
         return Part(kind, f"{base}:{kind}", module, layer, in_loop, scope, tuple(details), tuple(values),
-                    tuple(n.scope for n in nodes))
+                    tuple(n.scope for n in nodes), tuple(sorted({self._index(n) for n in entry})),
+                    self._index(exit_node))
 
     def _attention(self, exp, softmax_scopes):
         out = exp.outputs[0]
@@ -246,7 +260,7 @@ class _Finder:
             return None
         scores = exp.inputs[0]
         shifted = self.p.node_of(scores)
-        if shifted is not None and shifted.primitive == "sub" and self._back(shifted.inputs[1], {"reduce_max"}, 3):
+        if shifted is not None and shifted.primitive == "sub" and self._back(shifted.inputs[1], {"reduce_max"}, 6):
             scores = shifted.inputs[0]
         score_product = self._back(scores, {"dot_general"}, depth=6)
         value_product, via = self._forward(divide.outputs[0], {"dot_general"}, depth=4)
@@ -266,7 +280,7 @@ class _Finder:
                           [("queries", score_product.inputs[0]), ("keys", score_product.inputs[1]),
                            ("products", score_product.outputs[0]), ("scores", scores),
                            ("probabilities", probabilities), ("values", values),
-                           ("attention", value_product.outputs[0])])
+                           ("attention", value_product.outputs[0])], [score_product], value_product)
 
     def _norm(self, root):
         if not self._float(root.inputs[0]):
@@ -297,7 +311,12 @@ class _Finder:
             kind = "layer_norm"  # mean(x^2) - mean(x)^2 (Flax's fast variance): the mean of x is taken too
         axes = next((tuple(int(a) for a in s.eqn.params["axes"]) for s in sums), ())
         nodes = [n for n in [self.p.node_of(squared), root] if n is not None]
-        return self._make(kind, nodes, [("eps", eps), ("axes", axes)], [("input", source), ("output", root.outputs[0])])
+        normalised, _ = self._forward(root.outputs[0], {"mul", "div"}, depth=3,
+                                      through={"broadcast_in_dim", "convert_element_type", "optimization_barrier"})
+        exit_node = normalised or root
+        entry = [n for n in self.p.uses(source) if self._index(n) <= self._index(exit_node)]
+        return self._make(kind, nodes, [("eps", eps), ("axes", axes)],
+                          [("input", source), ("output", exit_node.outputs[0])], entry or [root], exit_node)
 
     def _mean_subtracted(self, node):
         """x when ``node`` computes x - mean(x) (``sub``, or ``add`` of a negated mean), else None."""
@@ -335,7 +354,7 @@ class _Finder:
             details.append(("residual", residual))
         values = [("hidden", act.outputs[0]), ("output", second.outputs[0])]
         values += [(f"W{k + 1}", w) for k, w in enumerate(weights) if w is not None]
-        return self._make("perceptron", [first, act, second], details, values)
+        return self._make("perceptron", [first, act, second], details, values, [first], second)
 
     def _residual(self, exit_node, entry_node, depth=10):
         """The scope of the residual addition after ``exit_node`` (a part's last product), or None."""
@@ -389,6 +408,28 @@ class _Finder:
                           f"no softmax between products, normalisation or activation between products among its "
                           f"operations ({what})"))
         return tuple(found)
+
+
+def part_nodes(program: Program, part: Part) -> list:
+    """Indices of the operations of ``part``: the nodes that depend on an entry node and that the
+    exit node depends on (the data flow between them, entry and exit included)."""
+    if not part.entry or part.exit < 0:
+        return []
+    low, high = min(part.entry), part.exit
+    after = set(part.entry)
+    for index in range(low, high + 1):
+        node = program.nodes[index]
+        if index in after or any(program.producer.get(i, (-1,))[0] in after for i in node.inputs):
+            after.add(index)
+    before, frontier = {high}, [high]
+    while frontier:
+        node = program.nodes[frontier.pop()]
+        for ident in node.inputs:
+            found = program.producer.get(ident)
+            if found is not None and low <= found[0] and found[0] not in before:
+                before.add(found[0])
+                frontier.append(found[0])
+    return sorted(after & before)
 
 
 def _layer_index(components):

@@ -35,6 +35,7 @@ class Node:
     outputs: tuple
     scope: str
     region: tuple
+    occurrence: int = 0  # earlier top-level nodes of the same equation object (a jitted function called twice)
 
 
 @dataclasses.dataclass
@@ -43,7 +44,7 @@ class Program:
     position); ``consumers``: id -> node indices; ``literals``: id -> Python value of a literal
     or a scalar constant; ``inputs``/``outputs``: the ids of the function's flat arguments and
     results; ``shapes``/``dtypes``: id -> shape, dtype; ``origin``: a loop body's input id -> the
-    outer operand it comes from."""
+    outer operand it comes from; ``constants``: id -> value of the jaxpr's constants."""
 
     nodes: list
     producer: dict
@@ -54,6 +55,7 @@ class Program:
     shapes: dict
     dtypes: dict
     origin: dict
+    constants: dict
 
     def node_of(self, value):
         """The node that produces ``value`` (None for an input, a constant or a literal)."""
@@ -73,13 +75,14 @@ def flatten(closed) -> Program:
     inputs = tuple(state.fresh(var) for var in jaxpr.invars)
     outputs = _walk(jaxpr, state, "", ())
     return Program(state.nodes, state.producer, state.consumers, state.literals, inputs, tuple(outputs),
-                   state.shapes, state.dtypes, state.origin)
+                   state.shapes, state.dtypes, state.origin, state.constants)
 
 
 class _State:
     def __init__(self):
         self.nodes, self.producer, self.consumers, self.literals = [], {}, {}, {}
         self.shapes, self.dtypes, self.ids, self.count, self.origin = {}, {}, {}, 0, {}
+        self.constants, self.seen = {}, {}
 
     def fresh(self, var):
         self.count += 1
@@ -91,6 +94,7 @@ class _State:
 
     def const(self, var, value):
         ident = self.fresh(var)
+        self.constants[ident] = value
         shape = getattr(value, "shape", ())
         if shape == () or all(s == 1 for s in shape):
             try:
@@ -132,7 +136,11 @@ def _walk(jaxpr, state: _State, scope: str, region: tuple):
             continue
         outputs = tuple(state.fresh(v) for v in eqn.outvars)
         index = len(state.nodes)
-        state.nodes.append(Node(eqn, name, inputs, outputs, here, region))
+        occurrence = 0
+        if not region:
+            occurrence = state.seen.get(id(eqn), 0)
+            state.seen[id(eqn)] = occurrence + 1
+        state.nodes.append(Node(eqn, name, inputs, outputs, here, region, occurrence))
         for position, ident in enumerate(outputs):
             state.producer[ident] = (index, position)
         for ident in inputs:
@@ -147,18 +155,21 @@ def _walk_loop(eqn, inputs, state: _State, scope: str, region: tuple):
     recorded).  The body's inputs get fresh ids, each with its ``origin``: the outer operand it
     iterates over or carries (a scan's per-layer weights come from the stacked weights)."""
     params = eqn.params
-    bodies = params["branches"] if eqn.primitive.name == "cond" else [params[LOOPS[eqn.primitive.name][0]]]
-    for body in bodies:
+    name = eqn.primitive.name
+    operands = list(inputs)
+    if name == "scan":
+        bodies = [(params["jaxpr"], operands)]
+    elif name == "while":  # the interpreter traces the condition first, as lax.while_loop does
+        cn, bn = params["cond_nconsts"], params["body_nconsts"]
+        bodies = [(params["cond_jaxpr"], operands[:cn] + operands[cn + bn:]), (params["body_jaxpr"], operands[cn:])]
+    else:
+        bodies = [(branch, operands[1:]) for branch in params["branches"]]
+    for body, outer_operands in bodies:
         inner = body.jaxpr if isinstance(body, core.ClosedJaxpr) else body
         if isinstance(body, core.ClosedJaxpr):
             for var, const in zip(inner.constvars, body.consts):
                 state.const(var, const)
-        operands = list(inputs)
-        if eqn.primitive.name == "while":
-            operands = operands[params["cond_nconsts"]:]
-        elif eqn.primitive.name == "cond":
-            operands = operands[1:]
-        for var, outer in zip(inner.invars, operands):
+        for var, outer in zip(inner.invars, outer_operands):
             state.origin[state.fresh(var)] = outer
         _walk(inner, state, _join(scope, eqn.primitive.name), region)
 
