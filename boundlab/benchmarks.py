@@ -359,6 +359,60 @@ def emulate_benchmark(batch: int = 1000, d: int = 20, L: int = 40, fmt: str = "t
     best, first = time_call(lambda: bounded(tuple(one[0]), one[1]).bound, repeats)
     rows.append(Timing(f"first_order(plain_forward), one network", best, first, None,
                        note=f"d = n = D = {d}, L = {L}: {d * d} VJPs; first call {first:.1f} s (tracing, compilation)"))
+    return rows + user_model_rows(repeats=repeats, seed=seed)
+
+
+def two_block_model(d: int = 16, seed: int = 0):
+    """A user's own two-block pre-norm NNX model (nnx.LayerNorm, nnx.MultiHeadAttention with 2
+    heads, nnx.Linear + GELU), the model of issue 23's compile-time goal."""
+    from flax import nnx
+
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.ln1, self.ln2 = nnx.LayerNorm(d, rngs=rngs), nnx.LayerNorm(d, rngs=rngs)
+            self.attn = nnx.MultiHeadAttention(num_heads=2, in_features=d, decode=False, rngs=rngs)
+            self.fc1, self.fc2 = nnx.Linear(d, 4 * d, rngs=rngs), nnx.Linear(4 * d, d, rngs=rngs)
+
+        def __call__(self, x):
+            x = x + self.attn(self.ln1(x))
+            return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x))))
+
+    class TwoBlocks(nnx.Module):
+        def __init__(self, rngs):
+            self.blocks = nnx.List([Block(rngs) for _ in range(2)])
+
+        def __call__(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    return TwoBlocks(nnx.Rngs(seed))
+
+
+def user_model_rows(d: int = 16, n: int = 8, fmt: str = "bf16", repeats: int = 2, seed: int = 0) -> list[Timing]:
+    """``emulate``, ``first_order`` (detailed and lumped) and ``model_diagnostics`` of a user's
+    two-block NNX model on n tokens: first call (tracing and compilation; issue 23's goal: under
+    5 s for emulate and first_order) and steady state; ratios to the model's own float32 call."""
+    from boundlab.arithmetic import Emulated
+    from boundlab.emulation import emulate
+    from boundlab.nn import model_diagnostics
+    from boundlab.sensitivity import first_order
+
+    model = two_block_model(d, seed)
+    x = jax.random.normal(jax.random.key(seed + 1), (n, d), jnp.float32)
+    note = f"two pre-norm blocks, d = {d}, 2 heads, n = {n}, {fmt}; first call includes compilation"
+    plain = jax.jit(lambda v: model(v))
+    base, base_first = time_call(lambda: plain(x), repeats)
+    rows = [Timing("user model, plain float32 call", base, base_first, 1.0, note=note)]
+    arithmetic = Emulated(fmt)
+    best, first = time_call(lambda: emulate(model, arithmetic)(x), repeats)
+    rows.append(Timing(f"emulate(user model, {fmt})", best, first, best / base, note=note, goal_seconds=5.0))
+    best, first = time_call(lambda: first_order(model, arithmetic)(x).bound, repeats)
+    rows.append(Timing(f"first_order(user model, {fmt})", best, first, best / base, note=note, goal_seconds=5.0))
+    best, first = time_call(lambda: first_order(model, arithmetic, lumped=True)(x).bound, repeats)
+    rows.append(Timing(f"first_order(user model, {fmt}, lumped)", best, first, best / base, note=note))
+    best, first = time_call(lambda: model_diagnostics(model, x[None], formats=(fmt,)).output, repeats)
+    rows.append(Timing(f"model_diagnostics(user model, {fmt})", best, first, best / base, note=note))
     return rows
 
 

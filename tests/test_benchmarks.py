@@ -83,3 +83,16 @@ def test_theorem_benchmark_times_both_variants_against_the_exact_forward():
 
     rows = theorem_benchmark(inits=2, d=3, L=2, repeats=1)
     assert rows[1].goal_ratio == 3.0 and rows[1].ratio == pytest.approx(rows[1].seconds / rows[0].seconds)
+
+
+def test_user_model_rows_hold_issue_23s_goals(monkeypatch):
+    # the rows as built (names, goals), without compiling the model: time_call is a stub here
+    from boundlab import benchmarks
+
+    monkeypatch.setattr(benchmarks, "time_call", lambda fn, repeats: (0.5, 3.0))
+    rows = benchmarks.user_model_rows()
+    assert [r.name for r in rows] == ["user model, plain float32 call", "emulate(user model, bf16)",
+                                      "first_order(user model, bf16)", "first_order(user model, bf16, lumped)",
+                                      "model_diagnostics(user model, bf16)"]
+    assert [r.goal for r in rows[1:3]] == ["<= 5 s", "<= 5 s"] and all(r.met for r in rows[1:3])
+    assert "d = 16" in rows[0].note

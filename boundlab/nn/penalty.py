@@ -37,7 +37,8 @@ def bound_penalty(model, X, *, u: float | None = None, kind: str = "theorem", pa
     (B, d, n) (or one input (d, n)) of ``log10_bound`` (Theorem 4.30's coefficient, ``kind``
     "theorem" or "layerwise"; ``u`` required).
 
-    For any other model (a Flax NNX module; ``X`` its batch): ``log10(C)`` with C the
+    For any other model (a Flax NNX module; ``X`` its batch, or a tuple of its arguments):
+    ``log10(C)`` with C the
     coefficient of the first-order bound of the whole output in the 1-norm,
 
         ||y^ - y||_1 <= C u ||y||_1 + O(u^2),   C = sum_j sum_i |dy_j/dv_i| |v_i| / ||y||_1,
@@ -63,9 +64,9 @@ def bound_penalty(model, X, *, u: float | None = None, kind: str = "theorem", pa
     from boundlab.nn.modules import Transformer, to_params
 
     if not isinstance(model, Transformer):
-        from boundlab.nn.model_diagnostics import first_order_coefficient
+        from boundlab.nn.part_diagnostics import first_order_coefficient
 
-        return first_order_coefficient(model, X, part=part)
+        return first_order_coefficient(model, *(X if isinstance(X, tuple) else (X,)), part=part)
     if u is None:
         raise ValueError("bound_penalty of the paper's network needs u= (the unit roundoff of Theorem 4.30)")
     X = jnp.asarray(X, jnp.float64)

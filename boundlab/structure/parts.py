@@ -20,7 +20,7 @@ them (a Flax module, a plain function, a loop body):
 "Data-dependent" means computed from the model's inputs (not only from weights and constants).
 Parts are attributed to the innermost module call that contains them (``structure.scopes``)
 and to a layer: the first integer in that module's path ("blocks.3.attn" is layer 3; without a
-module, in the named scopes: "layer3" or "h_3" is layer 3), or, for a
+module, in the named scopes: "layer3", "block_3" or "h_3" is layer 3), or, for a
 part inside a loop (the paper's network scans over its layers), to the loop: recognised in
 every iteration, with values that are per iteration.  Module calls with floating-point
 operations that hold no recognised part are listed as unrecognised, with what was found.
@@ -433,9 +433,16 @@ def part_nodes(program: Program, part: Part) -> list:
 
 
 def _layer_index(components):
-    """The first integer of a path ("blocks.3.attn" -> 3; scopes "layer3", "h_3" -> 3), or None."""
+    """The layer of a path: its first component that is an integer ("blocks.3.attn" -> 3) or a
+    layer's name with a number ("layer3", "layers_3", "block3", "h_3"; scopes of transformed
+    functions such as "vmap(layer3)" unwrapped), or None."""
     for component in components:
-        match = re.fullmatch(r"[A-Za-z_]*?(\d+)", component)
+        while True:
+            unwrapped = re.fullmatch(r"\w+\((.*)\)", component)
+            if unwrapped is None:
+                break
+            component = unwrapped.group(1)
+        match = re.fullmatch(r"(?:layers?|blocks?|h)?[._]?(\d+)", component, flags=re.IGNORECASE)
         if match:
             return int(match.group(1))
     return None

@@ -62,17 +62,22 @@ DEFAULT_FORMATS = ("bf16", "fp16")
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["error_componentwise", "error_normwise", "share", "condition", "baek"], meta_fields=[])
+                   data_fields=["error_componentwise", "error_normwise", "share", "condition", "closed_form", "baek"],
+                   meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class PartDiagnostics:
     """One part.  error_componentwise / error_normwise: format -> scalar (measured, at the part's
     result); share: format -> the part's terms of the first-order bound summed over the output
-    entries; condition: kappa (jacfwd); baek: name -> scalar."""
+    entries; condition: kappa (jacfwd); closed_form: the paper's closed form of the same
+    condition number where the part has the paper's form (an RMS norm without epsilon: Lemma 3.6's
+    kappa_cc, equal to ``condition``; a layer norm without epsilon: Lemma 3.8's bound on
+    kappa_cc, never below it; maximum over tokens), NaN elsewhere; baek: name -> scalar."""
 
     error_componentwise: dict
     error_normwise: dict
     share: dict
     condition: jax.Array
+    closed_form: jax.Array
     baek: dict
 
 
@@ -115,6 +120,7 @@ class ModelDiagnostics:
                 out[f"{name}/error_normwise/{f}"] = part.error_normwise[f]
                 out[f"{name}/share/{f}"] = part.share[f]
             out[f"{name}/condition"] = part.condition
+            out[f"{name}/closed_form"] = part.closed_form
             out.update({f"{name}/{k}": v for k, v in part.baek.items()})
         return out
 
@@ -123,7 +129,8 @@ class ModelDiagnostics:
         rows = []
         for part in self.structure.parts:
             result = self.parts[part.name]
-            row = {"part": part.name, "kind": part.kind, "layer": part.layer, "condition": float(result.condition)}
+            row = {"part": part.name, "kind": part.kind, "layer": part.layer, "condition": float(result.condition),
+                   "closed_form": float(result.closed_form)}
             for f in self.formats:
                 row[f"error_componentwise/{f}"] = float(result.error_componentwise[f])
                 row[f"error_normwise/{f}"] = float(result.error_normwise[f])
@@ -133,14 +140,14 @@ class ModelDiagnostics:
         return rows
 
 
-def model_diagnostics(model, x, *, formats=DEFAULT_FORMATS, first_order: bool = True, condition: bool = True,
+def model_diagnostics(model, *args, formats=DEFAULT_FORMATS, first_order: bool = True, condition: bool = True,
                       lumped: bool = True, weights: tuple = (), chunk: int = 128) -> ModelDiagnostics:
-    """Every diagnostic of ``model(x)`` part by part (see the module docstring).
+    """Every diagnostic of ``model(*args)`` part by part (see the module docstring).
 
     Args:
-      model: a Flax NNX module, or a JAX function (then ``x`` is a tuple of its arguments and
-        ``weights`` names the positions of its weights).
-      x: the batch, as the model takes it.
+      model: a Flax NNX module, or a JAX function (then ``weights`` names the positions of its
+        weights among ``args``; every other argument is data).
+      args: the batch, as the model takes it (``model_diagnostics(encoder, ids, valid)``).
       formats: names of the emulated formats (``get_format``).
       first_order: compute the first-order bound and its shares (one VJP per output entry).
       condition: compute the parts' condition numbers (a Jacobian per part).
@@ -172,8 +179,9 @@ def model_diagnostics(model, x, *, formats=DEFAULT_FORMATS, first_order: bool = 
     formats = tuple(formats)
     for name in formats:
         get_format(name)
+    if not args:
+        raise TypeError("model_diagnostics(model, *args): give the batch the model is called on")
     fn, bound = as_scoped_function(model)
-    args = tuple(x) if bound == () else (x,)
     states, graphdefs = split_modules(bound + args)
     _check_call(fn, graphdefs, states, args)
     types = tuple(sorted(module_types(bound + args).items()))
@@ -185,7 +193,7 @@ def model_diagnostics(model, x, *, formats=DEFAULT_FORMATS, first_order: bool = 
     if isinstance(model, Transformer):
         from boundlab.nn.monitoring import diagnostics
 
-        result = dataclasses.replace(result, paper=diagnostics(model, x, formats=formats))
+        result = dataclasses.replace(result, paper=diagnostics(model, *args, formats=formats))
     return result
 
 
@@ -205,13 +213,13 @@ def _check_call(fn, graphdefs, states, args):
         raise ValueError(f"model(x) returned {found}: no floating-point output to diagnose")
 
 
-def first_order_coefficient(model, x, *, part: str | None = None, chunk: int = 128) -> jax.Array:
-    """log10 C of ``||y^ - y||_1 <= C u ||y||_1 + O(u^2)`` for ``model(x)`` (see
+def first_order_coefficient(model, *args, part: str | None = None, chunk: int = 128) -> jax.Array:
+    """log10 C of ``||y^ - y||_1 <= C u ||y||_1 + O(u^2)`` for ``model(*args)`` (see
     ``boundlab.nn.bound_penalty``); ``part``: only the roundings of that part.  Differentiable."""
     require_x64("boundlab.nn.bound_penalty (the exact evaluation is float64)")
     fn, bound = as_scoped_function(model)
-    states, graphdefs = split_modules(bound + (x,))
-    types = tuple(sorted(module_types(bound + (x,)).items()))
+    states, graphdefs = split_modules(bound + args)
+    types = tuple(sorted(module_types(bound + args).items()))
     return _coefficient_program(fn, part, chunk)(graphdefs, types, states)
 
 
@@ -277,13 +285,14 @@ def _program(fn, formats, with_first_order, with_condition, lumped, weights, chu
                 errors_c = {f: relative_componentwise(emulated[f].value(exit_value), y_part) for f in formats}
                 errors_n = {f: _normwise(emulated[f].value(exit_value), y_part) for f in formats}
                 kappa = _condition(program, part, exact, data) if with_condition else nan
+                closed = _closed_form(part, exact) if with_condition else nan
                 baek = _baek(part, exact, formats, program)
             else:
                 errors_c = {f: nan for f in formats}
                 errors_n = dict(errors_c)
-                kappa, baek = nan, _baek_nan(part, formats)
+                kappa, closed, baek = nan, nan, _baek_nan(part, formats)
             share = {f: shares[f][part.name] if with_first_order else nan for f in formats}
-            parts[part.name] = PartDiagnostics(errors_c, errors_n, share, kappa, baek)
+            parts[part.name] = PartDiagnostics(errors_c, errors_n, share, kappa, closed, baek)
         flags["finite"] = jnp.all(jnp.isfinite(y)) & jnp.all(jnp.array([jnp.all(jnp.isfinite(_flat(e.outputs)))
                                                                        for e in emulated.values()] or [True]))
         return ModelDiagnostics(parts, output, flags, None, structure, formats, tuple(sites))
@@ -344,6 +353,23 @@ def _condition(program, part, exact, data):
     g, _ = replay(program, nodes, exit_value, exact, variables)
     point = tuple(jnp.asarray(exact.value(i), jnp.float64) for i in variables)
     return componentwise(lambda xs: g(*xs), point).value
+
+
+def _closed_form(part, exact):
+    """The paper's closed-form kappa_cc of a norm without epsilon, maximum over tokens (NaN for
+    other parts): Lemma 3.6 (RMS norm, exact) or Lemma 3.8's bound (layer norm)."""
+    if part.kind not in ("layer_norm", "rms_norm") or part.detail("eps") != 0.0:
+        return jnp.array(jnp.nan)
+    from boundlab.condition import closed_forms
+
+    axes = part.detail("axes")
+    X = jnp.asarray(exact.value(part.value("input")), jnp.float64)
+    rows = jnp.moveaxis(X, axes, range(-len(axes), 0)).reshape(-1, math.prod(X.shape[a] for a in axes))
+    if part.kind == "rms_norm":
+        values = jax.vmap(lambda r: closed_forms.rms_norm(r).kappa_cc)(rows)
+    else:
+        values = jax.vmap(lambda r: closed_forms.layer_norm(r).kappa_cc_bound)(rows)
+    return jnp.max(values)
 
 
 def _is_float(program, ident):

@@ -1,4 +1,4 @@
-"""boundlab.nn.model_diagnostics and the penalty on any model, against independent references:
+"""boundlab.nn.part_diagnostics (model_diagnostics) and the penalty on any model, against independent references:
 the paper's Lemma 3.8 Jacobian, NumPy float64 attention statistics, boundlab.emulate, finite
 differences."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from user_models import GPT, MLP, Attention, Mine
+from user_models import GPT, MLP, RMS, Attention, Mine
 
 from boundlab import Emulated, emulate, get_format
 from boundlab.condition.closed_forms import layer_norm as layer_norm_closed_form
@@ -46,6 +46,7 @@ def test_a_layer_norm_against_lemma_3_8_and_emulate():
         y = np.sqrt(6) * (row - row.mean()) / np.linalg.norm(row - row.mean())
         kappas.append(np.max(np.abs(np.asarray(record.jacobian)) @ np.abs(row) / np.abs(y)))
     np.testing.assert_allclose(float(part.condition), max(kappas), rtol=64 * 2.0**-53 * 6)
+    assert float(part.closed_form) >= float(part.condition)  # Lemma 3.8's bound on kappa_cc
     # measured error: the model's own output under emulate against a float64 NumPy layer norm
     y_hat = np.asarray(emulate(model, Emulated(FMT))(x), np.float64)
     c = xs - xs.mean(axis=1, keepdims=True)
@@ -55,6 +56,18 @@ def test_a_layer_norm_against_lemma_3_8_and_emulate():
     assert float(result.output[f"error_normwise/{FMT}"]) == pytest.approx(expected, rel=1e-12)
     # Baek's indicator with the model's epsilon (0 here): undefined, so inf, never a finite number
     assert np.isinf(float(part.baek["C_LN"]))
+
+
+def test_an_rms_norm_without_epsilon_has_lemma_3_6s_condition_number():
+    model = RMS(6, eps=0.0)
+    x = jax.random.normal(jax.random.key(6), (2, 3, 6), jnp.float32)
+    result = model_diagnostics(model, x, formats=(FMT,), first_order=False)
+    (part,) = result.parts.values()
+    rows = np.asarray(x, np.float64).reshape(-1, 6)
+    lemma_3_6 = max(2 * (1 - np.min(r**2) / np.sum(r**2)) for r in rows)  # kappa_cc = 2 (1 - ||x||_-inf^2/||x||^2)
+    np.testing.assert_allclose([float(part.condition), float(part.closed_form)], [lemma_3_6] * 2, rtol=2.0**-40)
+    with_eps = model_diagnostics(RMS(6, eps=1e-6), x, formats=(FMT,), first_order=False)
+    assert np.isnan(float(next(iter(with_eps.parts.values())).closed_form))  # not the paper's form
 
 
 def numpy_attention_statistics(model, x):
@@ -182,7 +195,7 @@ def test_penalty_of_a_user_model_has_the_gradient_of_finite_differences():
 def test_bad_input_gets_one_line_errors():
     model = MLP(rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="no floating-point output"):
-        model_diagnostics(lambda v: jnp.argmax(v), (jnp.ones(3),))
+        model_diagnostics(lambda v: jnp.argmax(v), jnp.ones(3))
     with pytest.raises(ValueError, match=r"model\(x\) failed for x of shape \(3, 5\)"):
         model_diagnostics(model, jnp.ones((3, 5), jnp.float32))
     with pytest.raises(ValueError, match="has no part 'blocks.9:attention'"):
