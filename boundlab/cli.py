@@ -100,6 +100,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if args.model is not None:
+        return _analyze_model(args)
+    if args.case is None:
+        raise ValueError("give an interchange .npz case, or --model FILE.py:FACTORY for your own model")
     from boundlab.analysis import analyze
     from boundlab.interchange import load_case
 
@@ -113,6 +117,59 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print(result.to_json(indent=1))
     else:
         print(result.table())
+    return 0
+
+
+def _factory(spec: str):
+    """The callable named by "path/to/file.py:name" or "package.module:name"."""
+    import importlib
+    import importlib.util
+    import pathlib
+
+    if ":" not in spec:
+        raise ValueError(f"--model {spec!r}: expected FILE.py:FACTORY or MODULE:FACTORY")
+    where, name = spec.rsplit(":", 1)
+    if where.endswith(".py"):
+        path = pathlib.Path(where)
+        if not path.is_file():
+            raise FileNotFoundError(f"--model: no file {where}")
+        loader = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    if not callable(getattr(module, name, None)):
+        raise ValueError(f"--model: {where} has no function {name!r} (it should build and return the model)")
+    return getattr(module, name)
+
+
+def _analyze_model(args: argparse.Namespace) -> int:
+    """``boundlab analyze --model FILE.py:FACTORY [--state S.npz] --input X.npy|X.npz``: every
+    diagnostic of a user's own model, part by part, written as a report."""
+    import numpy as np
+
+    from boundlab.nn import load_state, model_diagnostics, write_report
+
+    if args.input is None:
+        raise ValueError("--model needs --input: the batch (.npy, or .npz whose arrays are the arguments in order)")
+    model = _factory(args.model)()
+    if args.state is not None:
+        load_state(model, args.state)
+    loaded = np.load(args.input, allow_pickle=False)
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            inputs = [loaded[name] for name in loaded.files]
+    else:
+        inputs = [loaded]
+    formats = tuple(name.strip() for name in args.formats.split(",") if name.strip())
+    result = model_diagnostics(model, *inputs, formats=formats, first_order=not args.no_first_order,
+                               condition=not args.no_conditions)
+    out = args.out or "boundlab-model-report"
+    paths = write_report(result, out)
+    print(result.structure.summary())
+    for f in formats:
+        print(f"{f}: output normwise error {float(result.output[f'error_normwise/{f}']):.3g}")
+    print(f"report: {paths['report']}")
     return 0
 
 
@@ -312,7 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Read an interchange file (.npz with Wq, Wk, Wv, A1, b1, A2, b2 "
                                   "stacked over layers, and X; float64), emulate the network, and print each bound of "
                                   "the paper beside the error it bounds, the condition numbers and the flags.")
-    analyze.add_argument("case", help="interchange .npz file")
+    analyze.add_argument("case", nargs="?", help="interchange .npz file (the paper's network)")
+    analyze.add_argument("--model", help="your own model instead: FILE.py:FACTORY (or MODULE:FACTORY), a function "
+                                         "that builds it; writes report.md, parts.csv, summary.json and PNGs")
+    analyze.add_argument("--state", help="with --model: weights saved by boundlab.nn.save_state (.npz)")
+    analyze.add_argument("--input", help="with --model: the batch, .npy (one argument) or .npz (arguments in order)")
+    analyze.add_argument("--formats", default="bf16,fp16", help="with --model: formats (default bf16,fp16)")
+    analyze.add_argument("--out", help="with --model: report folder (default boundlab-model-report)")
     analyze.add_argument("--format", default="fp16", help="emulated format (fp16, bf16, t10, ...; default fp16)")
     analyze.add_argument("--norm", choices=("layer", "rms"), default="layer", help="layer norm (7) or RMS norm (10)")
     analyze.add_argument("--mode", default="nearest", help="rounding mode (default nearest)")

@@ -99,3 +99,60 @@ def test_figure_configs_refuse_nonsense_from_the_api():
         dataclasses.replace(Figure2(), lambdas=(1.0, -2.0)).check()
     with pytest.raises(ValueError, match="scales must be finite and positive"):
         dataclasses.replace(Figure3(), scales=()).check()
+
+
+MODEL_SOURCE = '''
+import jax, jax.numpy as jnp
+from flax import nnx
+
+
+class Small(nnx.Module):
+    def __init__(self, rngs):
+        self.norm = nnx.LayerNorm(4, rngs=rngs)
+        self.up, self.down = nnx.Linear(4, 8, rngs=rngs), nnx.Linear(8, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.down(jax.nn.relu(self.up(self.norm(x))))
+
+
+def make_model():
+    return Small(nnx.Rngs(0))
+'''
+
+
+def test_analyze_a_saved_user_model_writes_its_report(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from boundlab.nn import model_diagnostics, save_state
+
+    source = tmp_path / "mymodel.py"
+    source.write_text(MODEL_SOURCE)
+    spec = importlib.util.spec_from_file_location("mymodel", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    trained = module.make_model()
+    trained.up.kernel[...] = 3 * trained.up.kernel[...]  # weights the factory alone would not give
+    save_state(trained, tmp_path / "state.npz")
+    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, 4)), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "report"
+    argv = ["analyze", "--model", f"{source}:make_model", "--state", str(tmp_path / "state.npz"), "--input",
+            str(tmp_path / "x.npy"), "--formats", "bf16", "--no-conditions", "--no-first-order", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "norm:layer_norm" in printed and "model:perceptron" in printed and (out / "report.md").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    expected = model_diagnostics(trained, jnp.asarray(x), formats=("bf16",), first_order=False, condition=False)
+    assert summary["output"]["error_normwise/bf16"] == float(expected.output["error_normwise/bf16"])
+    assert main(["analyze", "--model", f"{source}:nothing", "--input", str(tmp_path / "x.npy")]) == 2
+    assert "has no function 'nothing'" in capsys.readouterr().err
+    wrong = nnx.Linear(4, 4, rngs=nnx.Rngs(0))
+    save_state(wrong, tmp_path / "wrong.npz")
+    assert main(argv[:3] + ["--state", str(tmp_path / "wrong.npz")] + argv[5:]) == 2
+    assert "has no array" in capsys.readouterr().err

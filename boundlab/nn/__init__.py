@@ -17,7 +17,9 @@ from boundlab.nn.modules import from_params as from_params
 from boundlab.nn.modules import to_params as to_params
 from boundlab.nn.penalty import bound_penalty as bound_penalty
 from boundlab.nn.report import write_report as write_report
+from boundlab.nn.saving import load_state as load_state
+from boundlab.nn.saving import save_state as save_state
 
 __all__ = ["Block", "Diagnostics", "Encoder", "FragilityMetric", "ModelDiagnostics", "ModelMetric", "PartDiagnostics",
            "SequenceClassifier", "Transformer", "bound_penalty", "diagnose", "diagnostics", "from_params",
-           "model_diagnostics", "to_params", "write_report"]
+           "load_state", "model_diagnostics", "save_state", "to_params", "write_report"]
