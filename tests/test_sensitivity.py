@@ -123,3 +123,26 @@ def test_selected_outputs_and_linear_functionals():
         first_order(jnp.linalg.det, T12)(jnp.eye(5) + 0.5)
     with pytest.raises(ValueError, match="confidence"):
         first_order(jnp.sin, T12, confidence=1.5)
+
+
+@pytest.mark.parametrize("arithmetic", [Emulated("bf16"), Emulated("fp16", accumulator="fp32"),
+                                        Emulated("t10", mode="stochastic")], ids=["bf16", "fp32acc", "stochastic"])
+def test_vectorised_recursive_sums_give_the_loops_bound(arithmetic, monkeypatch):
+    # the loop-free recursive sum of TapPolicy against the loop it replaces (every product and
+    # partial sum its own tap): the same first-order terms, summed in another order
+    from boundlab.arithmetic import _Policy
+    from boundlab.sensitivity.taps import TapPolicy
+
+    def f(W, x):
+        h = jnp.tanh(W @ x)
+        return jnp.sum(h * h, axis=0) + (W.T @ h)[0]
+
+    W = jax.random.normal(jax.random.key(0), (6, 5))
+    x = jax.random.normal(jax.random.key(1), (5, 3))
+    fast = first_order(f, arithmetic)(W, x)
+    monkeypatch.setattr(TapPolicy, "_reduce", _Policy._reduce)
+    loop = first_order(lambda W, x: f(W, x), arithmetic)(W, x)  # a new function: its own program
+    for name in ("bound", "probabilistic"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(loop, name), rtol=64 * 2.0**-53)
+    np.testing.assert_allclose(fast.value, loop.value, rtol=64 * 2.0**-53)
+    assert [s.primitive for s in fast.sites] == [s.primitive for s in loop.sites]
