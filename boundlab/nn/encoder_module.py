@@ -1,7 +1,8 @@
 """The encoder family (``boundlab.nn.encoder``: BERT/MiniLM and GPT-2 style) as a Flax NNX module.
 
 ``Encoder(config, params)`` holds the weights of ``encoder.encode`` as ``nnx.Param``s (the
-layers stacked on a leading axis, as in the pure function's ``params``), and ``encoder(ids,
+layers stacked on a leading axis, as in the pure function's ``params``; float64 when
+``jax_enable_x64`` is on, as ``Exact()`` needs, else float32), and ``encoder(ids,
 valid, arithmetic=..., key=...)`` *is* ``encode_batch(encoder.params(), ids, valid, config,
 arithmetic, key)``: the same code, so the module is bit for bit the pure function, exactly and
 emulated.  It can therefore be fine-tuned with optax (``nnx.Optimizer``) and diagnosed in the
@@ -58,12 +59,13 @@ class Encoder(nnx.Module):
     """
 
     def __init__(self, config: EncoderConfig, params: dict | None = None, *, vocab: int | None = None,
-                 positions: int | None = None, rngs: nnx.Rngs | None = None, dtype=jnp.float32):
+                 positions: int | None = None, rngs: nnx.Rngs | None = None, dtype=None):
+        dtype = (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32) if dtype is None else dtype
         if params is None:
             if vocab is None or positions is None or rngs is None:
                 raise ValueError("Encoder without params needs vocab=, positions= and rngs= to initialise them")
             params = init_params(config, vocab, positions, rngs.params(), dtype)
-        params = jax.tree.map(lambda a: jnp.asarray(a), params)
+        params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         check_params(params, config)
         self.config = config
         self.embeddings = nnx.Dict({name: nnx.Param(params["embeddings"][name]) for name in EMBEDDINGS})
@@ -79,6 +81,7 @@ class Encoder(nnx.Module):
         return encode_batch(self.params(), ids, valid, self.config, arithmetic, key, types, return_layers)
 
     @classmethod
-    def from_minilm(cls, model) -> "Encoder":
-        """The encoder of a ``boundlab.models.minilm.Model`` (its config and weights)."""
-        return cls(model.config, jax.tree.map(np.asarray, model.params))
+    def from_minilm(cls, model, dtype=None) -> "Encoder":
+        """The encoder of a ``boundlab.models.minilm.Model`` (its config and weights; float32 in
+        the file, widened exactly to float64 when x64 is on)."""
+        return cls(model.config, jax.tree.map(np.asarray, model.params), dtype=dtype)
