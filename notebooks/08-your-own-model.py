@@ -136,10 +136,10 @@ def step(model, optimizer, x):
     return value, model_diagnostics(model, x, formats=("bf16", "fp16"), first_order=False, condition=False)
 
 
-metric = ModelMetric(model_diagnostics(model, x, formats=("bf16", "fp16"), first_order=False, condition=False))
 history = []
-for _ in range(steps):
+for i in range(steps):
     value, result = step(model, optimizer, x)
+    metric = ModelMetric(result) if i == 0 else metric
     metric.update(diagnostics=result)
     history.append((float(value), float(result.output["error_normwise/bf16"]), float(result.output["error_normwise/fp16"])))
 history = np.array(history)

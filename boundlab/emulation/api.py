@@ -49,12 +49,12 @@ def call_module(module, *args):
     return module(*args)
 
 
-def as_function(f):
-    """A Flax NNX module ``m`` becomes the function ``call_module`` with ``m`` as its first
-    argument (its structure static, its state traced); a function stays."""
+def as_function(f, call=call_module):
+    """A Flax NNX module ``m`` becomes the function ``call`` (``call_module`` by default) with
+    ``m`` as its first argument (its structure static, its state traced); a function stays."""
     nnx = _nnx()
     if nnx is not None and isinstance(f, nnx.Module):
-        return call_module, (f,)
+        return call, (f,)
     if not callable(f):
         raise TypeError(f"expected a function or a Flax NNX module, got {type(f).__name__}")
     return f, ()

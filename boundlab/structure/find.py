@@ -6,7 +6,7 @@ import dataclasses
 
 import jax
 
-from boundlab.emulation.api import _nnx, merged, split_modules
+from boundlab.emulation.api import _nnx, as_function, merged, split_modules
 from boundlab.structure.parts import Structure, recognise
 from boundlab.structure.program import Program, flatten
 from boundlab.structure.scopes import call_with_scopes, module_paths
@@ -29,12 +29,7 @@ class Traced:
 def as_scoped_function(f):
     """(function, bound arguments): an NNX module becomes ``call_with_scopes`` with the module as
     its first argument; a function stays as it is."""
-    nnx = _nnx()
-    if nnx is not None and isinstance(f, nnx.Module):
-        return call_with_scopes, (f,)
-    if not callable(f):
-        raise TypeError(f"expected a function or a Flax NNX module, got {type(f).__name__}")
-    return f, ()
+    return as_function(f, call_with_scopes)
 
 
 def module_types(args) -> dict:

@@ -184,7 +184,9 @@ class _Finder:
             frontier = nxt
         return found
 
-    def _forward(self, ident, want, depth=4, through=TRANSPARENT):
+    def _downstream(self, ident, depth, through):
+        """(node, value it uses) breadth-first down the uses of ``ident``, at most ``depth`` steps,
+        going on only through the primitives ``through``."""
         frontier, seen = [ident], set()
         for _ in range(depth):
             nxt = []
@@ -193,11 +195,16 @@ class _Finder:
                     if id(node) in seen:
                         continue
                     seen.add(id(node))
-                    if node.primitive in want:
-                        return node, v
+                    yield node, v
                     if node.primitive in through:
                         nxt += list(node.outputs)
             frontier = nxt
+
+    def _forward(self, ident, want, depth=4, through=TRANSPARENT):
+        """The first node down from ``ident`` whose primitive is in ``want``, and the value it uses."""
+        for node, v in self._downstream(ident, depth, through - set(want)):
+            if node.primitive in want:
+                return node, v
         return None, None
 
     def _index(self, node):
@@ -357,24 +364,15 @@ class _Finder:
         return self._make("perceptron", [first, act, second], details, values, [first], second)
 
     def _residual(self, exit_node, entry_node, depth=10):
-        """The scope of the residual addition after ``exit_node`` (a part's last product), or None."""
+        """The scope of the residual addition after ``exit_node`` (a part's last product): an add
+        of its result and a data value computed before ``entry_node`` began; or None."""
         start = self._index(entry_node)
-        frontier, seen = [exit_node.outputs[0]], set()
-        for _ in range(depth):
-            nxt = []
-            for v in frontier:
-                for node in self.p.uses(v):
-                    if id(node) in seen:
-                        continue
-                    seen.add(id(node))
-                    if node.primitive in ("add", "add_any"):
-                        other = [i for i in node.inputs if i != v]
-                        producer = self.p.producer.get(other[0]) if other else None
-                        if other and self._is_tainted(other[0]) and (producer is None or producer[0] < start):
-                            return node.scope or "model"
-                    if node.primitive in TRANSPARENT or node.primitive == "dot_general":
-                        nxt += list(node.outputs)
-            frontier = nxt
+        for node, v in self._downstream(exit_node.outputs[0], depth, TRANSPARENT | {"dot_general"}):
+            if node.primitive in ("add", "add_any"):
+                other = [i for i in node.inputs if i != v]
+                producer = self.p.producer.get(other[0]) if other else None
+                if other and self._is_tainted(other[0]) and (producer is None or producer[0] < start):
+                    return node.scope or "model"
         return None
 
     # -- modules --------------------------------------------------------------------------
