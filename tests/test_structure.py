@@ -44,6 +44,8 @@ def test_gpt_style_model_from_plain_linear_maps():
     assert all(p.detail("residual") is not None for p in s.parts if p.kind in ("attention", "perceptron"))
     assert [p.module for p in s.of_kind("attention")] == ["blocks.0.attn", "blocks.1.attn"]
     assert s.unrecognised == ()
+    abstract = find_structure(GPT(rngs=nnx.Rngs(0)), jax.ShapeDtypeStruct(X.shape, X.dtype))  # no data needed
+    assert abstract.parts == s.parts
 
 
 def test_model_without_attention_says_so():

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 MARK = "boundlab.module="
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a traced model may trace another (emulate inside a module)
 
 
 def module_paths(model) -> dict:
