@@ -222,3 +222,14 @@ def test_report_and_metric(mine_result, tmp_path):
     values = metric.compute()
     assert float(values[f"output/error_normwise/{FMT}"]) == float(result.output[f"error_normwise/{FMT}"])
     assert bool(values["flag/finite"])
+
+
+def test_a_model_without_attention_gets_its_perceptron_and_a_note():
+    model = MLP(rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(7), (3, 8), jnp.float32)
+    result = model_diagnostics(model, x, formats=(FMT,), first_order=False)
+    assert list(result.parts) == ["model:perceptron"]
+    part = result.parts["model:perceptron"]
+    assert 0 < float(part.error_normwise[FMT]) < 1 and float(part.condition) >= 1
+    assert set(part.baek) == {"kappa_W1", "kappa_W2"}
+    assert result.structure.notes[0].startswith("no attention block")
