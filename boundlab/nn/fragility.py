@@ -72,8 +72,9 @@ def spread(X, norm: str) -> jax.Array:
 
 
 def layer_norm_indicators(sigma_med, d: int, eps: float, u) -> tuple[jax.Array, jax.Array]:
-    """(C_LN, rho_LN) = (sigma/sqrt(eps) + sigma^2/eps + 1, sigma^2/eps * d * u)."""
-    return sigma_med / jnp.sqrt(eps) + sigma_med**2 / eps + 1, sigma_med**2 / eps * d * u
+    """(C_LN, rho_LN) = (sigma/sqrt(eps) + sigma^2/eps + 1, sigma^2/eps * d * u), with x/0 = inf
+    and 0/0 = 0 (a model that adds no epsilon: inf)."""
+    return ratio(sigma_med, jnp.sqrt(eps)) + ratio(sigma_med**2, eps) + 1, ratio(sigma_med**2, eps) * d * u
 
 
 def layer_diagnostics(layer, intermediates, norm: str, eps: float, units: dict) -> dict:

@@ -136,7 +136,43 @@ def diagnostics(model, X, *, formats: tuple[str, ...] = DEFAULT_FORMATS, eps: fl
     return diagnose(to_params(model), X, norm=model.norm, formats=tuple(formats), eps=eps)
 
 
-class FragilityMetric(nnx.Metric):
+class WorstMetric(nnx.Metric):
+    """An ``nnx.Metric`` of fixed names: the elementwise maximum of each value over the updates
+    (NaN propagates: a NaN batch stays visible) and the logical AND of each flag; ``compute()``
+    returns ``{name: value}`` with the flags under ``"flag/<name>"`` (NaN and False before any
+    update).  Subclasses say in ``update`` where the values come from (``_record``)."""
+
+    def __init__(self, names, flag_names, argname: str):
+        self.names, self.flag_names, self.argname = tuple(names), tuple(flag_names), argname
+        self.worst = nnx.metrics.MetricState(jnp.full((len(self.names),), jnp.nan))
+        self.flags = nnx.metrics.MetricState(jnp.zeros((len(self.flag_names),), bool))
+        self.count = nnx.metrics.MetricState(jnp.zeros((), jnp.int32))
+
+    def reset(self) -> None:
+        self.worst[...] = jnp.full((len(self.names),), jnp.nan)
+        self.flags[...] = jnp.zeros((len(self.flag_names),), bool)
+        self.count[...] = jnp.zeros((), jnp.int32)
+
+    def _argument(self, kwargs, what: str):
+        if self.argname not in kwargs:
+            raise TypeError(f"Expected keyword argument '{self.argname}' ({what})")
+        return kwargs[self.argname]
+
+    def _record(self, values, flags) -> None:
+        values = jnp.stack([jnp.asarray(v, self.worst[...].dtype) for v in values])
+        flags = jnp.stack([jnp.asarray(f, bool) for f in flags])
+        first = self.count[...] == 0
+        self.worst[...] = jnp.where(first, values, jnp.maximum(self.worst[...], values))
+        self.flags[...] = jnp.where(first, flags, self.flags[...] & flags)
+        self.count[...] = self.count[...] + 1
+
+    def compute(self) -> dict:
+        out = dict(zip(self.names, self.worst[...]))
+        out.update({f"flag/{name}": value for name, value in zip(self.flag_names, self.flags[...])})
+        return out
+
+
+class FragilityMetric(WorstMetric):
     """An ``nnx.Metric`` that keeps the worst network diagnostics over the batches it is shown.
 
     ``update(diagnostics=report)`` (a ``Diagnostics``, e.g. from ``diagnostics`` inside a jitted
@@ -152,32 +188,11 @@ class FragilityMetric(nnx.Metric):
     """
 
     def __init__(self, formats=DEFAULT_FORMATS, argname: str = "diagnostics"):
-        self.names = network_names(tuple(formats))
-        self.argname = argname
-        self.worst = nnx.metrics.MetricState(jnp.full((len(self.names),), jnp.nan))
-        self.flags = nnx.metrics.MetricState(jnp.zeros((len(FLAGS),), bool))
-        self.count = nnx.metrics.MetricState(jnp.zeros((), jnp.int32))
-
-    def reset(self) -> None:
-        self.worst[...] = jnp.full((len(self.names),), jnp.nan)
-        self.flags[...] = jnp.zeros((len(FLAGS),), bool)
-        self.count[...] = jnp.zeros((), jnp.int32)
+        super().__init__(network_names(tuple(formats)), FLAGS, argname)
 
     def update(self, **kwargs) -> None:
-        if self.argname not in kwargs:
-            raise TypeError(f"Expected keyword argument '{self.argname}' (a boundlab.nn.monitoring.Diagnostics)")
-        report = kwargs[self.argname]
+        report = self._argument(kwargs, "a boundlab.nn.monitoring.Diagnostics")
         missing = [name for name in self.names if name not in report.network]
         if missing:
             raise ValueError(f"the diagnostics lack {missing}: evaluate them with the metric's formats")
-        values = jnp.stack([jnp.asarray(report.network[name], self.worst[...].dtype) for name in self.names])
-        flags = jnp.stack([jnp.asarray(report.flags[name], bool) for name in FLAGS])
-        first = self.count[...] == 0
-        self.worst[...] = jnp.where(first, values, jnp.maximum(self.worst[...], values))
-        self.flags[...] = jnp.where(first, flags, self.flags[...] & flags)
-        self.count[...] = self.count[...] + 1
-
-    def compute(self) -> dict:
-        out = dict(zip(self.names, self.worst[...]))
-        out.update({f"flag/{name}": value for name, value in zip(FLAGS, self.flags[...])})
-        return out
+        self._record([report.network[name] for name in self.names], [report.flags[name] for name in FLAGS])

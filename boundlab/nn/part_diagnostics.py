@@ -46,17 +46,19 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
 from boundlab._compile import memoised
 from boundlab._x64 import require_x64
 from boundlab.arithmetic import Emulated, Exact
 from boundlab.condition.autodiff import componentwise
-from boundlab.emulation.api import split_modules
 from boundlab.errors import ratio, relative_componentwise
 from boundlab.formats import get_format
+from boundlab.nn import fragility
+from boundlab.nn.monitoring import WorstMetric
 from boundlab.sensitivity.bound import _first_order_program
-from boundlab.structure.evaluate import replay, rounding_nodes, run
-from boundlab.structure.find import as_scoped_function, module_types, trace
-from boundlab.structure.parts import is_data, part_nodes
+from boundlab.structure.evaluate import external_inputs, replay, rounding_nodes, run
+from boundlab.structure.find import prepare, trace
+from boundlab.structure.parts import data_dependent, is_data, part_nodes
 
 DEFAULT_FORMATS = ("bf16", "fp16")
 
@@ -181,11 +183,8 @@ def model_diagnostics(model, *args, formats=DEFAULT_FORMATS, first_order: bool =
         get_format(name)
     if not args:
         raise TypeError("model_diagnostics(model, *args): give the batch the model is called on")
-    fn, bound = as_scoped_function(model)
-    states, graphdefs = split_modules(bound + args)
+    fn, graphdefs, states, types, shifted = prepare(model, args, weights)
     _check_call(fn, graphdefs, states, args)
-    types = tuple(sorted(module_types(bound + args).items()))
-    shifted = tuple(len(bound) + int(i) for i in weights)
     program = _program(fn, formats, first_order, condition, lumped, shifted, chunk)
     result = program(graphdefs, types, states)
     from boundlab.nn.modules import Transformer
@@ -217,9 +216,7 @@ def first_order_coefficient(model, *args, part: str | None = None, chunk: int = 
     """log10 C of ``||y^ - y||_1 <= C u ||y||_1 + O(u^2)`` for ``model(*args)`` (see
     ``boundlab.nn.bound_penalty``); ``part``: only the roundings of that part.  Differentiable."""
     require_x64("boundlab.nn.bound_penalty (the exact evaluation is float64)")
-    fn, bound = as_scoped_function(model)
-    states, graphdefs = split_modules(bound + args)
-    types = tuple(sorted(module_types(bound + args).items()))
+    fn, graphdefs, states, types, _ = prepare(model, args)
     return _coefficient_program(fn, part, chunk)(graphdefs, types, states)
 
 
@@ -228,7 +225,7 @@ def _coefficient_program(fn, part, chunk):
     def compute(graphdefs, types, states):
         result = _first_order_program(fn, Exact(), None, 0.99, chunk, True)(graphdefs, states)
         y = _flat(jax.tree.leaves(result.value))
-        per_site = jnp.sum(result.contributions.reshape(len(result.sites), -1), axis=1)
+        per_site = result.site_totals()
         if part is None:
             total = jnp.sum(per_site)
         else:
@@ -250,12 +247,13 @@ def _program(fn, formats, with_first_order, with_condition, lumped, weights, chu
     def compute(graphdefs, types, states):
         traced = trace(fn, graphdefs, states, dict(types), weights)
         program, structure = traced.program, traced.structure
-        data = _data_ids(traced)
+        data = data_dependent(program, traced.data)
         exact = run(traced.closed, program, traced.leaves, Exact())
         emulated = {f: run(traced.closed, program, traced.leaves, Emulated(f)) for f in formats}
-        flags = {"finite": jnp.array(True)}
-        output = {}
         y = _flat(exact.outputs)
+        finite = [jnp.all(jnp.isfinite(v)) for v in [y] + [_flat(e.outputs) for e in emulated.values()]]
+        flags = {"finite": jnp.all(jnp.stack(finite))}
+        output = {}
         for f in formats:
             y_hat = _flat(emulated[f].outputs)
             output[f"error_componentwise/{f}"] = relative_componentwise(y_hat, y)
@@ -265,7 +263,7 @@ def _program(fn, formats, with_first_order, with_condition, lumped, weights, chu
         if with_first_order:
             for f in formats:
                 result = _first_order_program(fn, Emulated(f), None, 0.99, chunk, lumped)(graphdefs, states)
-                per_site = jnp.sum(result.contributions.reshape(len(result.sites), -1), axis=1)
+                per_site = result.site_totals()
                 sites.append(tuple(site.label() for site in result.sites))
                 shares[f] = _split(per_site, result.sites, program, owners, structure)
                 bound = _flat(jax.tree.leaves(result.bound))
@@ -293,17 +291,9 @@ def _program(fn, formats, with_first_order, with_condition, lumped, weights, chu
                 kappa, closed, baek = nan, nan, _baek_nan(part, formats)
             share = {f: shares[f][part.name] if with_first_order else nan for f in formats}
             parts[part.name] = PartDiagnostics(errors_c, errors_n, share, kappa, closed, baek)
-        flags["finite"] = jnp.all(jnp.isfinite(y)) & jnp.all(jnp.array([jnp.all(jnp.isfinite(_flat(e.outputs)))
-                                                                       for e in emulated.values()] or [True]))
         return ModelDiagnostics(parts, output, flags, None, structure, formats, tuple(sites))
 
     return jax.jit(compute, static_argnums=(0, 1))
-
-
-def _data_ids(traced):
-    from boundlab.structure.parts import data_dependent
-
-    return data_dependent(traced.program, traced.data)
 
 
 def _flat(values):
@@ -346,11 +336,10 @@ def _split(per_site, sites, program, owners, structure) -> dict:
 def _condition(program, part, exact, data):
     nodes = part_nodes(program, part)
     exit_value = program.nodes[part.exit].outputs[0]
-    f, externals = replay(program, nodes, exit_value, exact, [])
-    variables = [i for i in externals if is_data(program, data, i) and _is_float(program, i)]
+    variables = [i for i in external_inputs(program, nodes) if is_data(program, data, i) and _is_float(program, i)]
     if not variables:
         return jnp.array(jnp.nan)
-    g, _ = replay(program, nodes, exit_value, exact, variables)
+    g = replay(program, nodes, exit_value, exact, variables)
     point = tuple(jnp.asarray(exact.value(i), jnp.float64) for i in variables)
     return componentwise(lambda xs: g(*xs), point).value
 
@@ -362,14 +351,19 @@ def _closed_form(part, exact):
         return jnp.array(jnp.nan)
     from boundlab.condition import closed_forms
 
-    axes = part.detail("axes")
-    X = jnp.asarray(exact.value(part.value("input")), jnp.float64)
-    rows = jnp.moveaxis(X, axes, range(-len(axes), 0)).reshape(-1, math.prod(X.shape[a] for a in axes))
+    rows = _rows(exact.value(part.value("input")), part.detail("axes"))
     if part.kind == "rms_norm":
         values = jax.vmap(lambda r: closed_forms.rms_norm(r).kappa_cc)(rows)
     else:
         values = jax.vmap(lambda r: closed_forms.layer_norm(r).kappa_cc_bound)(rows)
     return jnp.max(values)
+
+
+def _rows(X, axes):
+    """X (float64) with the axes ``axes`` moved last and flattened, every other axis flattened
+    first: one row per token (a norm) or per query (a softmax)."""
+    X = jnp.asarray(X, jnp.float64)
+    return jnp.moveaxis(X, axes, range(-len(axes), 0)).reshape(-1, math.prod(X.shape[a] for a in axes))
 
 
 def _is_float(program, ident):
@@ -387,6 +381,8 @@ def _matrices(value, dims, shape):
 
 
 def _baek(part, exact, formats, program):
+    """Baek's diagnostics of a part, by ``boundlab.nn.fragility``'s definitions, applied per head
+    and sample (the maximum) to the exact values the part was recognised by."""
     value = lambda role: jnp.asarray(exact.value(part.value(role)), jnp.float64)  # noqa: E731
     if part.kind == "attention":
         node = program.nodes[part.exit]
@@ -395,43 +391,32 @@ def _baek(part, exact, formats, program):
         Q = _matrices(value("queries"), (lc, lb), program.shapes[part.value("queries")])
         K = _matrices(value("keys"), (rc, rb), program.shapes[part.value("keys")])
         S = jnp.einsum("bic,bjc->bij", Q, K)
-        norm2 = lambda M: jnp.linalg.svd(M, compute_uv=False)[..., 0]  # noqa: E731
-        kappa_score = jnp.max(ratio(norm2(Q) * norm2(K), norm2(S)))
+        norm2 = jax.vmap(fragility.spectral_norm)
+        kappa_score = jnp.max(ratio(norm2(Q) * norm2(K), norm2(S)))  # scale-free: no 1/sqrt(d_h)
         axes = part.detail("softmax_axes")
-        p, s = value("probabilities"), value("scores")
-        rows_p = jnp.moveaxis(p, axes, range(-len(axes), 0)).reshape(-1, math.prod(p.shape[a] for a in axes))
-        rows_s = jnp.moveaxis(jnp.broadcast_to(s, p.shape), axes, range(-len(axes), 0)).reshape(rows_p.shape)
-        rows_s = jnp.where(rows_p > 0, rows_s, 0.0)
-        jac = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(rows_p)
-        lam = jnp.linalg.eigvalsh(jac)[:, -1]
-        kappa_softmax = jnp.max(lam * ratio(jnp.linalg.norm(rows_s, axis=1), jnp.linalg.norm(rows_p, axis=1)))
+        p = value("probabilities")
+        rows_p = _rows(p, axes)
+        rows_s = jnp.where(rows_p > 0, _rows(jnp.broadcast_to(value("scores"), p.shape), axes), 0.0)
+        kappa_softmax = fragility.softmax_sensitivity(rows_s.T, rows_p.T)  # one column per query
         (vc_l, vc_r), (vb_l, vb_r) = node.eqn.params["dimension_numbers"]
         values_id = part.value("values")
-        position = node.inputs.index(values_id)
-        dims = (vc_l, vb_l) if position == 0 else (vc_r, vb_r)
+        dims = (vc_l, vb_l) if node.inputs.index(values_id) == 0 else (vc_r, vb_r)
         V = _matrices(value("values"), dims, program.shapes[values_id])
-        sv = jnp.linalg.svd(V, compute_uv=False)
-        kappa_V = jnp.max(ratio(sv[..., 0], sv[..., -1]))
+        kappa_V = jnp.max(jax.vmap(fragility.matrix_condition)(V))
         return {"kappa_score": kappa_score, "kappa_softmax": kappa_softmax, "kappa_V": kappa_V}
     if part.kind in ("layer_norm", "rms_norm"):
-        axes = part.detail("axes")
-        X = value("input")
-        centred = X - jnp.mean(X, axis=axes, keepdims=True) if part.kind == "layer_norm" else X
-        spread = jnp.sqrt(jnp.mean(centred**2, axis=axes))
-        sigma = jnp.median(spread)
-        eps = part.detail("eps")
-        d = math.prod(X.shape[a] for a in axes)
-        out = {"sigma_med": sigma, "C_LN": ratio(sigma, jnp.sqrt(eps)) + ratio(sigma**2, eps) + 1}
+        tokens = _rows(value("input"), part.detail("axes")).T  # (d, tokens): tokens as columns
+        sigma = fragility.spread(tokens, "layer" if part.kind == "layer_norm" else "rms")
+        eps, d = part.detail("eps"), tokens.shape[0]
+        out = {"sigma_med": sigma, "C_LN": fragility.layer_norm_indicators(sigma, d, eps, 0.0)[0]}
         for f in formats:
-            out[f"rho_LN/{f}"] = ratio(sigma**2, eps) * d * get_format(f).unit_roundoff
+            out[f"rho_LN/{f}"] = fragility.layer_norm_indicators(sigma, d, eps, get_format(f).unit_roundoff)[1]
         return out
     out = {}
     for k in (1, 2):
         if f"W{k}" in dict(part.values):
             W = value(f"W{k}")
-            W = W.reshape(W.shape[0], -1) if W.ndim != 2 else W
-            sv = jnp.linalg.svd(W, compute_uv=False)
-            out[f"kappa_W{k}"] = ratio(sv[0], sv[-1])
+            out[f"kappa_W{k}"] = fragility.matrix_condition(W.reshape(W.shape[0], -1) if W.ndim != 2 else W)
     return out
 
 
@@ -444,7 +429,7 @@ def _baek_nan(part, formats):
     return {k: nan for k in ("kappa_W1", "kappa_W2") if k in dict(part.values)}
 
 
-class ModelMetric(nnx.Metric):
+class ModelMetric(WorstMetric):
     """An ``nnx.Metric`` keeping the worst value of every quantity of ``model_diagnostics`` over
     the batches it is shown (elementwise maximum; NaN propagates) and the AND of every flag.
 
@@ -456,34 +441,12 @@ class ModelMetric(nnx.Metric):
     """
 
     def __init__(self, example: ModelDiagnostics, argname: str = "diagnostics"):
-        self.names = tuple(example.values())
-        self.flag_names = tuple(example.flags)
-        self.argname = argname
-        self.worst = nnx.metrics.MetricState(jnp.full((len(self.names),), jnp.nan))
-        self.flags = nnx.metrics.MetricState(jnp.zeros((len(self.flag_names),), bool))
-        self.count = nnx.metrics.MetricState(jnp.zeros((), jnp.int32))
-
-    def reset(self) -> None:
-        self.worst[...] = jnp.full((len(self.names),), jnp.nan)
-        self.flags[...] = jnp.zeros((len(self.flag_names),), bool)
-        self.count[...] = jnp.zeros((), jnp.int32)
+        super().__init__(tuple(example.values()), tuple(example.flags), argname)
 
     def update(self, **kwargs) -> None:
-        if self.argname not in kwargs:
-            raise TypeError(f"Expected keyword argument '{self.argname}' (a boundlab.nn.ModelDiagnostics)")
-        result = kwargs[self.argname]
+        result = self._argument(kwargs, "a boundlab.nn.ModelDiagnostics")
         values = result.values()
         missing = [name for name in self.names if name not in values]
         if missing:
             raise ValueError(f"these diagnostics lack {missing[:3]}: evaluate them on the same model and options")
-        stacked = jnp.stack([jnp.asarray(values[name], jnp.float64) for name in self.names])
-        flags = jnp.stack([jnp.asarray(result.flags[name], bool) for name in self.flag_names])
-        first = self.count[...] == 0
-        self.worst[...] = jnp.where(first, stacked, jnp.maximum(self.worst[...], stacked))
-        self.flags[...] = jnp.where(first, flags, self.flags[...] & flags)
-        self.count[...] = self.count[...] + 1
-
-    def compute(self) -> dict:
-        out = dict(zip(self.names, self.worst[...]))
-        out.update({f"flag/{name}": value for name, value in zip(self.flag_names, self.flags[...])})
-        return out
+        self._record([values[name] for name in self.names], [result.flags[name] for name in self.flag_names])

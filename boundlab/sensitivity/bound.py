@@ -84,15 +84,19 @@ class FirstOrder:
     lam: float
     unit_roundoff: float
 
+    def site_totals(self) -> jax.Array:
+        """Each site's contribution summed over the output entries, (sites,)."""
+        return jnp.sum(self.contributions.reshape(len(self.sites), -1), axis=1)
+
     def ranking(self, top: int = 10):
         """The ``top`` sites by their total contribution (summed over output entries)."""
-        totals = jnp.sum(self.contributions.reshape(len(self.sites), -1), axis=1)
+        totals = self.site_totals()
         order = sorted(range(len(self.sites)), key=lambda i: -float(totals[i]))
         return [(self.sites[i], float(totals[i])) for i in order[:top]]
 
     def by_scope(self) -> dict:
         """Total contribution per scope (``jax.named_scope`` and control flow), largest first."""
-        totals = jnp.sum(self.contributions.reshape(len(self.sites), -1), axis=1)
+        totals = self.site_totals()
         groups: dict = {}
         for site, total in zip(self.sites, totals):
             groups[site.scope] = groups.get(site.scope, 0.0) + float(total)

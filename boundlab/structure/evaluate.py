@@ -59,25 +59,27 @@ def rounding_nodes(program: Program) -> list:
             and any(jnp.issubdtype(v.aval.dtype, jnp.floating) for v in node.eqn.outvars)]
 
 
-def replay(program: Program, nodes, exit_value, fixed, variables):
-    """(f, externals): ``f(*xs)`` evaluates the operations ``nodes`` (indices, in order) exactly
-    in float64 with the values ``variables`` (ids) set to ``xs`` and every other input they read
-    taken from ``fixed`` (a ``Recorded`` exact run), and returns the value ``exit_value``;
-    ``externals``: the ids the operations read that they do not compute."""
+def external_inputs(program: Program, nodes) -> list:
+    """The ids the operations ``nodes`` read and do not compute themselves, sorted."""
     produced = {o for i in nodes for o in program.nodes[i].outputs}
+    return sorted({i for n in nodes for i in program.nodes[n].inputs if i not in produced})
+
+
+def replay(program: Program, nodes, exit_value, fixed, variables):
+    """``f(*xs)``: the operations ``nodes`` (indices, in order) evaluated exactly in float64 with
+    the values ``variables`` (ids) set to ``xs`` and every other input they read taken from
+    ``fixed`` (a ``Recorded`` exact run); returns the value ``exit_value``."""
 
     def f(*xs):
         env = dict(zip(variables, xs))
         for index in nodes:
             node = program.nodes[index]
             args = [env[i] if i in env else _float64(fixed.value(i)) for i in node.inputs]
-            outs = _bind(node.eqn, args)
-            for ident, value in zip(node.outputs, outs):
+            for ident, value in zip(node.outputs, _bind(node.eqn, args)):
                 env[ident] = value
         return env[exit_value]
 
-    externals = sorted({i for n in nodes for i in program.nodes[n].inputs if i not in produced})
-    return f, externals
+    return f
 
 
 def _float64(x):

@@ -59,6 +59,16 @@ def trace(fn, graphdefs, states, types, weights=()) -> Traced:
                   tuple(data))
 
 
+def prepare(f, args, weights: tuple = ()):
+    """(function, graph definitions, states, module types, weight positions) of ``f(*args)`` as
+    ``trace`` and the jitted programs take them: a module becomes ``call_with_scopes`` with the
+    module as its first argument, so ``weights`` (positions among ``args``) are shifted past it."""
+    fn, bound = as_scoped_function(f)
+    states, graphdefs = split_modules(bound + tuple(args))
+    types = tuple(sorted(module_types(bound + tuple(args)).items()))
+    return fn, graphdefs, states, types, tuple(len(bound) + int(i) for i in weights)
+
+
 def find_structure(f, *args, weights: tuple = ()) -> Structure:
     """The parts of ``f(*args)``: ``f`` a Flax NNX module or a JAX function, ``args`` as it is
     called (arrays or ``jax.ShapeDtypeStruct``s).  NNX modules among them and the arguments at
@@ -76,7 +86,5 @@ def find_structure(f, *args, weights: tuple = ()) -> Structure:
     >>> [(p.kind, p.module, round(p.detail("eps"), 9)) for p in s.parts]  # eps as the program adds it (float32)
     [('layer_norm', 'ln', 1e-05)]
     """
-    fn, bound = as_scoped_function(f)
-    states, graphdefs = split_modules(bound + tuple(args))
-    shifted = tuple(len(bound) + int(i) for i in weights)
-    return trace(fn, graphdefs, states, module_types(bound + tuple(args)), shifted).structure
+    fn, graphdefs, states, types, shifted = prepare(f, args, weights)
+    return trace(fn, graphdefs, states, dict(types), shifted).structure

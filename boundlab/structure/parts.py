@@ -29,6 +29,7 @@ operations that hold no recognised part are listed as unrecognised, with what wa
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from boundlab.structure.program import Program
@@ -278,7 +279,7 @@ class _Finder:
         values = [i for i in value_product.inputs if i != via][0]
         (contract, _), _ = score_product.eqn.params["dimension_numbers"]
         lhs_shape = self.p.shapes[score_product.inputs[0]]
-        details = [("head_dim", _prod(lhs_shape[i] for i in contract)),
+        details = [("head_dim", math.prod(lhs_shape[i] for i in contract)),
                    ("softmax_axes", tuple(int(a) for a in summed.eqn.params["axes"]))]
         residual = self._residual(value_product, score_product)
         if residual is not None:
@@ -444,13 +445,6 @@ def _layer_index(components):
         if match:
             return int(match.group(1))
     return None
-
-
-def _prod(values):
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
 
 
 def _unique_names(parts):
