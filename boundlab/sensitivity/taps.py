@@ -118,11 +118,14 @@ class TapPolicy(_Policy):
 
     def _tap(self, x, e, fmt):
         """x marked as a rounding site whose first-order error is at most e (entrywise)."""
-        magnitude = jax.lax.stop_gradient(jnp.abs(x))
-        flags = jnp.stack([self.same_sign,
-                           jnp.any((magnitude > 0) & (magnitude < fmt.min_normal)).astype(jnp.float64),
-                           jnp.any(magnitude > fmt.max_finite).astype(jnp.float64)])
-        return tap(x, e, flags, self.channel["z"], self.channel["w"], self.channel["q"])
+        return tap(x, e, self._flags([x], fmt), self.channel["z"], self.channel["w"], self.channel["q"])
+
+    def _flags(self, values, fmt):
+        """[same-sign sum, underflow, overflow] of the roundings of ``values`` into ``fmt``."""
+        magnitudes = [jax.lax.stop_gradient(jnp.abs(v)) for v in values]
+        tiny = jnp.any(jnp.stack([jnp.any((m > 0) & (m < fmt.min_normal)) for m in magnitudes]))
+        huge = jnp.any(jnp.stack([jnp.any(m > fmt.max_finite) for m in magnitudes]))
+        return jnp.stack([self.same_sign, tiny.astype(jnp.float64), huge.astype(jnp.float64)])
 
     def _raw_add(self, x, y):
         return x + y
@@ -148,10 +151,7 @@ class TapPolicy(_Policy):
             pieces.append(u * jnp.abs(total)[None])
         e = sum(jnp.sum(piece, axis=0) for piece in pieces)
         e2 = sum(jnp.sum(piece * piece, axis=0) for piece in pieces)
-        magnitudes = [jax.lax.stop_gradient(jnp.abs(v)) for v in (terms, partial)]
-        tiny = jnp.any(jnp.stack([jnp.any((m > 0) & (m < self.fmt.min_normal)) for m in magnitudes]))
-        huge = jnp.any(jnp.stack([jnp.any(m > self.fmt.max_finite) for m in magnitudes]))
-        flags = jnp.stack([self.same_sign, tiny.astype(jnp.float64), huge.astype(jnp.float64)])
+        flags = self._flags([terms, partial], self.fmt)
         return tap_sum(total, e, e2, flags, self.channel["z"], self.channel["w"], self.channel["q"])
 
     def exp(self, x, key=None):
