@@ -136,7 +136,7 @@ def test_module_coefficients_and_layer_factors_match_an_independent_implementati
 
 
 def test_analysis_json_is_keyed_by_statement_names_and_the_theorem_holds():
-    params, X = init(jax.random.key(3), "figure4", d=3, n=3, D=4, L=2)
+    params, X = init(jax.random.key(3), "figure4", d=4, n=3, D=5, L=2)  # the README's shape: compiled once
     result = boundlab.analyze(params, X, "fp16", "layer")
     data = json.loads(result.to_json())
     theorem = data["Theorem 4.30"]

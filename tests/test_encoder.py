@@ -175,6 +175,7 @@ def test_site_operations_count_products_and_additions():
     assert [(s.primitive, s.operations) for s in listed] == [("dot_general", 2 * 3 * 4 * 5), ("add", 12)]
 
 
+@pytest.mark.fast_compile
 @pytest.mark.parametrize("fmt", ["t12"])
 def test_lumped_first_order_bound_dominates_the_detailed_one_and_the_measured_error(fmt):
     config = TINY

@@ -24,6 +24,7 @@ def test_the_module_is_the_pure_function_bit_for_bit(arithmetic):
                                   encode_batch(params, IDS, VALID, CONFIG, arithmetic))
 
 
+@pytest.mark.fast_compile
 def test_fine_tuning_with_diagnostics_in_the_step():
     model = Encoder(CONFIG, vocab=20, positions=12, rngs=nnx.Rngs(0), dtype=jnp.float64)
     optimizer = nnx.Optimizer(model, optax.sgd(1e-2), wrt=nnx.Param)

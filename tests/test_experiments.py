@@ -58,7 +58,10 @@ def test_sweep_results_do_not_depend_on_the_chunk_size_or_the_device_count(tmp_p
         out = sweep(one, jax.random.key(3), 10, chunk=6, progress=False)
         np.save({str(tmp_path / 'four.npy')!r}, out)
     """))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    # compiled with the same optimisation effort as the reference (tests/conftest.py)
+    effort = str(int(jax.config.read("jax_disable_most_optimizations")))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+           "JAX_DISABLE_MOST_OPTIMIZATIONS": effort}
     subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=600)
     np.testing.assert_array_equal(np.load(tmp_path / "four.npy"), reference)
 
@@ -95,8 +98,9 @@ def test_fits_recover_known_rates():
     assert power["p"] == pytest.approx(2.0, rel=1e-3) and power["a"] == pytest.approx(1e-4, rel=1e-3)
 
 
+# Figure 1's tiny config is also the three-way test's, so its programs are compiled once per run
 TINY = {
-    1: Figure1(d=4, n=4, D=4, L=3, inits=12, precisions=(10, 16), bound_samples=4, first_order_samples=0, chunk=8),
+    1: Figure1(d=4, n=4, D=4, L=3, inits=8, precisions=(20, 24), bound_samples=8, first_order_samples=8, chunk=8),
     2: Figure2(d=4, n=4, D=4, depths=(1, 2), lambdas=(0.5, 1.0, 2.0), inits=5, precisions=(10, 16), chunk=8),
     3: Figure3(d=4, n=4, scales=(0.5, 1.0, 40.0), inits=6, precisions=(10, 16), chunk=8),
     4: Figure4(d=4, n=4, D=4, L=3, inits=6, precisions=(10, 16), bound_samples=0, chunk=8),
@@ -122,14 +126,14 @@ def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
         grid = {2: len(getattr(config, "lambdas", ())), 3: len(getattr(config, "scales", ())), 4: 2}.get(number, 1)
         assert len(rows) == 1 + config.inits * grid * len(config.precisions)
     assert "Section 4 bounds" in text and (tmp_path / "bounds.json").exists()
-    t16 = summaries[1]["precisions"]["t16"]["normwise"]
-    assert {"growth_rate_log10_per_layer", "r2", "median_over_mean_last_layer"} <= set(t16)
-    assert summaries[1]["theorem_4_30"]["t16"]["samples"] == 4
+    t24 = summaries[1]["precisions"]["t24"]["normwise"]
+    assert {"growth_rate_log10_per_layer", "r2", "median_over_mean_last_layer"} <= set(t24)
+    assert summaries[1]["theorem_4_30"]["t24"]["samples"] == 8
     assert "loglog_slope" in summaries[2]["precisions"]["t16"]["L2"]["normwise"]
     assert "growth_rate_log10_per_layer_norm_after" in summaries[4]["headline"]
     # index.md states the overflow of every figure and the Theorem 4.30 check at every precision
     assert text.count("* Overflow: no run overflowed.") + text.count("* Overflowed runs") == 4
-    assert "Theorem 4.30 at t10" in text and "Theorem 4.30 at t16" in text
+    assert "Theorem 4.30 at t20" in text and "Theorem 4.30 at t24" in text
 
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")
@@ -145,7 +149,7 @@ def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
 
 
 def test_figure_1_three_way_comparison_orders_measured_first_order_and_theorem():
-    config = Figure1(d=4, n=4, D=4, L=3, inits=8, precisions=(20, 24), bound_samples=8, first_order_samples=8, chunk=8)
+    config = TINY[1]
     result = figure1(config, progress=False)
     for t in ("t20", "t24"):
         entry = result.summary["three_way"][t]

@@ -231,6 +231,7 @@ def test_penalty_gradient_matches_finite_differences(kind):
         assert abs(analytic - difference) <= 1e-5 * max(1.0, abs(difference)), name
 
 
+@pytest.mark.fast_compile
 def test_penalty_trains_in_an_optax_loop():
     model, X = model_and_batch(seed=6)
     u = get_format("bf16").unit_roundoff

@@ -105,6 +105,7 @@ def test_no_retracing_across_calls_with_the_same_policy():
         run(*init(jax.random.key(seed), "figure1", d=4, n=3, D=4, L=2))
 
 
+@pytest.mark.fast_compile
 def test_measured_error_scales_like_the_unit_roundoff():
     keys = jax.random.split(jax.random.key(6), 16)
     params, X = jax.vmap(lambda k: init(k, "figure1", d=6, n=5, D=6, L=3))(keys)
@@ -168,6 +169,7 @@ def test_softmax_and_causal_attention_definitions():
     np.testing.assert_array_equal(np.asarray(out[:, :-1]), np.asarray(moved[:, :-1]))
 
 
+@pytest.mark.fast_compile
 def test_init_schemes_follow_the_captions():
     params, X = init(jax.random.key(9), "figure3", d=10, n=10, D=10, L=1)
     assert np.array_equal(np.asarray(params.Wq[0]), np.eye(10))
