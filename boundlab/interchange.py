@@ -19,7 +19,7 @@ import zipfile
 
 import numpy as np
 
-from boundlab.transformer.network import PARAM_NAMES, Params
+from boundlab.transformer.network import PARAM_NAMES, Params, empty_case
 
 NAMES = PARAM_NAMES + ("X",)
 _NDIM = {"Wq": 3, "Wk": 3, "Wv": 3, "A1": 3, "b1": 2, "A2": 3, "b2": 2, "X": 2}
@@ -47,12 +47,16 @@ def load_case(path) -> tuple[Params, np.ndarray]:
 
     Raises ``InterchangeError`` (a ValueError) naming the problem: not an .npz archive (a .npy
     array, a text file), a missing array, a dtype other than float64, a wrong number of
-    dimensions, inconsistent shapes, an empty dimension (L, D, d or n = 0), NaN or inf.  Arrays with
-    other names are ignored.
+    dimensions, inconsistent shapes, an empty dimension (L, D, d or n = 0; the wording of
+    ``boundlab.transformer.validate``), NaN or inf, a directory.  Arrays with other names are
+    ignored.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InterchangeError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InterchangeError(f"{path}: a directory, not an .npz file; give the path of a case written by "
+                               "boundlab.save_case")
     with open(path, "rb") as handle:
         magic = handle.read(6)
     if magic.startswith(b"\x93NUMPY"):
@@ -73,11 +77,9 @@ def load_case(path) -> tuple[Params, np.ndarray]:
     arrays = {name: _check_array(path, name, arrays[name]) for name in NAMES}
     d, n = arrays["X"].shape
     L, D = arrays["A1"].shape[0], arrays["A1"].shape[1]
-    for count, what in ((L, "L = 0 layers (A1 has shape {A1})"), (D, "D = 0 hidden units (A1 has shape {A1})"),
-                        (d, "d = 0 features (X has shape {X})"), (n, "n = 0 tokens (X has shape {X})")):
-        if count == 0:
-            raise InterchangeError(f"{path}: the case is empty: "
-                                   + what.format(A1=arrays["A1"].shape, X=arrays["X"].shape))
+    empty = empty_case(arrays["A1"].shape, arrays["X"].shape)
+    if empty:
+        raise InterchangeError(f"{path}: {empty}")
     expected = {"Wq": (L, d, d), "Wk": (L, d, d), "Wv": (L, d, d), "A1": (L, D, d), "b1": (L, D), "A2": (L, d, D),
                 "b2": (L, d), "X": (d, n)}
     for name in NAMES:

@@ -257,3 +257,15 @@ def test_analyze_runs_the_exact_forward_of_the_case_once(monkeypatch):
     # reference of the measured network error), one emulated pass; the theorem reuses the factors
     assert calls == ["Exact", "Exact", "Emulated"]
     assert np.isfinite(data["Theorem 4.30"]["coefficient"])
+
+
+def test_the_api_refuses_an_empty_case_with_the_clis_message():
+    # analyze from Python raised IndexError (L = 0) and "cannot sum an empty axis" (n = 0)
+    params, X = init(jax.random.key(0), "figure4", d=3, n=2, D=4, L=1)
+    with pytest.raises(ValueError, match=r"^the case is empty: L = 0 layers \(A1 has shape \(0, 4, 3\)\)$"):
+        boundlab.analyze(jax.tree.map(lambda a: a[:0], params), X, "fp16")
+    with pytest.raises(ValueError, match=r"^the case is empty: n = 0 tokens \(X has shape \(3, 0\)\)$"):
+        boundlab.analyze(params, np.zeros((3, 0)), "fp16")
+    with pytest.raises(ValueError, match="D = 0 hidden units"):
+        bounds.theorem_4_30(params._replace(A1=params.A1[:, :0], b1=params.b1[:, :0], A2=params.A2[:, :, :0]), X,
+                            norm="layer", u=2.0**-11)

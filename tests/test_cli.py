@@ -82,6 +82,7 @@ def test_bad_case_files_are_named_in_one_line(capsys, tmp_path):
     no_tokens = tmp_path / "no_tokens.npz"
     save_case(no_tokens, params, np.zeros((3, 0)))
     _one_line_error(capsys, ["analyze", str(no_tokens)], "n = 0 tokens", "X has shape (3, 0)")
+    _one_line_error(capsys, ["analyze", str(tmp_path)], "a directory, not an .npz file")
     narrow = tmp_path / "narrow.npz"
     params1, X1 = init(jax.random.key(0), "figure1", d=1, n=2, D=4, L=1)
     save_case(narrow, params1, X1)

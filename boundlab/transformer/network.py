@@ -76,8 +76,19 @@ def _norm(norm: str):
     return NORMS[norm]
 
 
+def empty_case(A1_shape: tuple[int, ...], X_shape: tuple[int, ...]) -> str | None:
+    """The message for a case with an empty dimension (L, D from A1 = (L, D, d); d, n from
+    X = (d, n)), or None: the one wording of ``validate`` and of the interchange loader."""
+    (L, D, _), (d, n) = A1_shape, X_shape
+    for count, what in ((L, f"L = 0 layers (A1 has shape {A1_shape})"), (D, f"D = 0 hidden units (A1 has shape {A1_shape})"),
+                        (d, f"d = 0 features (X has shape {X_shape})"), (n, f"n = 0 tokens (X has shape {X_shape})")):
+        if count == 0:
+            return f"the case is empty: {what}"
+    return None
+
+
 def validate(params: Params, X, norm: str | None = None) -> tuple[int, int, int, int]:
-    """Check shapes and, for concrete arrays, finiteness; return (L, d, n, D).
+    """Check shapes (no empty dimension) and, for concrete arrays, finiteness; return (L, d, n, D).
 
     With ``norm``, a concrete input whose first normalisation is undefined is refused too: a
     constant column for layer norm (its variance is 0) or a zero column for RMS norm.  Under
@@ -96,6 +107,9 @@ def validate(params: Params, X, norm: str | None = None) -> tuple[int, int, int,
     if params.A1.ndim != 3:
         raise ValueError(f"A1 must be (L, D, d), got shape {tuple(params.A1.shape)}")
     L, D = params.A1.shape[0], params.A1.shape[1]
+    empty = empty_case(tuple(params.A1.shape), tuple(X.shape))
+    if empty:
+        raise ValueError(empty)
     expected = {"Wq": (L, d, d), "Wk": (L, d, d), "Wv": (L, d, d), "A1": (L, D, d), "b1": (L, D),
                 "A2": (L, d, D), "b2": (L, d)}
     for name in PARAM_NAMES:
