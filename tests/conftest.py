@@ -30,34 +30,21 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 # Compilation is most of the suite's time (about 60 % of it is XLA's backend compile of programs
-# run once). The modules below check inequalities, tolerances from u, files and tables, never the
-# bits of a plain float64 program, so they compile with jax_disable_most_optimizations (LLVM
-# backend level 0: about 30 % less time). Every other module -- rounding against MPFR, emulation
-# bit for bit, t = 53 equal to float64, the kernels, finite differences -- runs with XLA's default
-# optimisation, which is what users get: at level 0 XLA:CPU contracts products into FMAs in other
-# places, so a plain float64 program can differ in its last bits (tests/test_emulation.py's t53
-# check and the double-word exp's MPFR check then fail, as they should). The in-memory caches are
-# cleared when a worker moves between the two kinds, so no test runs a program compiled for the
-# other kind; the persistent cache keys each program by its options, so both kinds stay cached.
-# A test of that kind in a bit-for-bit module (using no module-scoped fixture, which would then be
-# computed with its effort) is marked ``fast_compile``.
-FAST_COMPILE_MODULES = frozenset({
-    "test_analysis", "test_benchmarks", "test_bounds", "test_bounds_network", "test_cli", "test_condition",
-    "test_doctests", "test_experiments", "test_models", "test_part_diagnostics", "test_sensitivity",
-    "test_structure", "test_training",
-})
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "fast_compile: an inequality or table test in a bit-for-bit module, compiled "
-                                       "like the FAST_COMPILE_MODULES (tests/conftest.py)")
-
-
+# run once). Modules and tests marked ``fast_compile`` (``pytestmark`` at a module's top) check
+# inequalities, tolerances from u, files and tables, never the bits of a plain float64 program, so
+# they compile with jax_disable_most_optimizations (LLVM backend level 0: about 30 % less time).
+# Everything else -- rounding against MPFR, emulation bit for bit, t = 53 equal to float64, the
+# kernels, finite differences -- runs with XLA's default optimisation, which is what users get: at
+# level 0 XLA:CPU contracts products into FMAs in other places, so a plain float64 program can
+# differ in its last bits (tests/test_emulation.py's t53 check and the double-word exp's MPFR
+# check then fail, as they should). The in-memory caches are cleared when a worker moves between
+# the two kinds, so no test runs a program compiled for the other kind; the persistent cache keys
+# each program by its options, so both kinds stay cached. A marked test in a bit-for-bit module
+# uses no module-scoped fixture, which would then be computed with its effort.
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     """Set the test's compilation effort before any of its fixtures (module-scoped ones included)."""
-    fast = (item.module.__name__.rsplit(".", 1)[-1] in FAST_COMPILE_MODULES
-            or item.get_closest_marker("fast_compile") is not None)
+    fast = item.get_closest_marker("fast_compile") is not None
     if jax.config.read("jax_disable_most_optimizations") != fast:
         jax.clear_caches()
         jax.config.update("jax_disable_most_optimizations", fast)
@@ -88,7 +75,6 @@ if _PROFILE:
     from collections import Counter
 
     from jax._src import compiler as _compiler
-    from jax._src.interpreters import pxla as _pxla
     from jax._src.lib.mlir import ir as _ir
 
     _spent, _programs = Counter(), []
@@ -105,7 +91,7 @@ if _PROFILE:
         return result
 
     jax.monitoring.register_event_duration_secs_listener(_listener)
-    _pxla.compiler.compile_or_get_cached = _timed_compile
+    _compiler.compile_or_get_cached = _timed_compile  # looked up on the module at every compile
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(item):

@@ -20,6 +20,8 @@ from boundlab.cli import main
 from boundlab.interchange import save_case
 from boundlab.transformer import compare, init, rms_norm
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 # (d, n, D, L, norm, t, scheme): 6 groups x 176 cases = 1056 cases covering d, n, D in 2..16,
 # L in 1..6, both norms, t in 10..24; each group is one compilation
 # both norms, both schemes, t from 10 to 24 in the default run; two more groups with -m slow

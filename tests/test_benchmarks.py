@@ -5,6 +5,8 @@ import pytest
 
 from boundlab.benchmarks import rounding_benchmark, time_call
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 
 def test_time_call_reports_best_and_first_call():
     best, first = time_call(lambda: np.ones(10), repeats=3)

@@ -17,6 +17,8 @@ from tolerances import relative_tolerance
 from boundlab import Emulated, Exact, bounds, errors
 from boundlab.transformer import attention, centring, layer_norm, perceptron, rms_norm, scores, softmax
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 BATCH = 120
 PRECISIONS = (10, 16, 24)
 SIZES = (2, 5, 12)

@@ -12,6 +12,8 @@ from boundlab import Emulated, bounds
 from boundlab.bounds import theorem_4_30
 from boundlab.transformer import compare, init
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 BATCH = 12
 # the coarsest and the finest precision (t = 16 added 6 configurations and nothing the two ends miss;
 # analyze's tests cover t = 12, 20).  The default run takes every shape and both norms at both ends

@@ -10,6 +10,8 @@ import pytest
 import boundlab
 from boundlab.cli import main
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 
 def run_cli(*args):
     exe = shutil.which("boundlab")

@@ -15,6 +15,8 @@ from tolerances import relative_difference, relative_tolerance
 from boundlab.condition import Condition, closed_forms, componentwise, condition_report, jacobian, mixed, normwise
 from boundlab.transformer import init, layers
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 BATCH, EXAMPLES = 50, 10  # each example draws shapes and compiles: 10 keep the run short
 TOL = relative_tolerance()
 sizes = st.sampled_from([2, 3, 5, 8, 16])

@@ -8,6 +8,8 @@ import pytest
 
 import boundlab
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 MODULES = sorted(m.name for m in pkgutil.walk_packages(boundlab.__path__, "boundlab.") if m.name != "boundlab.__main__")
 
 

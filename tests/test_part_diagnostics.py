@@ -15,6 +15,8 @@ from boundlab import Emulated, emulate, get_format
 from boundlab.condition.closed_forms import layer_norm as layer_norm_closed_form
 from boundlab.nn import Transformer, bound_penalty, diagnostics, model_diagnostics
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 FMT = "bf16"
 U = get_format(FMT).unit_roundoff
 

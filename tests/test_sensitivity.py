@@ -12,6 +12,8 @@ from boundlab import Emulated, bounds, gamma
 from boundlab.emulation import UnsupportedPrimitive, emulate
 from boundlab.sensitivity import first_order, lambda_for
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 CASES = 1000
 T12 = Emulated("t12", unroll=0)
 U = 2.0**-12

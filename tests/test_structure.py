@@ -13,6 +13,8 @@ from boundlab.nn.encoder import EncoderConfig, encode
 from boundlab.structure import find_structure
 from boundlab.structure.scopes import module_paths
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 X = jax.random.normal(jax.random.key(0), (2, 5, 8), jnp.float32)
 
 

@@ -8,6 +8,8 @@ import pytest
 from boundlab.cli import main
 from boundlab.experiments.training import DIAGNOSTICS, TrainStudy, correlations, load_digits_tokens
 
+pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
+
 
 def test_digits_are_rows_as_tokens_and_split_without_overlap():
     (train_x, train_y), (test_x, test_y) = load_digits_tokens(seed=0, test_samples=100)

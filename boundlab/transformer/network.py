@@ -80,7 +80,8 @@ def empty_case(A1_shape: tuple[int, ...], X_shape: tuple[int, ...]) -> str | Non
     """The message for a case with an empty dimension (L, D from A1 = (L, D, d); d, n from
     X = (d, n)), or None: the one wording of ``validate`` and of the interchange loader."""
     (L, D, _), (d, n) = A1_shape, X_shape
-    for count, what in ((L, f"L = 0 layers (A1 has shape {A1_shape})"), (D, f"D = 0 hidden units (A1 has shape {A1_shape})"),
+    for count, what in ((L, f"L = 0 layers (A1 has shape {A1_shape})"),
+                        (D, f"D = 0 hidden units (A1 has shape {A1_shape})"),
                         (d, f"d = 0 features (X has shape {X_shape})"), (n, f"n = 0 tokens (X has shape {X_shape})")):
         if count == 0:
             return f"the case is empty: {what}"
