@@ -43,7 +43,7 @@ statements = {name: entry for name, entry in data.items()
               if isinstance(entry, dict) and "coefficient" in entry and name != "Remark 4.18"}
 for name, entry in statements.items():
     print(f"{name:<28} bound {entry['bound']:.3e}  measured {entry['measured']:.3e}  "
-          f"hypotheses {'hold' if entry['valid'] else 'FAIL'}  bound holds: {entry['holds']}")
+          f"hypotheses {'hold' if entry['valid'] else 'FAIL'}  check: {entry['verdict']}")
 
 # %% [markdown]
 # ## Tightness per statement

@@ -206,6 +206,18 @@ def test_overflow_is_flagged_not_averaged_in():
     theorem = data["Theorem 4.30"]
     assert not np.isfinite(theorem["measured"])
     assert not theorem["flags"]["no overflow"] and not theorem["valid"]
+    # a comparison with an overflowed measurement is no verdict (it read "holds": true before)
+    assert theorem["holds"] is None and theorem["verdict"] == "not checked (overflow)"
+    # the last layer overflowed: its entries are not checked, for that reason; the first layer's are
+    propagated = data["Lemma 4.29 (propagated)"]
+    assert propagated["check"]["not_checked"]["overflow"] == 1 and propagated["check"]["checked"] == 1
+    assert propagated["verdict"] == "held (1 of 2 checked; not checked: overflow on 1)"
+    for name, entry in data.items():
+        if isinstance(entry, dict) and entry.get("holds") is True:  # held: at least one entry was compared
+            assert entry["check"]["checked"] >= 1 and entry["check"]["failed"] == 0, name
+    table = boundlab.analyze(params, X, "fp16", "layer", conditions=False, first_order=False).table()
+    assert "n/c (overflow)" in next(row for row in table.splitlines() if row.startswith("Theorem 4.30"))
+    assert "yes 1/2" in next(row for row in table.splitlines() if row.startswith("Lemma 4.29 (propagated)"))
 
 
 def test_analyze_needs_float64(x64_off):

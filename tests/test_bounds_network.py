@@ -95,3 +95,23 @@ def test_both_variants_from_one_set_of_factors_equal_the_theorem_evaluated_alone
         assert np.array_equal(np.asarray(alone.terms["K_l"]), np.asarray(shared.terms["K_l"]))
     with pytest.raises(ValueError, match="unit roundoff"):
         bounds.network_factors(params, X, u=-1.0)
+
+
+def test_a_traced_u_outside_0_1_gives_nan_and_a_false_flag_never_a_finite_number():
+    # under jit a u <= 0 or >= 1 cannot raise; theorem_4_30 returned a finite (negative) bound
+    params, X = init(jax.random.key(4), "figure4", d=3, n=3, D=4, L=2)
+    us = jnp.asarray([2.0**-11, -(2.0**-11), 0.0, 1.0, 2.0, jnp.nan, jnp.inf])
+    records = jax.jit(jax.vmap(lambda u: theorem_4_30(params, X, norm="layer", u=u)))(us)
+    ok = np.asarray(records.flags["0 < u < 1"])
+    assert ok.tolist() == [True] + [False] * 6 and np.asarray(records.valid)[1:].tolist() == [False] * 6
+    for leaf in jax.tree.leaves((records.coefficient, records.input_gain, records.terms)):
+        leaf = np.asarray(leaf)
+        if np.issubdtype(leaf.dtype, np.floating):
+            assert np.all(np.isnan(leaf[1:])) and not np.any(np.isnan(leaf[0]))
+    alone = theorem_4_30(params, X, norm="layer", u=2.0**-11)  # the valid u: the same record as without the guard
+    assert float(alone.coefficient) == float(records.coefficient[0]) and bool(alone.flags["0 < u < 1"])
+    lemma = jax.jit(lambda u: bounds.lemma_4_6(X[:, 0], u=u))(-1e-3)  # every statement is guarded the same way
+    assert np.isnan(float(lemma.coefficient)) and not bool(lemma.valid)
+    for u in (0.0, -(2.0**-11), 1.0, float("nan")):  # a concrete u is refused with a message
+        with pytest.raises(ValueError, match=r"u must be a unit roundoff in \(0, 1\)"):
+            theorem_4_30(params, X, norm="layer", u=u)

@@ -132,7 +132,7 @@ def test_model_command_writes_plots_tables_and_a_strict_summary(tmp_path, capsys
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
     head = summary["summary"]
-    assert head["first_order_bound_holds"]
+    assert head["first_order_bound_holds"] is True and head["first_order_bound_verdict"].startswith("held at every")
     assert head["heads"]["rank_WkT_Wq"] == [32] and "infinite" in head["heads"]["theorem_4_30"]
     adv = summary["advisor"]
     assert adv["all_high"] < adv["all_low"] / 100  # fp32 arithmetic: 2^16 times finer than bf16
@@ -143,7 +143,7 @@ def test_model_command_writes_plots_tables_and_a_strict_summary(tmp_path, capsys
     assert embeddings["bf16 all"]["embedding_error"]["max"] < 64 * u  # errors of the order of u
     assert embeddings["bf16 all"]["cosine"]["min"] > 0.99
     assert [(b["variant"], b["layer"]) for b in summary["bounds"]] == [("all", 0), ("all", 1)]
-    assert all(b["holds"] for b in summary["bounds"])
+    assert all(b["holds"] is True and b["verdict"] == "held" for b in summary["bounds"])
     assert main(["model", "minilm", "--fractions", "0.5,2", "--out", str(out)]) == 2  # refused before any work
 
 

@@ -46,7 +46,8 @@ def test_bad_study_configurations_are_refused():
 def test_train_quick_writes_plots_csv_and_a_strict_json_summary(tmp_path, capsys):
     out = tmp_path / "train"
     assert main(["train", "--quick", "--out", str(out), "--no-progress"]) == 0
-    assert "4 runs" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4 runs" in printed and "Theorem 4.30 against the measured bf16 error over the checkpoints: " in printed
     for name in ("checkpoints.csv", "trajectories.png", "scatter.png", "summary.json"):
         assert (out / name).stat().st_size > 0, name
 
@@ -56,6 +57,11 @@ def test_train_quick_writes_plots_csv_and_a_strict_json_summary(tmp_path, capsys
     summary = json.loads((out / "summary.json").read_text(), parse_constant=refuse)
     assert summary["runs"] == 4 and summary["checkpoints"] == 4 * 5
     assert "n u < 1" in summary["hypothesis_failures"] and summary["hypothesis_failures"]["n u < 1"] == 0
+    for fmt in ("bf16", "fp16"):  # the theorem against the measured error: never failed, every checkpoint counted
+        check = summary["theorem_4_30_check"][fmt]
+        assert check["failed"] == 0 and check["holds"] is not False
+        assert check["checked"] + sum(check["not_checked"].values()) == check["checkpoints"] == 20
+        assert (check["holds"] is True) == (check["checked"] > 0)
     for error in ("error_normwise/bf16", "error_componentwise/fp16"):
         for name in DIAGNOSTICS:
             entry = summary["correlations_all_checkpoints"][error][name]

@@ -4,7 +4,10 @@ The JSON (``Analysis.to_dict()``) is keyed by the paper's statement names.  Ever
 has ``coefficient`` (the first-order bound in units of u, the worst over the layers and tokens
 it applies to), ``bound`` (coefficient u + input_gain rho_in, worst case), ``measured`` (the
 largest rho_c measured under emulation), ``valid`` (all hypotheses hold everywhere, including "no overflow":
-Model 4.1 has none), ``holds`` (measured <= bound wherever the hypotheses hold),
+Model 4.1 has none), ``verdict`` (``boundlab.verdicts``: "held", "failed", or "not checked (why)"
+when no layer or token had its hypotheses, a finite measurement and a finite bound), ``holds``
+(True, False, or None when not checked: never True against a NaN or overflowed measurement),
+``check`` (how many entries were checked, held and failed, and why the others were not),
 ``bound/measured`` (the smallest ratio there: how close the bound came to being violated), ``flags`` and ``per_layer`` lists.  ``"Theorem 4.30"`` also carries
 the per-layer factors (K_l, chi_l or eta_l, G_l, the layer-norm ratios), the layer-by-layer
 composition, the weights-only growth and the sigma_min-free variant.  Infinite values are
@@ -24,6 +27,8 @@ from boundlab.analysis.measurement import measure
 from boundlab.arithmetic import Emulated
 from boundlab.condition.report import condition_report
 from boundlab.transformer.network import PARAM_NAMES, Params, validate
+from boundlab.verdicts import OVERFLOW, verdict
+from boundlab.verdicts import holds as verdict_holds
 
 APPLIES_TO = {
     "Lemma 4.3": "L_1 = A_1 x + b_1 of the perceptron at N(y_t), per token",
@@ -74,23 +79,39 @@ def _worst_per_layer(a):
     return _worst(a.reshape(a.shape[0], -1), axis=1) if a.ndim > 1 else a
 
 
+def overflowed(measured, coefficient, input_error):
+    """Where the emulated run left the format's range (Model 4.1 has no overflow): a NaN measured
+    error or input error, or an infinite measured error beside a finite coefficient (an infinite
+    one beside an infinite coefficient is the paper's x/0 = inf at a non-generic output, flagged
+    by the statement's own hypotheses)."""
+    measured, coefficient = np.asarray(measured, dtype=float), np.asarray(coefficient, dtype=float)
+    return np.isnan(measured) | np.isnan(input_error) | (np.isinf(measured) & np.isfinite(coefficient))
+
+
+def _counts(check):
+    return {key: check[key] for key in ("entries", "checked", "held", "failed", "not_checked")}
+
+
 def _statement_entry(name, entry, u):
     coefficient = np.asarray(entry["coefficient"], dtype=float)
     measured = np.asarray(entry["measured"], dtype=float)
     if name == "Remark 4.18":  # an inequality between two quantities, no u
         holds = measured <= coefficient
+        check = verdict(measured, coefficient, entry["flags"])
         return {"applies_to": APPLIES_TO[name], "coefficient": float(coefficient.max()),
                 "measured": float(measured.max()), "valid": bool(all(np.all(v) for v in entry["flags"].values())),
-                "holds": bool(holds.all()), "flags": {k: bool(np.all(v)) for k, v in entry["flags"].items()},
+                "holds": verdict_holds(check), "verdict": check["label"], "check": _counts(check),
+                "flags": {k: bool(np.all(v)) for k, v in entry["flags"].items()},
                 "per_layer": {"rhs": _py(coefficient), "max_t xi(S, X_t)": _py(measured), "holds": _py(holds)}}
     gain = np.asarray(entry["input_gain"], dtype=float)
     rho_in = np.asarray(entry["input_error"], dtype=float)
     with np.errstate(invalid="ignore"):
         bound = coefficient * u + np.where(gain == 0, 0.0, gain * rho_in)
     flags = {k: np.asarray(v, dtype=bool) for k, v in entry["flags"].items()}
+    check = verdict(measured, bound, flags, overflow=overflowed(measured, coefficient, rho_in))
     # Model 4.1 has no overflow: a NaN or inf measured error with a finite bound means the emulated
     # computation left the format's range (or its input error already did)
-    flags["no overflow"] = ~np.isnan(measured) & ~np.isnan(rho_in) & (np.isfinite(measured) | ~np.isfinite(coefficient))
+    flags["no overflow"] = ~overflowed(measured, coefficient, rho_in)
     valid = np.ones(coefficient.shape, dtype=bool)
     for flag in flags.values():
         valid &= flag
@@ -99,7 +120,8 @@ def _statement_entry(name, entry, u):
     tightness = np.where(valid, tightness, np.inf)
     result = {"applies_to": APPLIES_TO.get(name, ""), "coefficient": float(coefficient.max()),
               "bound": float(_worst(bound)), "measured": float(_worst(measured)), "valid": bool(valid.all()),
-              "holds": bool(np.all((measured <= bound) | ~valid)), "bound/measured": float(tightness.min()),
+              "holds": verdict_holds(check), "verdict": check["label"], "check": _counts(check),
+              "bound/measured": float(tightness.min()),
               "flags": {k: bool(np.all(v)) for k, v in flags.items()},
               "per_layer": {"coefficient": _py(_worst_per_layer(coefficient)), "bound": _py(_worst_per_layer(bound)),
                             "measured": _py(_worst_per_layer(measured)),
@@ -123,10 +145,11 @@ def _statement_entry(name, entry, u):
 
 def _theorem_entry(record, free, measured, network_error, in_range, u, norm, network_first_order=None):
     flags = {k: bool(v) for k, v in record.flags.items()}
-    flags["no overflow"] = bool(np.isfinite(measured))
     flags["exact intermediates in the normal range"] = bool(np.all(in_range))
+    check = verdict(measured, float(record.coefficient) * u, flags,
+                    overflow=overflowed(measured, float(record.coefficient), 0.0))
+    flags["no overflow"] = not check["not_checked"].get(OVERFLOW)
     valid = all(flags.values())
-    holds = bool(measured <= float(record.coefficient) * u) or not valid
     per_layer = {k: _py(v) for k, v in record.terms.items() if np.ndim(v) == 1 and k != "layerwise_per_layer"}
     per_layer["layerwise bound"] = _py(np.asarray(record.terms["layerwise_per_layer"]) * u)
     per_layer["measured"] = _py(network_error)
@@ -142,8 +165,9 @@ def _theorem_entry(record, free, measured, network_error, in_range, u, norm, net
                 "log10 layerwise/first_order": float(np.log10(float(record.terms["layerwise"]) / autodiff[-1]))}
     return {**extra, "applies_to": f"the network ({'part 2, layer norm' if norm == 'layer' else 'part 1, RMS norm'})",
             "coefficient": float(record.coefficient), "bound": float(record.coefficient) * u, "measured": float(measured),
-            "valid": valid, "holds": holds,
-            "bound/measured": float(record.coefficient) * u / measured if measured > 0 else float("inf"),
+            "valid": valid, "holds": verdict_holds(check), "verdict": check["label"], "check": _counts(check),
+            "bound/measured": float(record.coefficient) * u / measured if measured > 0 else
+            float("inf") if measured == 0 else float("nan"),
             "layerwise": {"coefficient": float(record.terms["layerwise"]), "bound": float(record.terms["layerwise"]) * u},
             "weights_only_growth": float(record.terms["weights_only_growth"]),
             "sigma_min_free": {"coefficient": float(free.coefficient), "bound": float(free.coefficient) * u,
@@ -201,7 +225,7 @@ class Analysis:
             autodiff = f"{entry['first_order']['coefficient']:>10.4g}" if "first_order" in entry else f"{'-':>10}"
             lines.append(f"{name:<30} {entry['coefficient']:>12.4g} {autodiff} {entry['bound']:>11.3e} {entry['measured']:>11.3e} "
                          f"{entry['bound/measured']:>10.3g}  {'yes' if entry['valid'] else 'NO':<5} "
-                         f"{'yes' if entry['holds'] else 'NO'}"
+                         f"{_verdict_cell(entry)}"
                          f"{'' if entry['valid'] else '  failed: ' + failed_hypotheses(entry)}")
         remark = data["Remark 4.18"]["per_layer"]
         failing = [i for i, ok in enumerate(remark["holds"]) if not ok]
@@ -230,6 +254,15 @@ class Analysis:
                 lines.append(f"{row['layer']:<6} {row['statement']:<18} {row['quantity']:<40} {row['autodiff']:>11.4g} "
                              f"{row['closed_form']:>11.4g}  {row['relation']}")
         return "\n".join(lines)
+
+
+def _verdict_cell(entry) -> str:
+    """The table's verdict column: yes, NO, or n/c (not checked) with the reason."""
+    check = entry["check"]
+    if entry["holds"] is None:
+        return "n/c (" + entry["verdict"][len("not checked ("):]
+    part = "" if check["checked"] == check["entries"] else f" {check['checked']}/{check['entries']}"
+    return ("yes" if entry["holds"] else "NO") + part
 
 
 def failed_hypotheses(entry) -> str:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from boundlab._compile import compiled
 from boundlab.arithmetic import Exact
-from boundlab.bounds.record import Bound, bound, undefined_to_inf
+from boundlab.bounds.record import Bound, bound, guard_unit_roundoff, undefined_to_inf
 from boundlab.bounds.subblocks import AttentionParts, FeedForwardParts, attention_parts, feed_forward_parts
 from boundlab.bounds.terms import as_float64, check_unit_roundoff, statement
 from boundlab.quantities import centred_ratio
@@ -221,9 +221,10 @@ def _theorem_4_30(params, X, *, norm, u, sigma_min_free, intermediates, factors)
     G = factors.growth_free if sigma_min_free else factors.growth
     per_layer = {name: value for name, value in _factor_terms(factors, norm, sigma_min_free).items() if name != "G"}
     statement_name = "Theorem 4.30" + (" (sigma_min-free)" if sigma_min_free else "")
-    return bound(statement_name, coefficient,
-                 terms={**per_layer, "K_l": K, "chi_l" if norm == "rms" else "eta_l": xi_product, "G_l": G,
-                        "layerwise": layerwise[-1], "layerwise_per_layer": layerwise,
-                        "weights_only_growth": jnp.prod(G),
-                        "log10_coefficient": log10_coefficient, "log10_layerwise": log_layerwise[-1] / jnp.log(10.0)},
-                 flags=flags)
+    record = bound(statement_name, coefficient,
+                   terms={**per_layer, "K_l": K, "chi_l" if norm == "rms" else "eta_l": xi_product, "G_l": G,
+                          "layerwise": layerwise[-1], "layerwise_per_layer": layerwise,
+                          "weights_only_growth": jnp.prod(G), "log10_coefficient": log10_coefficient,
+                          "log10_layerwise": log_layerwise[-1] / jnp.log(10.0)},
+                   flags=flags)
+    return guard_unit_roundoff(record, u)  # a traced u outside (0, 1): NaN and a False flag

@@ -53,6 +53,26 @@ def bound(statement, coefficient, input_gain=0.0, terms=None, flags=None) -> Bou
                  {k: jnp.asarray(v) for k, v in (flags or {}).items()})
 
 
+U_FLAG = "0 < u < 1"
+
+
+def guard_unit_roundoff(record: Bound, u) -> Bound:
+    """``record`` with the flag "0 < u < 1" added, and every floating field NaN where u is not a
+    unit roundoff (u <= 0, u >= 1 or NaN): a traced u cannot raise, and a bound evaluated at
+    such a u (a negative or infinite ``K``, a coefficient of the wrong sign) is no number at all.
+    A concrete u was refused before (``terms.check_unit_roundoff``), so the flag then holds."""
+    u = jnp.asarray(u)
+    ok = (u > 0) & (u < 1)
+
+    def guard(value):
+        value = jnp.asarray(value)
+        return jnp.where(ok, value, jnp.nan) if jnp.issubdtype(value.dtype, jnp.floating) else value
+
+    return Bound(record.statement, guard(record.coefficient), guard(record.input_gain),
+                 {k: guard(v) for k, v in record.terms.items()},
+                 {**record.flags, U_FLAG: jnp.broadcast_to(ok, jnp.shape(record.coefficient))})
+
+
 def undefined_to_inf(value) -> jax.Array:
     """NaN or negative (a maximum over NaN terms, which XLA:CPU may reduce to -inf) becomes inf:
     an undefined factor of a bound is no bound."""

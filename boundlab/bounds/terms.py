@@ -15,8 +15,10 @@ import numpy as np
 
 from boundlab._compile import compiled
 from boundlab._x64 import require_x64
+from boundlab.bounds.record import guard_unit_roundoff
 from boundlab.errors import ratio
 from boundlab.formats import gamma
+from boundlab.linalg import singular_values, spectral_norm
 from boundlab.quantities import centre, score_magnitude
 
 FLOAT64_EPS = 2.0**-52
@@ -26,7 +28,8 @@ def statement(*, vectors: tuple[str, ...] = ()):
     """Make a Section 4 function strict.
 
     * ``u`` (unit roundoff) is a required keyword-only argument of the decorated function; a
-      concrete u must satisfy 0 <= u < 1 (checked here).
+      concrete u must satisfy 0 < u < 1 (checked here: ValueError); a traced one outside (0, 1)
+      gives NaN in every field and the flag "0 < u < 1" False (``record.guard_unit_roundoff``).
     * Every array argument is converted to float64, which needs ``jax_enable_x64`` (a clear
       RuntimeError otherwise, as ``forward`` gives): the bounds are exact quantities.
     * The arguments named in ``vectors`` must be one vector each: a matrix raises ValueError
@@ -39,7 +42,11 @@ def statement(*, vectors: tuple[str, ...] = ()):
         # the options that are Python values (norm, sigma_min_free) are static; arrays and u traced
         static = tuple(key for key, parameter in signature.parameters.items()
                        if isinstance(parameter.default, (str, bool)))
-        program = compiled(function, static_argnames=static)
+        @functools.wraps(function)
+        def guarded(*args, **kwargs):
+            return guard_unit_roundoff(function(*args, **kwargs), signature.bind(*args, **kwargs).arguments["u"])
+
+        program = compiled(guarded, static_argnames=static)
 
         @functools.wraps(function)
         def strict(*args, **kwargs):
@@ -86,13 +93,13 @@ def as_float64(name: str, tree):
 
 
 def check_unit_roundoff(u, name: str) -> None:
-    """A concrete u must be a number in [0, 1); a traced one is the caller's (it is checked
-    where it becomes concrete)."""
+    """A concrete u must be a number in (0, 1); a traced one cannot be checked here: the records
+    flag it ("0 < u < 1") and are NaN where it fails (``record.guard_unit_roundoff``)."""
     if isinstance(u, jax.core.Tracer):
         return
     value = np.asarray(u)
-    if value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)) or np.any(value < 0) or np.any(value >= 1):
-        raise ValueError(f"{name}: u must be a unit roundoff in [0, 1) (2^-t for t-bit arithmetic, "
+    if value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)) or np.any(value <= 0) or np.any(value >= 1):
+        raise ValueError(f"{name}: u must be a unit roundoff in (0, 1) (2^-t for t-bit arithmetic, "
                          f"e.g. boundlab.get_format('fp16').unit_roundoff), got {u!r}")
 
 
@@ -109,8 +116,8 @@ class Spectral(NamedTuple):
 
 def spectral(Wq, Wk) -> Spectral:
     d = Wq.shape[0]
-    sigma_abs = jnp.linalg.norm(jnp.abs(Wk).T @ jnp.abs(Wq), 2)
-    singular = jnp.linalg.svd(Wk.T @ Wq, compute_uv=False)
+    sigma_abs = spectral_norm(jnp.abs(Wk), jnp.abs(Wq))  # scaled first: no overflow, no LAPACK noise
+    singular = singular_values(Wk, Wq)
     nonsingular = singular[-1] > d * FLOAT64_EPS * singular[0]
     return Spectral(sigma_abs, singular[0], jnp.where(nonsingular, singular[-1], 0.0), nonsingular)
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from boundlab._compile import compiled
+from boundlab.linalg import spectral_norm
 
 
 class Condition(NamedTuple):
@@ -125,7 +126,7 @@ def operator_norm(J, p, q) -> jax.Array:
         return 1 if r == jnp.inf else (jnp.inf if r == 1 else r / (r - 1))
 
     if (p, q) == (2, 2):
-        return jnp.linalg.norm(J, ord=2)
+        return spectral_norm(J)
     if p == 1:
         return jnp.max(jnp.linalg.norm(J, ord=q, axis=0))
     if q == jnp.inf:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from boundlab._compile import compiled
 from boundlab.condition.autodiff import operator_norm
 from boundlab.errors import ratio as _ratio
+from boundlab.linalg import spectral_norm
 from boundlab.quantities import causal_mask, centre
 
 
@@ -67,7 +68,7 @@ def affine(A, b, x) -> Affine:
     y = A @ x + b
     rows = jnp.abs(A) @ jnp.abs(x)
     generic = jnp.all(y != 0)
-    return Affine(A, _ratio(jnp.linalg.norm(A, 2) * jnp.linalg.norm(x), jnp.linalg.norm(y)),
+    return Affine(A, _ratio(spectral_norm(A) * jnp.linalg.norm(x), jnp.linalg.norm(y)),
                   _ratio(jnp.max(rows), _max_abs(y)),
                   jnp.where(generic, jnp.max(_ratio(rows, jnp.abs(y))), jnp.inf), generic)
 
@@ -366,7 +367,7 @@ def attention(X, Wq, Wk, Wv) -> Attention:
     z_inf = jnp.max(jnp.where(mask, z, 0.0), axis=0)
     weighted = jnp.abs(Wv @ X) @ P  # (i, t): |e_i^T W_v X_t| psi_t (P is zero below row t)
     m = plain + 2 * weighted * z_inf[None, :]
-    spectral = jnp.linalg.norm(B, 2)
+    spectral = spectral_norm(B)
     max_sq = jnp.max(jnp.sum(X * X, axis=0))
     return Attention(
         attention_jacobian(X, Wq, Wk, Wv),

@@ -41,7 +41,9 @@ from boundlab.experiments import advisor
 from boundlab.experiments.output import _csv
 from boundlab.experiments.sweeps import ProgressBar
 from boundlab.formats import get_format
+from boundlab.linalg import singular_values
 from boundlab.nn.encoder import encode_batch, mean_pool
+from boundlab.verdicts import holds, verdict
 
 VARIANTS = ("all", "all-fp32acc", "gemms", "gemms-fp32acc")
 FORMATS = ("bf16", "fp16", "fp8_e4m3", "fp8_e5m2")
@@ -191,7 +193,7 @@ def summarise(values) -> dict:
 def weight_rank(Wq, Wk) -> tuple[jax.Array, jax.Array]:
     """(numerical rank of W_k^T W_q, sigma_{r+1} / sigma_1 with r = d_h): the rank counts singular
     values above d 2^-52 sigma_1 (round-off of an exactly singular product lies below)."""
-    sigma = jnp.linalg.svd(Wk.T @ Wq, compute_uv=False)
+    sigma = singular_values(Wk, Wq)
     d = Wq.shape[1]
     rank = jnp.sum(sigma > d * 2.0 ** -52 * sigma[0])
     return rank, sigma[Wq.shape[0]] / sigma[0]
@@ -330,11 +332,13 @@ def run(study: ModelStudy, progress: bool = True) -> dict:
         measured = vector_errors(value, np.asarray(run_variant(scanned, params, ids_b, valid_b, study.fmt,
                                                                variant, study.high)[0], np.float64))
         for layer in range(config.layers + 1):
+            # held, failed or not checked (a NaN measurement: the emulated encoder overflowed)
+            check = verdict(measured[:, layer], deterministic[:, layer], overflow=np.isnan(measured[:, layer]))
             bounds.append({"format": study.fmt, "variant": variant, "layer": layer,
                            "measured": float(np.max(measured[:, layer])),
                            "first_order": float(np.max(deterministic[:, layer])),
                            "probabilistic": float(np.max(probabilistic[:, layer])),
-                           "holds": bool(np.all(measured[:, layer] <= deterministic[:, layer])),
+                           "holds": holds(check), "verdict": check["label"],
                            "k_u": k_u(config, study.fmt, variant)})
         step(f"first-order bound {variant}")
 
@@ -423,6 +427,23 @@ def run_advisor(study, config, params, ids, valid, record, step, status) -> dict
 
 
 # -- output -------------------------------------------------------------------------------------------
+def _all_hold(bounds):
+    """True when every layer's check held, False when one failed, None when one was not checked."""
+    values = [b["holds"] for b in bounds]
+    return False if False in values else None if None in values or not values else True
+
+
+def _bounds_verdict(bounds) -> str:
+    counts = {label: sum(b["holds"] is value for b in bounds)
+              for label, value in (("held", True), ("failed", False), ("not checked", None))}
+    if counts["failed"]:
+        return f"failed at {counts['failed']} of {len(bounds)} layers"
+    if counts["not checked"]:
+        return f"not checked at {counts['not checked']} of {len(bounds)} layers (" + "; ".join(
+            b["verdict"] for b in bounds if b["holds"] is None) + ")"
+    return f"held at every one of {len(bounds)} layers" if bounds else "not checked (no bound computed)"
+
+
 def summary(result: dict) -> dict:
     """The headline numbers (what ``summary.json`` holds besides the tables)."""
     adv = result["advisor"]
@@ -437,7 +458,8 @@ def summary(result: dict) -> dict:
         "model": result["model"]["name"], "sentences": len(result["sentences"]),
         "tokens": {"max": max(result["tokens"]), "mean": float(np.mean(result["tokens"]))},
         "embeddings": embeddings,
-        "first_order_bound_holds": all(b["holds"] for b in result["bounds"]),
+        "first_order_bound_holds": _all_hold(result["bounds"]),
+        "first_order_bound_verdict": _bounds_verdict(result["bounds"]),
         "embedding_bound": {f"{b['format']} {b['variant']}": {k: b[k] for k in ("measured", "first_order",
                                                                                "probabilistic", "k_u")}
                             for b in result["bounds"] if b["layer"] == result["model"]["config"]["layers"]},
@@ -471,6 +493,8 @@ def headline_lines(headline: dict) -> list[str]:
     for key, b in headline["embedding_bound"].items():
         lines.append(f"first-order bound ({key}, embedding): {number(b['first_order'])} (probabilistic "
                      f"{number(b['probabilistic'])}) vs measured {number(b['measured'])}; k u = {number(b['k_u'])}")
+    if "first_order_bound_verdict" in headline:
+        lines.append(f"first-order bound at every layer: {headline['first_order_bound_verdict']}")
     heads = headline["heads"]
     lines.append(f"heads: {heads['theorem_4_30']}; softmax kappa_cc <= {number(heads['softmax_kappa_cc_max'])}, "
                  f"attention kappa_c,inf <= {number(heads['attention_kappa_c_inf_max'])}")
@@ -496,7 +520,7 @@ def write(result: dict, out_dir) -> dict:
     _csv(os.path.join(out_dir, "embeddings.csv"), ["format", "variant", "sentence", "relative_error", "cosine"],
          ([e["format"], e["variant"], i, err, cos] for e in result["embeddings"]
           for i, (err, cos) in enumerate(zip(e["per_sentence_error"], e["per_sentence_cosine"]))))
-    bound_keys = ["format", "variant", "layer", "measured", "first_order", "probabilistic", "holds", "k_u"]
+    bound_keys = ["format", "variant", "layer", "measured", "first_order", "probabilistic", "holds", "verdict", "k_u"]
     _csv(os.path.join(out_dir, "bounds.csv"), bound_keys, ([b[k] for k in bound_keys] for b in result["bounds"]))
     head_keys = [k for k in result["heads"][0]]
     _csv(os.path.join(out_dir, "heads.csv"), head_keys, ([h[k] for k in head_keys] for h in result["heads"]))

@@ -27,7 +27,7 @@ def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers:
     from boundlab.transformer import init
 
     lines = ["| case | statement | coefficient | autodiff first-order | bound | measured | bound / measured | "
-             "hypotheses hold |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "hypotheses hold | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     data = {}
     from boundlab.experiments.sweeps import ProgressBar
 
@@ -44,7 +44,7 @@ def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers:
             autodiff = f"{entry['first_order']['coefficient']:.3g}" if "first_order" in entry else "-"
             lines.append(f"| {label} | {name} | {entry['coefficient']:.3g} | {autodiff} | {entry['bound']:.3g} | "
                          f"{entry['measured']:.3g} | {entry['bound/measured']:.3g} | "
-                         f"{'yes' if entry['valid'] else 'no: ' + failed_hypotheses(entry)} |")
+                         f"{'yes' if entry['valid'] else 'no: ' + failed_hypotheses(entry)} | {entry['verdict']} |")
         if bar is not None:
             bar.update(1, "bound table")
     if bar is not None:
@@ -87,7 +87,8 @@ def _theorem_line(name, entry):
     return (f"Theorem 4.30 at {name} ({entry['hypotheses_hold']} of {entry['samples']} sampled networks satisfy its "
             f"hypotheses): median bound 10^{entry['log10_bound_median']:.0f}, layer-by-layer 10^"
             f"{entry['log10_layerwise_bound_median']:.0f}, against a measured componentwise error of mean "
-            f"{entry['measured_mean']:.2g}, median {entry['measured_median']:.2g}, max {entry['measured_max']:.2g}.")
+            f"{entry['measured_mean']:.2g}, median {entry['measured_median']:.2g}, max {entry['measured_max']:.2g}; "
+            f"the bound {entry['verdict']}.")
 
 
 def three_way_line(name, entry):
@@ -102,8 +103,8 @@ def three_way_line(name, entry):
     layerwise = entry["first_order_over_layerwise"]
     return (line + f"; first-order / Theorem 4.30 median 10^{theorem['log10_median']:.0f} (worst 10^"
             f"{theorem['log10_max']:.0f}), / layer-by-layer 10^{layerwise['log10_median']:.0f}; measured <= "
-            f"first-order <= theorem on {'all' if entry['ordering_holds'] is True else 'NOT all'} "
-            f"{entry['samples_checked']} networks whose hypotheses hold.")
+            f"first-order <= theorem: {entry['verdict']} on the {entry['samples_checked']} networks whose hypotheses "
+            "hold.")
 
 
 def _headline_lines(number, summary):

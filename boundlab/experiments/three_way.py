@@ -18,6 +18,7 @@ from boundlab.experiments.sweeps import sweep
 from boundlab.sensitivity import first_order
 from boundlab.transformer import init
 from boundlab.transformer.plain import plain_forward
+from boundlab.verdicts import holds, verdict
 
 
 def first_order_samples(config, scheme, count, progress, norm="layer", **init_kwargs):
@@ -65,6 +66,9 @@ def summary(first, theorem, measured_last_layer, t, index) -> dict:
     first_bound = 10.0 ** log_first
     ordered = (measured <= first_bound + first_bound**2) & (log_first <= log_layerwise + 1e-9) & \
         (log_layerwise <= log_theorem + 1e-9)
+    # the ordering as a check of 0 (ordered) <= 0 on each sample: held, failed or not checked (why)
+    check = verdict(np.where(ordered, 0.0, 1.0), np.where(np.isfinite(log_first), 0.0, np.nan),
+                    {"Theorem 4.30's hypotheses": valid}, overflow=~np.isfinite(measured))
     return {
         "samples": count, "hypotheses_hold": int(valid.sum()), "samples_checked": int(ok.sum()),
         "log10_first_order_median": float(np.median(log_first[np.isfinite(log_first)]))
@@ -72,7 +76,8 @@ def summary(first, theorem, measured_last_layer, t, index) -> dict:
         "measured_over_first_order": _ratio_stats(log_measured - log_first),
         "first_order_over_theorem": _ratio_stats(np.where(valid, log_first - log_theorem, np.nan)),
         "first_order_over_layerwise": _ratio_stats(np.where(valid, log_first - log_layerwise, np.nan)),
-        "ordering_holds": bool(np.all(ordered[ok])) if ok.any() else "no sample met the hypotheses",
+        # True, False, or None when no sample was checked (the verdict names why)
+        "ordering_holds": holds(check), "verdict": check["label"],
         "measured_within_first_order": float(np.mean(measured[np.isfinite(measured)] <=
                                                      first_bound[np.isfinite(measured)]))
         if np.isfinite(measured).any() else None,

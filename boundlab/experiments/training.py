@@ -26,6 +26,7 @@ import numpy as np
 
 from boundlab.experiments.stats import log10_of
 from boundlab.formats import get_format
+from boundlab.verdicts import holds, verdict
 
 DIAGNOSTICS = ("log10_theorem_4_30", "log10_theorem_4_30_free", "log10_layerwise_free", "log10_growth",
                "log10_growth_free", "baek_predictor")
@@ -201,6 +202,27 @@ def correlations(rows: list[dict], error: str) -> dict:
     return out
 
 
+def theorem_check(rows: list[dict], fmt: str) -> dict:
+    """Theorem 4.30 against the measured componentwise error in ``fmt`` at every checkpoint:
+    held, failed, or not checked (its hypotheses failed at some held-out input, checked at the
+    coarsest format's u, or the emulated run overflowed).  Per checkpoint the largest measured
+    error over the held-out batch is compared with the largest coefficient times u: each input's
+    error is below its own bound, so the maximum is below the largest bound.  In log10: the
+    coefficient can exceed float64's range."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        measured = np.asarray([row[f"error_componentwise/{fmt}"] for row in rows], np.float64)
+        log_measured = np.clip(np.log10(measured), -1e300, None)
+    log_bound = np.asarray([row["log10_theorem_4_30"] for row in rows], np.float64) + np.log10(
+        get_format(fmt).unit_roundoff)
+    prefix = "flag/hypothesis: "  # each hypothesis by name, so that the reason names the failing ones
+    hypotheses = {name[len(prefix):]: np.asarray([row[name] for row in rows], bool) for name in rows[0]
+                  if name.startswith(prefix)}
+    check = verdict(log_measured, log_bound, hypotheses, overflow=~np.isfinite(measured))
+    return {"verdict": check["label"], "holds": holds(check), "checkpoints": check["entries"],
+            "checked": check["checked"], "held": check["held"], "failed": check["failed"],
+            "not_checked": check["not_checked"]}
+
+
 def summarise(rows: list[dict], config: TrainStudy) -> dict:
     errors = [f"error_{kind}/{name}" for name in config.formats for kind in ("normwise", "componentwise")]
     finals = [row for row in rows if row["step"] == config.steps]
@@ -211,6 +233,7 @@ def summarise(rows: list[dict], config: TrainStudy) -> dict:
                                                       for e in errors} for w in config.widths},
                "hypothesis_failures": {name[len("flag/hypothesis: "):]: sum(not row[name] for row in rows)
                                        for name in rows[0] if name.startswith("flag/hypothesis: ")},
+               "theorem_4_30_check": {name: theorem_check(rows, name) for name in config.formats},
                "penalty": {}}
     for penalised in (False, True):
         group = [row for row in finals if row["penalised"] == penalised]
@@ -227,14 +250,16 @@ def summarise(rows: list[dict], config: TrainStudy) -> dict:
         "over the checkpoints of one width (within_width: pooled correlations also reflect differences between widths); "
         "null where fewer than 3 finite points. Errors are measured under bit-exact emulation against the "
         "float64 forward of the rounded operands, on a held-out batch. hypothesis_failures: at how many "
-        "checkpoints each hypothesis of Theorem 4.30 failed (at some layer, for some held-out input). Medians are over the finite values; "
+        "checkpoints each hypothesis of Theorem 4.30 failed (at some layer, for some held-out input). theorem_4_30_check: "
+        "per format, at how many checkpoints the theorem held, failed or was not checked (and why). Medians are over the finite values; "
         "'non-finite' counts the runs whose value overflowed (the paper's softmax has no max shift, so fp16's "
         "exp overflows once a score exceeds about 11) or is undefined.")
     return summary
 
 
 def write_study(rows: list[dict], config: TrainStudy, out_dir: str) -> dict:
-    """Write checkpoints.csv, trajectories.png, scatter.png and summary.json; return the paths."""
+    """Write checkpoints.csv, trajectories.png, scatter.png and summary.json; return the paths (and
+    the Theorem 4.30 verdict per format)."""
     from boundlab.experiments.plots import plot_training
     from boundlab.experiments.stats import strict_json
 
@@ -249,7 +274,8 @@ def write_study(rows: list[dict], config: TrainStudy, out_dir: str) -> dict:
     with open(summary_path, "w") as handle:
         json.dump(strict_json(summary), handle, indent=1, allow_nan=False)
     pngs = plot_training(rows, config, out_dir)
-    return {"csv": csv_path, "summary": summary_path, "png": pngs}
+    return {"csv": csv_path, "summary": summary_path, "png": pngs,
+            "theorem_4_30_check": {fmt: check["verdict"] for fmt, check in summary["theorem_4_30_check"].items()}}
 
 
 def train(config: TrainStudy = TrainStudy(), out_dir: str = "boundlab-train", progress: bool = True) -> dict:

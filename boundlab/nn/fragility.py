@@ -31,17 +31,18 @@ import jax
 import jax.numpy as jnp
 
 from boundlab.errors import ratio
+from boundlab.linalg import singular_values
 from boundlab.quantities import centre
 
 
 def spectral_norm(M) -> jax.Array:
     """||M||_2, the largest singular value (NaN when M holds NaN)."""
-    return jnp.linalg.svd(M, compute_uv=False)[0]
+    return singular_values(M)[0]
 
 
 def matrix_condition(M) -> jax.Array:
     """sigma_max / sigma_min over the min(rows, columns) singular values (x/0 = inf, 0/0 = 0)."""
-    s = jnp.linalg.svd(M, compute_uv=False)
+    s = singular_values(M)
     return ratio(s[0], s[-1])
 
 
