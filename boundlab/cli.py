@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import signal
 import sys
+import threading
+
+from boundlab.experiments.run_folder import forget_signals, install_signal_handlers, run_folder
 
 
 def _version() -> str:
@@ -164,8 +169,9 @@ def _analyze_model(args: argparse.Namespace) -> int:
     formats = tuple(name.strip() for name in args.formats.split(",") if name.strip())
     result = model_diagnostics(model, *inputs, formats=formats, first_order=not args.no_first_order,
                                condition=not args.no_conditions)
-    out = args.out or "boundlab-model-report"
-    paths = write_report(result, out)
+    out = args.out = args.out or "boundlab-model-report"
+    with run_folder(out, "analyze", args.force):
+        paths = write_report(result, out)
     print(result.structure.summary())
     for f in formats:
         print(f"{f}: output normwise error {float(result.output[f'error_normwise/{f}']):.3g}")
@@ -226,15 +232,14 @@ def _headline(result) -> str:
 
 def _cmd_figure(args: argparse.Namespace) -> int:
     _enable_x64()
-    import os
-
     from boundlab.experiments import RUNNERS, write
 
     config = _figure_config(args.number, args)
     config.check()  # before any compilation
-    result = RUNNERS[args.number](config, progress=not args.no_progress)
-    out = args.out or os.path.join("boundlab-figures", f"figure{args.number}")
-    paths = write(result, out)
+    out = args.out = args.out or os.path.join("boundlab-figures", f"figure{args.number}")
+    with run_folder(out, f"figure {args.number}", args.force):
+        result = RUNNERS[args.number](config, progress=not args.no_progress)
+        paths = write(result, out)
     print(f"figure {args.number}: wrote {paths['png']}, {', '.join(paths['csv'])}, {paths['summary']}")
     print(_headline(result))
     return 0
@@ -244,7 +249,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     _enable_x64()
     from boundlab.experiments.reproduce import reproduce
 
-    index = reproduce(args.out, full=args.full, progress=not args.no_progress)
+    with run_folder(args.out, "reproduce", args.force):
+        index = reproduce(args.out, full=args.full, progress=not args.no_progress)
     print(f"wrote {index}")
     return 0
 
@@ -278,9 +284,10 @@ def _cmd_model(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--fractions must be comma-separated numbers in (0, 1), got {args.fractions!r}") from None
     study = real_model.ModelStudy(**changes)
-    out = args.out or f"boundlab-model-{args.name}"
-    result = real_model.run(study, progress=not args.no_progress)  # ExtraMissing: exit 3 (main)
-    headline = real_model.write(result, out)
+    out = args.out = args.out or f"boundlab-model-{args.name}"
+    with run_folder(out, f"model {args.name}", args.force):
+        result = real_model.run(study, progress=not args.no_progress)  # ExtraMissing: exit 3 (main)
+        headline = real_model.write(result, out)
     print(f"model {args.name}: wrote {out}/summary.json, layers.png, advisor.png and CSVs")
     for line in real_model.headline_lines(headline):
         print(f"  {line}")
@@ -320,7 +327,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     config = dataclasses.replace(config, **changes)
-    paths = train(config, args.out, progress=not args.no_progress)
+    with run_folder(args.out, "train", args.force):
+        paths = train(config, args.out, progress=not args.no_progress)
     print(f"train: {len(config.widths) * len(config.seeds) * 2} runs in {paths['seconds']:.0f} s; wrote "
           f"{paths['csv']}, {', '.join(paths['png'])}, {paths['summary']}")
     for fmt, label in paths["theorem_4_30_check"].items():
@@ -342,6 +350,10 @@ def _add_figure_knobs(parser):
     parser.add_argument("--chunk", type=int, help="initialisations per compiled chunk (default 128)")
     parser.add_argument("--no-bounds", action="store_true", help="skip the Theorem 4.30 and autodiff first-order samples")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+FORCE_HELP = ("replace an earlier run in --out (without it, a folder that holds files is refused); while a "
+              "command runs, and after an interrupted one, the folder holds INCOMPLETE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--input", help="with --model: the batch, .npy (one argument) or .npz (arguments in order)")
     analyze.add_argument("--formats", default="bf16,fp16", help="with --model: formats (default bf16,fp16)")
     analyze.add_argument("--out", help="with --model: report folder (default boundlab-model-report)")
+    analyze.add_argument("--force", action="store_true", help="with --model: replace an earlier report in --out")
     analyze.add_argument("--format", default="fp16", help="emulated format (fp16, bf16, t10, ...; default fp16)")
     analyze.add_argument("--norm", choices=("layer", "rms"), default="layer", help="layer norm (7) or RMS norm (10)")
     analyze.add_argument("--mode", default="nearest", help="rounding mode (default nearest)")
@@ -393,12 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     figure.add_argument("number", type=int, choices=(1, 2, 3, 4))
     figure.add_argument("--quick", action="store_true", help="small sizes (seconds instead of minutes)")
     figure.add_argument("--out", help="output folder (default boundlab-figures/figureN)")
+    figure.add_argument("--force", action="store_true", help=FORCE_HELP)
     _add_figure_knobs(figure)
     figure.set_defaults(run=_cmd_figure)
 
     reproduce = commands.add_parser("reproduce", help="all four figures (quick sizes) and a bound-vs-measured table, "
                                     "with an index.md")
     reproduce.add_argument("--out", default="boundlab-reproduce", help="output folder (default boundlab-reproduce)")
+    reproduce.add_argument("--force", action="store_true", help=FORCE_HELP)
     reproduce.add_argument("--full", action="store_true", help="the paper's sizes (tens of minutes on a CPU)")
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
     reproduce.set_defaults(run=_cmd_reproduce)
@@ -420,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "0.005,0.01,0.02,0.05,0.1,0.2,0.5)")
     model.add_argument("--quick", action="store_true", help="8 sentences, bf16 and fp8_e4m3, a short advisor curve")
     model.add_argument("--out", help="output folder (default boundlab-model-NAME)")
+    model.add_argument("--force", action="store_true", help=FORCE_HELP)
     model.add_argument("--no-progress", action="store_true", help="no progress bar")
     model.set_defaults(run=_cmd_model)
 
@@ -431,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "checkpoints.csv, trajectories.png, scatter.png and summary.json (correlations).")
     train.add_argument("--quick", action="store_true", help="CI size: d = 16, 2 seeds, 60 steps (about a minute)")
     train.add_argument("--out", default="boundlab-train", help="output folder (default boundlab-train)")
+    train.add_argument("--force", action="store_true", help=FORCE_HELP)
     train.add_argument("--widths", help="comma-separated widths d (D = 2d; default 8,16,32)")
     train.add_argument("--seeds", help="comma-separated seeds (default 0,1,2,3)")
     train.add_argument("--steps", type=int, help="training steps per run (default 500)")
@@ -449,8 +466,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    # SIGTERM, like Ctrl-C, marks an output folder incomplete (run_folder); the handlers are the
+    # caller's again afterwards (main also runs inside other programs: tests, notebooks)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+        install_signal_handlers()
     try:
         return args.run(args)
+    except KeyboardInterrupt as error:
+        name = getattr(error, "signal_name", "SIGINT")
+        folder = getattr(args, "out", None)
+        where = f"; {folder} is marked incomplete ({folder}/INCOMPLETE)" if folder and os.path.exists(
+            os.path.join(folder, "INCOMPLETE")) else ""
+        print(f"boundlab {args.command}: interrupted by {name}{where}", file=sys.stderr)
+        return 128 + int(getattr(signal.Signals, name))
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"boundlab {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -459,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"boundlab {args.command}: {error}", file=sys.stderr)
         return 3
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        forget_signals()
 
 
 if __name__ == "__main__":

@@ -159,3 +159,67 @@ def test_analyze_a_saved_user_model_writes_its_report(tmp_path, capsys):
     save_state(wrong, tmp_path / "wrong.npz")
     assert main(argv[:3] + ["--state", str(tmp_path / "wrong.npz")] + argv[5:]) == 2
     assert "has no array" in capsys.readouterr().err
+
+
+TINY_FIGURE = ["figure", "3", "--quick", "--inits", "2", "--size", "2", "--precisions", "12", "--no-progress"]
+
+
+def test_an_earlier_run_is_replaced_only_with_force_and_a_finished_run_carries_no_marker(tmp_path, capsys):
+    out = tmp_path / "figure"
+    out.mkdir()
+    (out / "old.csv").write_text("an earlier run\n")
+    assert main(TINY_FIGURE + ["--out", str(out)]) == 2  # refused before any work, the earlier run intact
+    assert "already holds an earlier run; pass --force" in capsys.readouterr().err
+    assert (out / "old.csv").exists() and not (out / "INCOMPLETE").exists()
+    assert main(TINY_FIGURE + ["--out", str(out), "--force"]) == 0
+    assert "replacing an earlier run" in capsys.readouterr().err
+    assert not (out / "old.csv").exists() and not (out / "INCOMPLETE").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["figure"] == 3
+    (out / "INCOMPLETE").write_text("{}")  # what an interrupted run leaves: named as such
+    assert main(TINY_FIGURE + ["--out", str(out)]) == 2
+    assert "already holds an interrupted or failed run" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(TINY_FIGURE + ["--out", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_an_interrupted_reproduce_says_so_in_its_marker_index_and_exit_status(tmp_path, capsys, monkeypatch):
+    from boundlab.experiments import reproduce as reproduce_module
+
+    def interrupted(config, progress=True):
+        raise KeyboardInterrupt  # Ctrl-C during the first figure
+
+    monkeypatch.setitem(reproduce_module.RUNNERS, 1, interrupted)
+    out = tmp_path / "run"
+    assert main(["reproduce", "--out", str(out), "--no-progress"]) == 130
+    assert f"interrupted by SIGINT; {out} is marked incomplete" in capsys.readouterr().err
+    marker = json.loads((out / "INCOMPLETE").read_text())
+    assert marker["status"] == "interrupted" and marker["why"] == "interrupted by SIGINT"
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    assert (out / "index.md").read_text().splitlines()[2].startswith("**INCOMPLETE")
+
+
+@pytest.mark.parametrize("name, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_during_a_figure_run_leaves_a_folder_marked_incomplete(tmp_path, name, status):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "figure"
+    env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "boundlab", "figure", "1", "--quick", "--out", str(out),
+                                "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "INCOMPLETE").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (out / "INCOMPLETE").exists(), process.communicate()
+    process.send_signal(getattr(signal, name))
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == status, err
+    assert err.strip().splitlines()[-1] == f"boundlab figure: interrupted by {name}; {out} is marked incomplete " \
+                                           f"({out}/INCOMPLETE)"
+    marker = json.loads((out / "INCOMPLETE").read_text())
+    assert marker["status"] == "interrupted" and marker["why"] == f"interrupted by {name}" and "ended" in marker
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "figure" not in summary  # not a finished figure's summary

@@ -163,6 +163,7 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
 
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
+    _write_index(out, ["# boundlab reproduce", ""], finished=False)
     sections = ["# boundlab reproduce", "",
                 f"Figures 1-4 of Budzinskiy et al. at {'the paper' if full else 'quick'} sizes, every product and "
                 "partial sum rounded (recursive accumulation); raw errors in the CSV files, fits in summary.json. "
@@ -183,6 +184,7 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
         sections += [f"* data: [summary.json](figure{number}/summary.json), "
                      + ", ".join(f"[{os.path.basename(p)}](figure{number}/{os.path.basename(p)})" for p in paths["csv"]),
                      f"* {seconds:.1f} s", ""]
+        _write_index(out, sections, finished=False)
     if progress:
         print("bound table ...", flush=True)
     table, data = bound_table(progress, bound_cases)
@@ -195,6 +197,7 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
                  "and measured rho_c over the layers and tokens each statement applies to. Full records: "
                  "[bounds.json](bounds.json). 'autodiff first-order': `boundlab.first_order` of the same part at "
                  "the same input, in units of u (between the measured error and the statement).", "", table, ""]
+    _write_index(out, sections, finished=False)
     if progress:
         print("coverage of the probabilistic bound ...", flush=True)
     covered = coverage(coverage_config or Coverage(), progress)
@@ -202,10 +205,23 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
         json.dump(strict_json(covered), handle, indent=1, allow_nan=False)
     sections += ["## The probabilistic first-order bound", ""] + [f"* {line}" for line in coverage_lines(covered)]
     sections += ["* data: [coverage.json](coverage.json)", ""]
+    _write_index(out, sections, finished=False)
     sections += _model_section(out, model, full, progress)
     sections += [f"Total: {time.perf_counter() - start:.0f} s on {jax.devices()[0].platform} "
                  f"({len(jax.devices())} device(s))."]
+    return _write_index(out, sections, finished=True)
+
+
+INCOMPLETE_BANNER = ("**INCOMPLETE: this run has not finished (it is still running, or it was interrupted or "
+                     "failed).** The sections below are those that finished; a complete run has no such line.")
+
+
+def _write_index(out, sections, finished: bool) -> str:
+    """index.md with the sections so far; until the run finishes it opens with INCOMPLETE_BANNER,
+    so that an interrupted run's index says so (written whole, then renamed into place)."""
+    lines = sections if finished else sections[:2] + [INCOMPLETE_BANNER, ""] + sections[2:]
     index = os.path.join(out, "index.md")
-    with open(index, "w") as handle:
-        handle.write("\n".join(sections) + "\n")
+    with open(index + ".tmp", "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(index + ".tmp", index)
     return index

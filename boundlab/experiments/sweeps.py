@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from boundlab.experiments.run_folder import checkpoint
+
 
 def _mesh(devices=None) -> Mesh:
     devices = np.asarray(jax.devices() if devices is None else devices)
@@ -50,6 +52,7 @@ def sweep(function: Callable, key, count: int, chunk: int = 1000, progress: bool
         index = indices[start:start + chunk]
         padded = np.concatenate([index, np.full(chunk - len(index), index[-1])])
         out = batched(jax.device_put(jnp.asarray(padded, dtype=jnp.int32), sharding))
+        checkpoint()  # a Ctrl-C or SIGTERM that Python swallowed (run_folder) stops the sweep here
         results.append(jax.tree.map(lambda a, m=len(index): np.asarray(a)[:m], out))
         if bar is not None:
             bar.update(len(index), description or "sweep")
@@ -94,6 +97,7 @@ class ProgressBar:
             self._log(f"{self._description}: {text}")
 
     def update(self, advance, description=None):
+        checkpoint()
         self._done += advance
         if description is not None:
             self._description = description

@@ -1,0 +1,144 @@
+"""Output folders that cannot be mistaken for a finished run.
+
+Every command that writes a folder (``figure``, ``reproduce``, ``model``, ``train``, ``analyze
+--model``) runs inside ``run_folder``:
+
+* a folder that already holds files (an earlier run, finished or not) is refused with a one-line
+  message, unless ``force`` (``--force``), which empties it first and says so;
+* while the command runs, the folder holds ``INCOMPLETE`` (what runs, since when, its process)
+  and, until the command writes its own, a ``summary.json`` whose ``"status"`` is ``"running"``;
+* when the command finishes, ``INCOMPLETE`` is removed and the top-level ``summary.json`` (if
+  any) gets ``"status": "complete"``;
+* when it is interrupted (SIGINT, SIGTERM: ``install_signal_handlers``) or fails, ``INCOMPLETE``
+  stays and says so (``interrupted by SIGINT``, or the error), the placeholder ``summary.json``
+  says ``"status": "interrupted"`` (or ``"failed"``), and whatever finished stays in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import signal
+import sys
+
+MARKER = "INCOMPLETE"
+SUMMARY = "summary.json"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal turned into an exception, so that ``run_folder`` can mark the folder."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.signal_name = name
+
+
+_received: list[str] = []  # the signals received since the handlers were installed
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (and SIGINT) raise ``Interrupted`` in the main thread, as Ctrl-C raises
+    KeyboardInterrupt, so that an interrupted run marks its folder before it exits.
+
+    Python may swallow an exception raised by a signal handler (when the signal lands in a
+    garbage-collection callback or a ``__del__``, it prints "Exception ignored" and goes on), so
+    the signal is also remembered: ``checkpoint()`` (each chunk of a sweep, each progress step)
+    and the end of ``run_folder`` raise it again."""
+    _received.clear()
+
+    def handler(number, frame):
+        name = signal.Signals(number).name
+        _received.append(name)
+        raise Interrupted(name)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, handler)
+
+
+def forget_signals() -> None:
+    """Forget the signals received (when the handlers are taken down again)."""
+    _received.clear()
+
+
+def checkpoint() -> None:
+    """Raise ``Interrupted`` if a signal arrived whose exception was swallowed (see above)."""
+    if _received:
+        raise Interrupted(_received[0])
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path, data) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump(data, handle, indent=1, allow_nan=False)
+    os.replace(temporary, path)  # atomic: a reader sees the old file or the new one
+
+
+def prepare(out: str, command: str, force: bool = False) -> str | None:
+    """Refuse a folder that holds an earlier run (ValueError, one line) unless ``force``; with
+    ``force`` empty it.  Returns a sentence to print when an earlier run was replaced."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if not os.path.isdir(out) or not os.listdir(out):
+        return None
+    earlier = "an interrupted or failed run" if os.path.exists(os.path.join(out, MARKER)) else "an earlier run"
+    if not force:
+        raise ValueError(f"{out} already holds {earlier}; pass --force to replace it, or --out another folder")
+    for entry in os.listdir(out):
+        path = os.path.join(out, entry)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    return f"replacing {earlier} in {out} (--force)"
+
+
+@contextlib.contextmanager
+def run_folder(out: str, command: str, force: bool = False):
+    """Run the body with ``out`` marked incomplete (see the module docstring); yields ``out``."""
+    replaced = prepare(out, command, force)
+    if replaced:
+        print(f"boundlab {command}: {replaced}", file=sys.stderr)
+    os.makedirs(out, exist_ok=True)
+    marker, summary = os.path.join(out, MARKER), os.path.join(out, SUMMARY)
+    state = {"status": "running", "command": f"boundlab {command}", "argv": sys.argv, "started": _now(),
+             "pid": os.getpid()}
+    _write_json(marker, state)
+    _write_json(summary, {**state, "note": "the run has not finished; this file is replaced when it does"})
+    try:
+        yield out
+        checkpoint()  # a swallowed signal: the run is not what the user let finish
+    except BaseException as error:
+        if isinstance(error, Interrupted):
+            status, why = "interrupted", f"interrupted by {error.signal_name}"
+        elif isinstance(error, KeyboardInterrupt):
+            status, why = "interrupted", "interrupted by SIGINT"
+        else:
+            status, why = "failed", f"failed: {type(error).__name__}: {error}"
+        ended = {**state, "status": status, "why": why, "ended": _now(), "kept": sorted(os.listdir(out))}
+        _write_json(marker, ended)
+        if _placeholder(summary):
+            _write_json(summary, {**ended, "note": "the run did not finish; the files listed in 'kept' are what it "
+                                                   "wrote before it stopped"})
+        raise
+    if _placeholder(summary):
+        os.remove(summary)  # the command writes no top-level summary of its own
+    elif os.path.exists(summary):
+        with open(summary) as handle:
+            data = json.load(handle)
+        if isinstance(data, dict):
+            _write_json(summary, {"status": "complete", **data})
+    os.remove(marker)
+
+
+def _placeholder(path) -> bool:
+    """Is ``path`` still the summary this module wrote (not the command's own)?"""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("status") == "running" and "pid" in data
