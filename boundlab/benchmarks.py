@@ -7,6 +7,7 @@ reported as ratios to a baseline timed in the same run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 
@@ -470,3 +471,106 @@ def model_benchmark(sentences: int = 32, length: int = 32, fmt: str = "bf16", re
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rows[-1] = dataclasses.replace(rows[-1], note=f"{note}; peak resident memory {peak:.1f} GiB")
     return rows
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux /proc; psutil elsewhere when installed)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil
+        except ImportError:
+            return None
+        return psutil.Process().memory_info().rss
+
+
+class _CompileCounter:
+    """Counts JAX's tracing and backend-compile events (jax.monitoring) while active."""
+
+    def __init__(self):
+        self.traces = self.compiles = 0
+        self.active = False
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event, duration, **kwargs):
+        if self.active:
+            self.traces += event.endswith("jaxpr_trace_duration")
+            self.compiles += event.endswith("backend_compile_duration")
+
+
+def soak_benchmark(calls: int = 200, warm_up: int = 20, loop_steps: int = 20, seed: int = 0, every_column: bool = True,
+                   formats=("bf16", "fp16")) -> list[Timing]:
+    """Resident memory and retracing over long runs in one process (issue 26): ``analyze``
+    called ``calls`` times on fresh random cases of one shape, and ``loop_steps`` training steps
+    with the diagnostics inside one ``nnx.jit`` step.  ``ratio`` is the resident memory at the
+    end over that after ``warm_up`` calls (goal: within 10 %); the note counts the traces and
+    backend compilations after the warm-up (goal: none).  ``every_column``: analyze with its
+    condition numbers and first-order bounds (the default, as a user calls it)."""
+    import optax
+    from flax import nnx
+
+    from boundlab.analysis import analyze
+    from boundlab.experiments.training import load_digits_tokens
+    from boundlab.nn import SequenceClassifier
+    from boundlab.nn.monitoring import diagnostics
+    from boundlab.transformer import init
+
+    counter = _CompileCounter()
+    rows = []
+    times, warm = [], None
+    start_all = time.perf_counter()
+    for i in range(calls):
+        params, X = init(jax.random.key(seed + i), "figure4", d=4, n=4, D=4, L=2)
+        start = time.perf_counter()
+        analyze(params, X, "fp16", "layer", conditions=every_column, first_order=every_column).to_json()
+        times.append(time.perf_counter() - start)
+        if i + 1 == warm_up:
+            warm = resident_bytes()
+            counter.active = True
+    end = resident_bytes()
+    counter.active = False
+    note = (f"{calls} calls, d = n = D = 4, L = 2, fp16{', every column' if every_column else ''}; resident {_mib(warm)} after {warm_up}, "
+            f"{_mib(end)} at the end; after the warm-up {counter.traces} traces, {counter.compiles} compiles; "
+            f"{time.perf_counter() - start_all:.0f} s in all")
+    rows.append(Timing(f"analyze x {calls}, fresh cases", float(np.median(times[warm_up:])), times[0],
+                       None if not warm or end is None else end / warm, note=note, goal_ratio=1.1))
+
+    (train_x, train_y), (test_x, _) = load_digits_tokens(seed)
+    model = SequenceClassifier(8, 8, 10, 16, 32, 2, rngs=nnx.Rngs(seed))
+    optimizer = nnx.Optimizer(model, optax.sgd(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, images, labels, held_out):
+        def loss(m):
+            return optax.softmax_cross_entropy_with_integer_labels(m(images), labels).mean()
+
+        value, grads = nnx.value_and_grad(loss)(model)
+        optimizer.update(model, grads)
+        return value, diagnostics(model.transformer, model.tokens(held_out), formats=tuple(formats))
+
+    held_out = jnp.asarray(test_x[:16])
+    times, warm, counter.traces, counter.compiles = [], None, 0, 0
+    for i in range(loop_steps):
+        images = jnp.asarray(train_x[(32 * i) % 1024:(32 * i) % 1024 + 32])
+        labels = jnp.asarray(train_y[(32 * i) % 1024:(32 * i) % 1024 + 32])
+        start = time.perf_counter()
+        jax.block_until_ready(step(model, optimizer, images, labels, held_out))
+        times.append(time.perf_counter() - start)
+        if i == 1:
+            warm = resident_bytes()
+            counter.active = True
+    end = resident_bytes()
+    counter.active = False
+    note = (f"{loop_steps} steps of an nnx.jit step (sgd + diagnostics in {', '.join(formats)}, 16 held-out inputs); "
+            f"resident {_mib(warm)} after 2 steps, {_mib(end)} at the end; after them {counter.traces} traces, "
+            f"{counter.compiles} compiles")
+    rows.append(Timing(f"nnx.jit step with diagnostics x {loop_steps}", float(np.median(times[2:])), times[0],
+                       None if not warm or end is None else end / warm, note=note, goal_ratio=1.1))
+    return rows
+
+
+def _mib(value) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.0f} MiB"
+

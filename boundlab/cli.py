@@ -25,7 +25,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     jax.config.update("jax_enable_x64", True)
     from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, emulate_benchmark, figure1_benchmark,
                                      forward_benchmark, kernels_benchmark, model_benchmark, rounding_benchmark,
-                                     stochastic_benchmark, theorem_benchmark)
+                                     soak_benchmark, stochastic_benchmark, theorem_benchmark)
 
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
@@ -69,6 +69,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         count = 8 if args.quick else 32
         sections["model"] = (f"MiniLM-L6, {count} sentences x 32 tokens (the models extra)", "ratio to exact float64",
                              model_benchmark(sentences=count, repeats=max(1, args.repeats // 2)))
+    if args.only == "soak":  # not in the default run: minutes, and it measures memory, not speed
+        calls = 50 if args.quick else 200
+        sections["soak"] = (f"soak: analyze x {calls} on fresh cases, diagnostics in an nnx.jit loop",
+                            "resident memory end / after warm-up", soak_benchmark(calls=calls, warm_up=min(20, calls // 4)))
     if args.only == "kernels":  # not in the default run: on the CPU Pallas only interprets
         sections["kernels"] = ("rounded matmul: XLA path vs the Pallas kernel", "ratio to the XLA path",
                                kernels_benchmark(size=64 if args.quick else 256, repeats=args.repeats))
@@ -367,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
     bench.add_argument("--only", choices=("rounding", "forward", "stochastic", "theorem", "figure1", "analyze", "diagnostics", "emulate",
-                                                  "kernels", "model"), help="run one part only")
+                                                  "kernels", "model", "soak"), help="run one part only")
     bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")
