@@ -26,13 +26,14 @@ OVERFLOW, NON_FINITE, HYPOTHESES, BOUND_NOT_FINITE = (
     "overflow", "non-finite measurement", "hypotheses failed", "bound not finite")
 
 
-def verdict(measured, bound, hypotheses: dict | None = None, overflow=None) -> dict:
+def verdict(measured, bound, hypotheses: dict | None = None, overflow=None, overflow_reason: str = OVERFLOW) -> dict:
     """The verdict of ``measured <= bound`` entry by entry (see the module docstring).
 
     Returns ``{"verdict": "held" | "failed" | "not checked", "label": str, "entries": int,
     "checked": int, "held": int, "failed": int, "not_checked": {reason: count}}``; ``label`` is
     the one-line form: ``held``, ``failed (2 of 16 checked)``, ``not checked (overflow)``, or
-    ``held (12 of 16 checked; not checked: overflow on 4)``.
+    ``held (12 of 16 checked; not checked: overflow on 4)``.  ``overflow_reason`` names what the
+    ``overflow`` mask marks, when the caller knows it more precisely (or less).
     """
     measured = np.asarray(measured, dtype=float)
     bound = np.broadcast_to(np.asarray(bound, dtype=float), measured.shape)
@@ -52,7 +53,7 @@ def verdict(measured, bound, hypotheses: dict | None = None, overflow=None) -> d
         held = checked & (measured <= bound)
     failed = checked & ~held
     reasons = {}
-    for reason, mask in ((OVERFLOW, overflowed), (HYPOTHESES, broken), (NON_FINITE, non_finite),
+    for reason, mask in ((overflow_reason, overflowed), (HYPOTHESES, broken), (NON_FINITE, non_finite),
                          (BOUND_NOT_FINITE, unbounded)):
         if mask.any():
             if reason == HYPOTHESES:

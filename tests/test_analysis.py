@@ -207,17 +207,23 @@ def test_overflow_is_flagged_not_averaged_in():
     assert not np.isfinite(theorem["measured"])
     assert not theorem["flags"]["no overflow"] and not theorem["valid"]
     # a comparison with an overflowed measurement is no verdict (it read "holds": true before)
-    assert theorem["holds"] is None and theorem["verdict"] == "not checked (overflow)"
+    assert theorem["holds"] is None and theorem["verdict"] == "not checked (overflow or NaN)"
     # the last layer overflowed: its entries are not checked, for that reason; the first layer's are
     propagated = data["Lemma 4.29 (propagated)"]
-    assert propagated["check"]["not_checked"]["overflow"] == 1 and propagated["check"]["checked"] == 1
-    assert propagated["verdict"] == "held (1 of 2 checked; not checked: overflow on 1)"
+    assert propagated["check"]["not_checked"]["overflow or NaN"] == 1 and propagated["check"]["checked"] == 1
+    assert propagated["verdict"] == "held (1 of 2 checked; not checked: overflow or NaN on 1)"
     for name, entry in data.items():
         if isinstance(entry, dict) and entry.get("holds") is True:  # held: at least one entry was compared
             assert entry["check"]["checked"] >= 1 and entry["check"]["failed"] == 0, name
     table = boundlab.analyze(params, X, "fp16", "layer", conditions=False, first_order=False).table()
-    assert "n/c (overflow)" in next(row for row in table.splitlines() if row.startswith("Theorem 4.30"))
+    assert "n/c (overflow or NaN)" in next(row for row in table.splitlines() if row.startswith("Theorem 4.30"))
     assert "yes 1/2" in next(row for row in table.splitlines() if row.startswith("Lemma 4.29 (propagated)"))
+    # a column that rounding to fp16 makes constant: layer norm's 0/0 in the emulated run, no verdict
+    X = np.array(init(jax.random.key(3), "figure1", d=3, n=3, D=4, L=2)[1])
+    X[:, 1] = [1.0, 1.0 + 2.0**-14, 1.0 - 2.0**-14]  # not constant in float64, constant in fp16
+    data = boundlab.analyze(params, X, "fp16", "layer", conditions=False, first_order=False).to_dict()
+    assert np.isnan(data["Theorem 4.30"]["measured"]) and data["Theorem 4.30"]["holds"] is None
+    assert data["Lemma 4.29 (propagated)"]["verdict"] == "not checked (overflow or NaN)"
 
 
 def test_analyze_needs_float64(x64_off):

@@ -27,7 +27,7 @@ from boundlab.analysis.measurement import measure
 from boundlab.arithmetic import Emulated
 from boundlab.condition.report import condition_report
 from boundlab.transformer.network import PARAM_NAMES, Params, validate
-from boundlab.verdicts import OVERFLOW, verdict
+from boundlab.verdicts import verdict
 from boundlab.verdicts import holds as verdict_holds
 
 APPLIES_TO = {
@@ -79,6 +79,11 @@ def _worst_per_layer(a):
     return _worst(a.reshape(a.shape[0], -1), axis=1) if a.ndim > 1 else a
 
 
+# an emulated run that left Model 4.1: NaN from an overflow (inf - inf, inf / inf) or from a norm
+# that rounding made undefined (a column constant in the format: 0 / 0)
+NAN_RUN = "overflow or NaN"
+
+
 def overflowed(measured, coefficient, input_error):
     """Where the emulated run left the format's range (Model 4.1 has no overflow): a NaN measured
     error or input error, or an infinite measured error beside a finite coefficient (an infinite
@@ -97,7 +102,7 @@ def _statement_entry(name, entry, u):
     measured = np.asarray(entry["measured"], dtype=float)
     if name == "Remark 4.18":  # an inequality between two quantities, no u
         holds = measured <= coefficient
-        check = verdict(measured, coefficient, entry["flags"])
+        check = verdict(measured, coefficient, entry["flags"], overflow=np.isnan(measured), overflow_reason=NAN_RUN)
         return {"applies_to": APPLIES_TO[name], "coefficient": float(coefficient.max()),
                 "measured": float(measured.max()), "valid": bool(all(np.all(v) for v in entry["flags"].values())),
                 "holds": verdict_holds(check), "verdict": check["label"], "check": _counts(check),
@@ -108,7 +113,7 @@ def _statement_entry(name, entry, u):
     with np.errstate(invalid="ignore"):
         bound = coefficient * u + np.where(gain == 0, 0.0, gain * rho_in)
     flags = {k: np.asarray(v, dtype=bool) for k, v in entry["flags"].items()}
-    check = verdict(measured, bound, flags, overflow=overflowed(measured, coefficient, rho_in))
+    check = verdict(measured, bound, flags, overflow=overflowed(measured, coefficient, rho_in), overflow_reason=NAN_RUN)
     # Model 4.1 has no overflow: a NaN or inf measured error with a finite bound means the emulated
     # computation left the format's range (or its input error already did)
     flags["no overflow"] = ~overflowed(measured, coefficient, rho_in)
@@ -147,8 +152,8 @@ def _theorem_entry(record, free, measured, network_error, in_range, u, norm, net
     flags = {k: bool(v) for k, v in record.flags.items()}
     flags["exact intermediates in the normal range"] = bool(np.all(in_range))
     check = verdict(measured, float(record.coefficient) * u, flags,
-                    overflow=overflowed(measured, float(record.coefficient), 0.0))
-    flags["no overflow"] = not check["not_checked"].get(OVERFLOW)
+                    overflow=overflowed(measured, float(record.coefficient), 0.0), overflow_reason=NAN_RUN)
+    flags["no overflow"] = not check["not_checked"].get(NAN_RUN)
     valid = all(flags.values())
     per_layer = {k: _py(v) for k, v in record.terms.items() if np.ndim(v) == 1 and k != "layerwise_per_layer"}
     per_layer["layerwise bound"] = _py(np.asarray(record.terms["layerwise_per_layer"]) * u)
