@@ -21,7 +21,6 @@
 # %%
 SIZE = "small"  # or "paper"
 
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -33,12 +32,11 @@ from IPython.display import Image, display
 
 from boundlab.experiments import Figure1, Figure2, Figure3, Figure4, figure1, figure2, figure3, figure4, write
 
-small = {
-    1: dataclasses.replace(Figure1(), d=8, n=8, D=8, L=6, inits=64, bound_samples=8, first_order_samples=0,
-                           precisions=(12, 16)),  # the autodiff three-way comparison: notebook 07
-    2: dataclasses.replace(Figure2(), d=6, n=6, D=6, depths=(4, 6), lambdas=(0.1, 1.0, 10.0), inits=32),
-    3: dataclasses.replace(Figure3(), d=6, n=6, inits=32, scales=(0.1, 0.5, 1.0, 3.0, 10.0), precisions=(12, 16)),
-    4: dataclasses.replace(Figure4(), d=6, n=6, D=6, L=6, inits=32, bound_samples=8, precisions=(12, 16)),
+small = {  # tiny: seconds (the test suite's sizes); "paper" is the real thing
+    1: Figure1(d=4, n=4, D=4, L=3, inits=8, precisions=(20, 24), bound_samples=8, first_order_samples=8, chunk=8),
+    2: Figure2(d=4, n=4, D=4, depths=(1, 2), lambdas=(0.5, 1.0, 2.0), inits=5, precisions=(10, 16), chunk=8),
+    3: Figure3(d=4, n=4, scales=(0.25, 0.5, 1.0, 2.0), inits=6, precisions=(10, 16), chunk=8),
+    4: Figure4(d=4, n=4, D=4, L=3, inits=6, precisions=(10, 16), bound_samples=0, chunk=8),
 }
 configs = small if SIZE == "small" else {number: cls() for number, cls in ((1, Figure1), (2, Figure2), (3, Figure3), (4, Figure4))}
 runners = {1: figure1, 2: figure2, 3: figure3, 4: figure4}
