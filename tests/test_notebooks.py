@@ -40,7 +40,7 @@ def test_notebook_runs(name, tmp_path):
     previous = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
-        client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+        client = nbclient.NotebookClient(notebook, timeout=150, kernel_name="python3",
                                          resources={"metadata": {"path": str(tmp_path)}})
         client.execute()  # raises CellExecutionError naming the failing cell
     finally:
