@@ -501,13 +501,14 @@ class _CompileCounter:
 
 
 def soak_benchmark(calls: int = 200, warm_up: int = 20, loop_steps: int = 20, seed: int = 0, every_column: bool = True,
-                   formats=("bf16", "fp16")) -> list[Timing]:
+                   formats=("bf16", "fp16"), shape=(4, 4, 4, 2)) -> list[Timing]:
     """Resident memory and retracing over long runs in one process (issue 26): ``analyze``
     called ``calls`` times on fresh random cases of one shape, and ``loop_steps`` training steps
     with the diagnostics inside one ``nnx.jit`` step.  ``ratio`` is the resident memory at the
     end over that after ``warm_up`` calls (goal: within 10 %); the note counts the traces and
     backend compilations after the warm-up (goal: none).  ``every_column``: analyze with its
-    condition numbers and first-order bounds (the default, as a user calls it)."""
+    condition numbers and first-order bounds (the default, as a user calls it); ``shape``: (d, n,
+    D, L) of the cases."""
     import optax
     from flax import nnx
 
@@ -522,7 +523,7 @@ def soak_benchmark(calls: int = 200, warm_up: int = 20, loop_steps: int = 20, se
     times, warm = [], None
     start_all = time.perf_counter()
     for i in range(calls):
-        params, X = init(jax.random.key(seed + i), "figure4", d=4, n=4, D=4, L=2)
+        params, X = init(jax.random.key(seed + i), "figure4", **dict(zip("dnDL", shape)))
         start = time.perf_counter()
         analyze(params, X, "fp16", "layer", conditions=every_column, first_order=every_column).to_json()
         times.append(time.perf_counter() - start)
@@ -531,7 +532,7 @@ def soak_benchmark(calls: int = 200, warm_up: int = 20, loop_steps: int = 20, se
             counter.active = True
     end = resident_bytes()
     counter.active = False
-    note = (f"{calls} calls, d = n = D = 4, L = 2, fp16{', every column' if every_column else ''}; resident {_mib(warm)} after {warm_up}, "
+    note = (f"{calls} calls, (d, n, D, L) = {shape}, fp16{', every column' if every_column else ''}; resident {_mib(warm)} after {warm_up}, "
             f"{_mib(end)} at the end; after the warm-up {counter.traces} traces, {counter.compiles} compiles; "
             f"{time.perf_counter() - start_all:.0f} s in all")
     rows.append(Timing(f"analyze x {calls}, fresh cases", float(np.median(times[warm_up:])), times[0],

@@ -33,7 +33,8 @@ from IPython.display import Image, display
 from boundlab.experiments import Figure1, Figure2, Figure3, Figure4, figure1, figure2, figure3, figure4, write
 
 small = {  # tiny: seconds (the test suite's sizes); "paper" is the real thing
-    1: Figure1(d=4, n=4, D=4, L=3, inits=8, precisions=(20, 24), bound_samples=8, first_order_samples=8, chunk=8),
+    1: Figure1(d=4, n=4, D=4, L=3, inits=8, precisions=(20, 24), bound_samples=8, first_order_samples=0,
+               chunk=8),  # the autodiff three-way comparison: notebook 07
     2: Figure2(d=4, n=4, D=4, depths=(1, 2), lambdas=(0.5, 1.0, 2.0), inits=5, precisions=(10, 16), chunk=8),
     3: Figure3(d=4, n=4, scales=(0.25, 0.5, 1.0, 2.0), inits=6, precisions=(10, 16), chunk=8),
     4: Figure4(d=4, n=4, D=4, L=3, inits=6, precisions=(10, 16), bound_samples=0, chunk=8),

@@ -114,7 +114,7 @@ def test_theorem_4_30_under_jit_and_vmap_flags_every_invalid_input(batch, us, no
 
 
 @settings(max_examples=12)
-@given(perturbations(), st.sampled_from(["fp16", "bf16", "fp99", "t1", "", "fp8_e4m3"]))
+@given(perturbations(), st.sampled_from(["fp16", "fp99", "t1", ""]))  # one valid format: one compilation
 def test_analyze_raises_one_line_or_gives_verdicts_that_never_say_held_against_nan(perturbation, fmt):
     params, X = perturb(perturbation)
     try:
