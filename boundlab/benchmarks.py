@@ -520,18 +520,13 @@ def soak_benchmark(calls: int = 200, warm_up: int = 20, loop_steps: int = 20, se
 
     counter = _CompileCounter()
     rows = []
-    times, warm = [], None
     start_all = time.perf_counter()
-    for i in range(calls):
+
+    def call(i):
         params, X = init(jax.random.key(seed + i), "figure4", **dict(zip("dnDL", shape)))
-        start = time.perf_counter()
-        analyze(params, X, "fp16", "layer", conditions=every_column, first_order=every_column).to_json()
-        times.append(time.perf_counter() - start)
-        if i + 1 == warm_up:
-            warm = resident_bytes()
-            counter.active = True
-    end = resident_bytes()
-    counter.active = False
+        return lambda: analyze(params, X, "fp16", "layer", conditions=every_column, first_order=every_column).to_json()
+
+    times, warm, end = _soak(call, calls, warm_up, counter)
     note = (f"{calls} calls, (d, n, D, L) = {shape}, fp16{', every column' if every_column else ''}; resident {_mib(warm)} after {warm_up}, "
             f"{_mib(end)} at the end; after the warm-up {counter.traces} traces, {counter.compiles} compiles; "
             f"{time.perf_counter() - start_all:.0f} s in all")
@@ -552,24 +547,38 @@ def soak_benchmark(calls: int = 200, warm_up: int = 20, loop_steps: int = 20, se
         return value, diagnostics(model.transformer, model.tokens(held_out), formats=tuple(formats))
 
     held_out = jnp.asarray(test_x[:16])
-    times, warm, counter.traces, counter.compiles = [], None, 0, 0
-    for i in range(loop_steps):
+
+    def train_step(i):
         images = jnp.asarray(train_x[(32 * i) % 1024:(32 * i) % 1024 + 32])
         labels = jnp.asarray(train_y[(32 * i) % 1024:(32 * i) % 1024 + 32])
-        start = time.perf_counter()
-        jax.block_until_ready(step(model, optimizer, images, labels, held_out))
-        times.append(time.perf_counter() - start)
-        if i == 1:
-            warm = resident_bytes()
-            counter.active = True
-    end = resident_bytes()
-    counter.active = False
+        return lambda: step(model, optimizer, images, labels, held_out)
+
+    times, warm, end = _soak(train_step, loop_steps, 2, counter)
     note = (f"{loop_steps} steps of an nnx.jit step (sgd + diagnostics in {', '.join(formats)}, 16 held-out inputs); "
             f"resident {_mib(warm)} after 2 steps, {_mib(end)} at the end; after them {counter.traces} traces, "
             f"{counter.compiles} compiles")
     rows.append(Timing(f"nnx.jit step with diagnostics x {loop_steps}", float(np.median(times[2:])), times[0],
                        None if not warm or end is None else end / warm, note=note, goal_ratio=1.1))
     return rows
+
+
+def _soak(make_call, count: int, warm_up: int, counter: _CompileCounter):
+    """Run ``make_call(i)()`` for i < count, timing each call (not its setup); returns the times
+    and the resident memory after ``warm_up`` calls and at the end; ``counter`` counts the
+    traces and compilations after the warm-up only."""
+    times, warm = [], None
+    counter.traces = counter.compiles = 0
+    for i in range(count):
+        call = make_call(i)
+        start = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - start)
+        if i + 1 == warm_up:
+            warm = resident_bytes()
+            counter.active = True
+    end = resident_bytes()
+    counter.active = False
+    return times, warm, end
 
 
 def _mib(value) -> str:

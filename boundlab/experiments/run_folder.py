@@ -80,7 +80,7 @@ def _write_json(path, data) -> None:
     os.replace(temporary, path)  # atomic: a reader sees the old file or the new one
 
 
-def prepare(out: str, command: str, force: bool = False) -> str | None:
+def prepare(out: str, force: bool = False) -> str | None:
     """Refuse a folder that holds an earlier run (ValueError, one line) unless ``force``; with
     ``force`` empty it.  Returns a sentence to print when an earlier run was replaced."""
     if os.path.exists(out) and not os.path.isdir(out):
@@ -99,7 +99,7 @@ def prepare(out: str, command: str, force: bool = False) -> str | None:
 @contextlib.contextmanager
 def run_folder(out: str, command: str, force: bool = False):
     """Run the body with ``out`` marked incomplete (see the module docstring); yields ``out``."""
-    replaced = prepare(out, command, force)
+    replaced = prepare(out, force)
     if replaced:
         print(f"boundlab {command}: {replaced}", file=sys.stderr)
     os.makedirs(out, exist_ok=True)
