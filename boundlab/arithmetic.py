@@ -43,10 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from boundlab import accumulation, elementary
+from boundlab import accumulation, elementary, matrix_units
 from boundlab._x64 import require_x64, x64_enabled
 from boundlab.accumulation import ACCUMULATIONS, KeyStream, fold_key, take
 from boundlab.formats import Format, get_format
+from boundlab.matrix_units import MatrixUnit
 from boundlab.rounding import MODES, random_bits_for, round_bits, round_scalar
 
 KERNELS = ("auto", "pallas", "xla")
@@ -92,9 +93,20 @@ class _Policy:
 
     fmt: Format
     mode: str
-    accumulation: str
+    accumulation: str | MatrixUnit
     block_size: int
     accumulator: Format | None
+
+    @property
+    def unit(self) -> MatrixUnit | None:
+        """The matrix unit that computes dot products (``accumulation=<MatrixUnit>``), or None."""
+        return self.accumulation if isinstance(self.accumulation, MatrixUnit) else None
+
+    @property
+    def _sum_order(self) -> str:
+        """The order of plain sums: the accumulation's, recursive under a matrix unit (a unit
+        computes dot products only; reductions run elementwise, Model 4.1)."""
+        return "recursive" if self.unit is not None else self.accumulation
 
     # -- set-up -------------------------------------------------------------------------------
     @property
@@ -236,12 +248,26 @@ class _Policy:
         """(..., m, k) x (..., k, n) -> (..., m, n), every product rounded, sums in order
         (through the Pallas kernel ``boundlab.kernels.matmul`` when the policy asks for it:
         the same bits)."""
+        if self.unit is not None:
+            return self._unit_product(a, b, key)
         if getattr(self, "uses_kernel", False):
             from boundlab.kernels.rounded_matmul import product
 
             return product(a, b, self)
         return self._reduce(lambda j: take(a, j, -1)[..., :, None] * take(b, j, -2)[..., None, :],
                             a.shape[-1], key, products=True)
+
+    def _unit_product(self, a, b, key):
+        """The matrix unit's product (``boundlab.matrix_units.product``: operands quantised into
+        the unit's input format, with the recipe's scales; fused, chained, promoted), rounded once
+        into the policy's format."""
+        require_x64(f"{self} (a matrix unit's fused sums are formed in float64)")
+        a, b = a.astype(jnp.float64), b.astype(jnp.float64)
+        out = matrix_units.product(self.unit, a, b)
+        # straight through, as every rounding in boundlab: the value is the unit's, the derivative
+        # that of the exact product (truncation and floors would otherwise give a zero gradient)
+        out = _straight_through(out, jnp.matmul(a, b, precision=lax.Precision.HIGHEST))
+        return self._round_to(out, self.fmt, key).astype(self.dtype)
 
     def matmul(self, a, b, key=None) -> jax.Array:
         """fl(a @ b) for a (..., m, k) and b (..., k, n) (batch dimensions broadcast), as
@@ -283,9 +309,9 @@ class _Policy:
         def add(x, y, add_key):
             return self._round_acc(self._raw_add(x, y), add_key)
 
-        if self.accumulation == "recursive":
+        if self._sum_order == "recursive":
             total = accumulation.recursive(rounded_term, k, add, keys, unroll)
-        elif self.accumulation == "pairwise":
+        elif self._sum_order == "pairwise":
             total = accumulation.pairwise(rounded_term, k, add, keys, unroll)
         else:
             require_x64("accumulation='blocked' (block sums are formed in float64)")
@@ -350,6 +376,17 @@ def _result_dtype(out, preferred_element_type, policy):
     return out.astype(wanted)
 
 
+@jax.custom_jvp
+def _straight_through(value, exact):
+    """``value``, differentiated as ``exact`` (the same quantity computed without rounding)."""
+    return value
+
+
+@_straight_through.defjvp
+def _straight_through_jvp(primals, tangents):
+    return primals[0], tangents[1]
+
+
 @jax.custom_batching.custom_vmap
 def _divide_full(x, y):
     return x / lax.optimization_barrier(y)
@@ -389,8 +426,11 @@ def ieee_divide(x, y) -> jax.Array:
 
 
 def _check_common(policy, accumulation_choices):
+    if isinstance(policy.accumulation, MatrixUnit):
+        return
     if policy.accumulation not in accumulation_choices:
-        raise ValueError(f"accumulation must be one of {accumulation_choices}, got {policy.accumulation!r}")
+        raise ValueError(f"accumulation must be one of {accumulation_choices} or a matrix unit "
+                         f"(boundlab.matrix_units.UNITS, e.g. 'hopper-wgmma-fp8_e4m3-fp32'), got {policy.accumulation!r}")
     if not isinstance(policy.block_size, int) or policy.block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {policy.block_size!r}")
 
@@ -462,7 +502,15 @@ class Emulated(_Policy):
       fmt: a ``Format`` or a name (``"fp16"``, ``"t10"``, ...).
       mode: rounding mode, one of ``boundlab.MODES``; ``"stochastic"`` needs a key in every
         operation (``forward`` threads one through).
-      accumulation: one of ``ACCUMULATIONS``; ``"recursive"`` is the paper's.
+      accumulation: one of ``ACCUMULATIONS`` (``"recursive"`` is the paper's), or a matrix unit
+        (``boundlab.matrix_units``: a ``MatrixUnit`` or a name in ``UNITS``, e.g.
+        ``"hopper-wgmma-fp8_e4m3-fp32"``, optionally with a recipe: ``get_unit(name,
+        promote_every=128, scaling="block")``): dot products are computed as that unit does
+        (operands quantised into its input format, with the recipe's scales; products fused in
+        groups, aligned, truncated, written back by its rounding; promoted and split as the
+        recipe says), and the result rounded once into ``fmt``; so ``Emulated("bf16",
+        accumulation=<an FP8 unit>)`` is a bf16 model with FP8 GEMMs.  Plain sums (layer norm,
+        softmax) stay recursive, elementwise operations Model 4.1.  Needs ``jax_enable_x64``.
       block_size: terms per fused block for ``"blocked"``.
       accumulator: optional wider format for sums: products are rounded to ``fmt``, every
         addition to ``accumulator``, and the finished sum once more to ``fmt``.
@@ -495,6 +543,14 @@ class Emulated(_Policy):
             raise ValueError(f"container must be None or 'float64', got {self.container!r}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if isinstance(self.accumulation, str) and self.accumulation not in ACCUMULATIONS:
+            try:
+                object.__setattr__(self, "accumulation", matrix_units.get_unit(self.accumulation))
+            except ValueError as error:
+                raise ValueError(f"accumulation must be one of {ACCUMULATIONS} or a matrix unit; {error}") from None
+        if self.unit is not None and (self.kernel == "pallas" or self.accumulator is not None):
+            raise ValueError(f"accumulation={self.unit.name!r} is a matrix unit: it has its own accumulator "
+                             f"(accumulator=None) and runs on the XLA path (kernel='auto' or 'xla')")
         if self.kernel == "pallas" and (self.accumulation == "pairwise" or self.mode == "stochastic"):
             raise ValueError(f"the Pallas matmul implements recursive and blocked accumulation in the "
                              f"deterministic modes, not {self.accumulation!r} / {self.mode!r}; use kernel='xla' or 'auto'")
@@ -520,13 +576,13 @@ class Emulated(_Policy):
     @property
     def uses_kernel(self) -> bool:
         """Dot products go through the Pallas kernel (``kernel``, the backend and the mode decide)."""
-        if self.kernel == "xla" or self.accumulation == "pairwise" or self.mode == "stochastic":
+        if self.kernel == "xla" or self.accumulation == "pairwise" or self.mode == "stochastic" or self.unit:
             return False
         return self.kernel == "pallas" or jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
 
     def __str__(self) -> str:
         extras = "" if self.mode == "nearest" else f", {self.mode}"
-        extras += "" if self.accumulation == "recursive" else f", {self.accumulation}"
+        extras += "" if self.accumulation == "recursive" else f", {self.accumulation}"  # a unit: its str
         extras += f"({self.block_size})" if self.accumulation == "blocked" else ""
         extras += "" if self.accumulator is None else f", accumulate in {self.accumulator}"
         extras += "" if self.kernel == "auto" else f", kernel={self.kernel}"

@@ -137,7 +137,7 @@ class TapPolicy(_Policy):
         e = u sum_j |t_j| (the products) + u_acc sum_{j>=2} |s_j| (the additions) [+ u |s_k| for
         a wider accumulator's final rounding], one tap; the same bound as the loop, in one
         vectorised pass.  Other orders keep the loop."""
-        if self.accumulation != "recursive" or k < 1:
+        if self._sum_order != "recursive" or k < 1:
             return super()._reduce(term, k, key, products)
         terms = jax.vmap(term)(jnp.arange(k))  # (k, ...) exact terms
         partial = jnp.cumsum(terms, axis=0)
@@ -181,6 +181,22 @@ class TapPolicy(_Policy):
             return self._tap(jnp.sum(x, axis=axis), self._lumped_coefficient(k, False) * magnitude, self.fmt)
         return super().sum(x, axis, key)
 
+    def _unit_product(self, a, b, key):
+        """A dot product on a matrix unit: one tap at the exact product with the unit's local
+        error model (``boundlab.matrix_units.first_order_error``: the operands' quantisation, the
+        fused steps' truncation and write-back, promotion and scaling), then the rounding into
+        the format, a tap of its own."""
+        from boundlab.formats import get_format
+        from boundlab.matrix_units import first_order_error
+
+        unit = self.unit
+        exact = jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+        e = first_order_error(unit, a, b)
+        flags = self._flags([a, b], get_format(unit.inputs)) if unit.scaling is None else \
+            self._flags([exact], get_format("fp32"))
+        marked = tap(exact, e, flags, self.channel["z"], self.channel["w"], self.channel["q"])
+        return self.round(marked, key)
+
     def _product(self, a, b, key):
         if a.shape[-1] >= 2:  # products of one sign everywhere, counted with indicator matmuls
             def ind(v, positive):
@@ -189,7 +205,7 @@ class TapPolicy(_Policy):
             positive = ind(a, True) @ ind(b, True) + ind(a, False) @ ind(b, False)
             negative = ind(a, True) @ ind(b, False) + ind(a, False) @ ind(b, True)
             self.same_sign = jnp.any((positive == 0) | (negative == 0)).astype(jnp.float64)
-        if self.lumped:
+        if self.lumped and self.unit is None:
             k = a.shape[-1]
             exact = jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
             magnitude = jnp.matmul(jnp.abs(a), jnp.abs(b), precision=jax.lax.Precision.HIGHEST)

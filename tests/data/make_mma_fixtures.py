@@ -11,7 +11,8 @@ cancelling products, subnormals of the input format, products of subnormals besi
 accumulator (where the exponent given to zero terms decides), zeros, values near the largest finite
 number (overflow), and an accumulator that dominates or vanishes.  Operands and accumulators
 are stored as float32 (every value of these formats is one), results as float32 (NaN canonical).
-The units' parameters come from mmasim's own classes (nv_ptx.sim.MMA, WGMMA, TCGen05MMA), so
+The units' parameters come from mmasim's own classes (nv_ptx.sim.MMA, WGMMA, TCGen05MMA,
+amd.sim.MFMA for CDNA3), so
 the test checks boundlab's parameter table as well as its arithmetic.
 """
 
@@ -26,6 +27,7 @@ import torch
 # the units here never use it
 sys.modules["mmasim.arithmetic.fma"] = types.SimpleNamespace(MMA_FMA=None)
 import mmasim  # noqa: E402
+from mmasim.amd import MFMA  # noqa: E402
 from mmasim.nv_ptx import MMA, WGMMA, TCGen05MMA  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -80,6 +82,8 @@ def accumulators(acc, rng):
 
 def reference(name, unit):
     arch, instruction, fmt, acc = name.split("-")
+    if arch == "cdna3":
+        return MFMA("CDNA3", {"fp16": "f32_32x32x8_f16", "bf16": "f32_32x32x8_bf16", "tf32": "f32_16x16x8_xf32"}[fmt])
     d, t = ("f32" if acc == "fp32" else "f16"), PTX[fmt]
     if instruction == "mma":
         k = {"volta": 4, "turing": 8}.get(arch, {"tf32": 8, "fp8_e4m3": 32, "fp8_e5m2": 32}.get(fmt, 16))
@@ -107,8 +111,9 @@ def main():
         a, b = inputs[unit.inputs]
         d = op.dpa(a, b, accs[unit.accumulator])
         arrays[f"d/{name}"] = d.float().numpy()
-        print(f"{name}: {op.arithmetic_op.__class__.__name__} F={op.arithmetic_op.F} "
-              f"L={op.arithmetic_op.L_max} rho={op.arithmetic_op.rho} e_zero={op.arithmetic_op.e_zero}")
+        arithmetic = op.arithmetic_op
+        print(f"{name}: {arithmetic.__class__.__name__} F={arithmetic.F} F2={getattr(arithmetic, 'F2', '-')} "
+              f"L={arithmetic.L_max} rho={arithmetic.rho} e_zero={getattr(arithmetic, 'e_zero', '-')}")
     np.savez_compressed(Path(__file__).with_name("mma_fixtures.npz"), **arrays)
 
 
