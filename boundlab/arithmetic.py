@@ -263,7 +263,9 @@ class _Policy:
         into the policy's format."""
         require_x64(f"{self} (a matrix unit's fused sums are formed in float64)")
         a, b = a.astype(jnp.float64), b.astype(jnp.float64)
-        out = matrix_units.product(self.unit, a, b)
+        kernel = self.unit.scaling != "block" and (
+            self.kernel == "pallas" or (self.kernel == "auto" and jax.default_backend() in ("gpu", "cuda", "rocm")))
+        out = matrix_units.product(self.unit, a, b, kernel=kernel)
         # straight through, as every rounding in boundlab: the value is the unit's, the derivative
         # that of the exact product (truncation and floors would otherwise give a zero gradient)
         out = _straight_through(out, jnp.matmul(a, b, precision=lax.Precision.HIGHEST))
@@ -522,7 +524,9 @@ class Emulated(_Policy):
         kernel ``boundlab.kernels.matmul``: accumulator in registers; interpret mode on the CPU)
         or ``"auto"`` (Pallas on GPU/TPU, XLA on the CPU).  The results are the same bits; the
         kernel covers recursive and blocked accumulation in the deterministic modes, and
-        ``"auto"`` falls back to XLA for the others.
+        ``"auto"`` falls back to XLA for the others.  With a matrix unit: its own kernel
+        (``boundlab.kernels.unit_matmul``; ``"auto"``: on GPUs, which run float64), not with
+        block scales.
       container: ``None`` (the narrowest exact container, see the module docstring) or
         ``"float64"``: hold values in float64 even where float32 would do, so that policies of
         several formats can share one container (``boundlab.emulation.MixedHandler``).  Same
@@ -548,9 +552,12 @@ class Emulated(_Policy):
                 object.__setattr__(self, "accumulation", matrix_units.get_unit(self.accumulation))
             except ValueError as error:
                 raise ValueError(f"accumulation must be one of {ACCUMULATIONS} or a matrix unit; {error}") from None
-        if self.unit is not None and (self.kernel == "pallas" or self.accumulator is not None):
+        if self.unit is not None and self.accumulator is not None:
             raise ValueError(f"accumulation={self.unit.name!r} is a matrix unit: it has its own accumulator "
-                             f"(accumulator=None) and runs on the XLA path (kernel='auto' or 'xla')")
+                             f"(leave accumulator=None)")
+        if self.unit is not None and self.kernel == "pallas" and self.unit.scaling == "block":
+            raise ValueError(f"{self.unit}: block scales dequantise inside the chain, which the Pallas kernel "
+                             f"does not do; use kernel='auto' or 'xla'")
         if self.kernel == "pallas" and (self.accumulation == "pairwise" or self.mode == "stochastic"):
             raise ValueError(f"the Pallas matmul implements recursive and blocked accumulation in the "
                              f"deterministic modes, not {self.accumulation!r} / {self.mode!r}; use kernel='xla' or 'auto'")

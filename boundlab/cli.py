@@ -24,8 +24,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     jax.config.update("jax_enable_x64", True)
     from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, emulate_benchmark, figure1_benchmark,
-                                     forward_benchmark, kernels_benchmark, model_benchmark, rounding_benchmark,
-                                     soak_benchmark, stochastic_benchmark, theorem_benchmark)
+                                     forward_benchmark, hardware_benchmark, kernels_benchmark, model_benchmark,
+                                     rounding_benchmark, soak_benchmark, stochastic_benchmark, theorem_benchmark)
 
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
@@ -73,6 +73,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         calls = 50 if args.quick else 200
         sections["soak"] = (f"soak: analyze x {calls} on fresh cases, diagnostics in an nnx.jit loop",
                             "resident memory end / after warm-up", soak_benchmark(calls=calls, warm_up=min(20, calls // 4)))
+    if args.only == "hardware":  # not in the default run: a minute of matrix-unit emulation
+        size, K = (64, 1024) if args.quick else (256, 4096)
+        sections["hardware"] = (f"matrix unit: C = A B, {size} x {K} x {size}, Hopper wgmma FP8", "ratio to boundlab's unit",
+                                hardware_benchmark(m=size, n=size, K=K, repeats=args.repeats))
     if args.only == "kernels":  # not in the default run: on the CPU Pallas only interprets
         sections["kernels"] = ("rounded matmul: XLA path vs the Pallas kernel", "ratio to the XLA path",
                                kernels_benchmark(size=64 if args.quick else 256, repeats=args.repeats))
@@ -340,6 +344,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hardware(args: argparse.Namespace) -> int:
+    _enable_x64()
+    import dataclasses
+
+    from boundlab.experiments.hardware import DISTRIBUTIONS, QUICK, HardwareStudy, hardware
+
+    config = QUICK if args.quick else HardwareStudy()
+    changes = {}
+    if args.Ks:
+        changes["Ks"] = _int_list(args.Ks, "Ks", minimum=1)
+    if args.intervals:
+        changes["intervals"] = _int_list(args.intervals, "intervals", minimum=1)
+    if args.distributions:
+        changes["distributions"] = tuple(part.strip() for part in args.distributions.split(","))
+        unknown = set(changes["distributions"]) - set(DISTRIBUTIONS)
+        if unknown:
+            raise ValueError(f"--distributions: unknown {sorted(unknown)}; choose from {', '.join(DISTRIBUTIONS)}")
+    config = dataclasses.replace(config, **changes)
+    with run_folder(args.out, "hardware", args.force):
+        paths = hardware(config, args.out, progress=not args.no_progress)
+    print(f"hardware: {paths['summary_data']['seconds']:.0f} s; wrote {paths['csv']}, {paths['models_csv']}, "
+          f"{paths['png']}, {paths['summary']}")
+    print(paths["summary_data"]["promotion_result"])
+    return 0
+
+
 def _add_figure_knobs(parser):
     parser.add_argument("--precisions", help="comma-separated significand bits t (default per figure)")
     parser.add_argument("--accumulation", default="recursive", help="recursive (default), pairwise or blocked")
@@ -371,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
     bench.add_argument("--only", choices=("rounding", "forward", "stochastic", "theorem", "figure1", "analyze", "diagnostics", "emulate",
-                                                  "kernels", "model", "soak"), help="run one part only")
+                                                  "kernels", "model", "soak", "hardware"), help="run one part only")
     bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")
@@ -434,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--formats", help="comma-separated formats of the runs (default bf16,fp16,fp8_e4m3,fp8_e5m2)")
     model.add_argument("--sentences", type=int, help="number of shipped sentences (default 32)")
     model.add_argument("--layers", type=int, help="keep only the model's first layers (default: all)")
-    model.add_argument("--variants", help="comma-separated variants: all, all-fp32acc, gemms, gemms-fp32acc (default all four)")
+    model.add_argument("--variants", help="comma-separated variants: all, all-fp32acc, gemms, gemms-fp32acc (default all four), or "
+                       "gemms@<matrix unit> (GEMMs on a tensor core, e.g. gemms@hopper-wgmma-fp8_e4m3-fp32)")
     model.add_argument("--fractions", help="comma-separated fractions recomputed on the advisor's curve (default "
                        "0.005,0.01,0.02,0.05,0.1,0.2,0.5)")
     model.add_argument("--quick", action="store_true", help="8 sentences, bf16 and fp8_e4m3, a short advisor curve")
@@ -461,6 +492,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--norm", choices=("layer", "rms"), help="layer norm (default) or RMS norm")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=_cmd_train)
+
+    hw = commands.add_parser("hardware", help="the FP8 promotion question: a tensor core's accumulation error as K "
+                             "grows, with and without promotion every N_C, beside the bound; whole models on FP8 GEMMs",
+                             description="C = A B on Hopper's wgmma FP8 e4m3 path (and bf16 units) for K = 128 ... "
+                             "16384, without promotion and with promotion every N_C products (DeepSeek-V3), for "
+                             "Gaussian, positive uniform, the paper's network's and MiniLM's values; then the "
+                             "paper's network and MiniLM with FP8 GEMMs. Writes ksweep.csv, models.csv, ksweep.png "
+                             "and summary.json.")
+    hw.add_argument("--quick", action="store_true", help="CI size: K = 128, 1024, 4096, N_C = 128, 8 x 8 outputs")
+    hw.add_argument("--out", default="boundlab-hardware", help="output folder (default boundlab-hardware)")
+    hw.add_argument("--force", action="store_true", help=FORCE_HELP)
+    hw.add_argument("--Ks", help="comma-separated K (default 128,256,...,16384)")
+    hw.add_argument("--intervals", help="comma-separated promotion intervals N_C, multiples of 32 (default 32,64,128,256,512)")
+    hw.add_argument("--distributions", help="comma-separated: gaussian, uniform, network, minilm (default all)")
+    hw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hw.set_defaults(run=_cmd_hardware)
     return parser
 
 

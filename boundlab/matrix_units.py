@@ -178,41 +178,42 @@ def _write_back(total, e_max, rule: str):
     return (s * _pow2(e)).astype(dtype).astype(jnp.float64)
 
 
-def _with_accumulator(present, like):
-    """``present`` (..., L) extended by a True for the accumulator's column."""
-    present = jnp.broadcast_to(present, like.shape[:-1] + (like.shape[-1] - 1,))
-    return jnp.concatenate([present, jnp.ones(present.shape[:-1] + (1,), bool)], axis=-1)
+def _scale(e):
+    """2^e for an int array e, built from its exponent bits (far cheaper than ``jnp.ldexp``);
+    clamped to float64's normal range, which only ever multiplies a zero or a term that the
+    truncation removes anyway."""
+    e = jnp.clip(e, -1022, 1023).astype(jnp.int64)
+    return lax.bitcast_convert_type((e + 1023) << 52, jnp.float64)
 
 
-def _t_step(unit: MatrixUnit, a, b, c, present):
-    """One T-FDPA step: a, b (..., L), c (...) -> d (...)."""
-    e_in = get_format(unit.inputs).emin
-    s_a, e_a = _split(a, e_in)
-    s_b, e_b = _split(b, e_in)
-    s_c, e_c = _split(c, get_format(unit.accumulator).emin)
-    s = jnp.concatenate([s_a * s_b, s_c[..., None]], axis=-1)
-    e = jnp.concatenate([e_a + e_b, e_c[..., None]], axis=-1)
-    e = jnp.where(s == 0, unit.e_zero, e)
-    if present is not None:
-        e = jnp.where(_with_accumulator(present, e), e, _ABSENT)
-    e_max = jnp.max(e, axis=-1)
-    terms = jnp.trunc(s * _pow2(e - e_max[..., None] + unit.F)) * 2.0**-unit.F
-    return _write_back(jnp.sum(terms, axis=-1), e_max, unit.write_back) + 0.0  # -0 becomes +0
-
-
-def _tr_step(unit: MatrixUnit, a, b, c, present):
-    """One TR-FDPA step (AMD CDNA3; MMA-Sim's ``tr_fdpa``): a, b (..., L), c (...) -> d (...)."""
-    e_in = get_format(unit.inputs).emin
-    s_a, e_a = _split(a, e_in)
-    s_b, e_b = _split(b, e_in)
-    s, e = s_a * s_b, e_a + e_b
-    s = jnp.where(e + (jnp.abs(s) >= 2.0).astype(e.dtype) >= 128, s * jnp.inf, s)  # beyond float32's range
-    e = jnp.where(s == 0, -999, e)  # a zero product takes no part
+def _t_step(unit: MatrixUnit, a, b, e_a, e_b, c, present):
+    """One T-FDPA step: a, b (..., L) with their exponents e_a, e_b (``_split``), c (...) -> d (...).
+    A term is trunc(a_i b_i 2^(F - E)) 2^(E - F): the product is exact in float64, and scaling by
+    2^(F - E) is exact, so this is the aligned, truncated significand of the module docstring."""
+    p = a * b
+    e = jnp.where(p == 0, unit.e_zero, e_a + e_b)
     if present is not None:
         e = jnp.where(present, e, _ABSENT)
-        s = jnp.where(present, s, 0.0)
+    e_c = _split(c, get_format(unit.accumulator).emin)[1]
+    e_c = jnp.where(c == 0, unit.e_zero, e_c)
+    e_max = jnp.maximum(jnp.max(e, axis=-1), e_c)
+    scale = _scale(unit.F - e_max)
+    total = jnp.sum(jnp.trunc(p * scale[..., None]), axis=-1) + jnp.trunc(c * scale)
+    return _write_back(total * 2.0**-unit.F, e_max, unit.write_back) + 0.0  # -0 becomes +0
+
+
+def _tr_step(unit: MatrixUnit, a, b, e_a, e_b, c, present):
+    """One TR-FDPA step (AMD CDNA3; MMA-Sim's ``tr_fdpa``): a, b (..., L), c (...) -> d (...)."""
+    p = a * b
+    e = e_a + e_b
+    too_big = e + (jnp.abs(p) >= _scale(e + 1)).astype(e.dtype) >= 128  # beyond float32's range
+    p = jnp.where(too_big, p * jnp.inf, p)
+    e = jnp.where(p == 0, -999, e)  # a zero product takes no part
+    if present is not None:
+        e = jnp.where(present, e, _ABSENT)
+        p = jnp.where(present, p, 0.0)
     e_dot = jnp.max(e, axis=-1)
-    s_dot = jnp.sum(jnp.trunc(s * _pow2(e - e_dot[..., None] + unit.F)) * 2.0**-unit.F, axis=-1)
+    s_dot = jnp.sum(jnp.trunc(p * _scale(unit.F - e_dot)[..., None]), axis=-1) * 2.0**-unit.F
     s_c, e_c = _split(c, -126)
     e_max = jnp.maximum(e_dot, e_c)
     s_dot = jnp.floor(s_dot * _pow2(e_dot - e_max + unit.F2 + 1)) * 2.0 ** -(unit.F2 + 1)
@@ -235,24 +236,26 @@ def _chain(unit: MatrixUnit, a, b, c, present=None):
         a, b = jnp.pad(a, widths), jnp.pad(b, widths)
         tail = jnp.arange(steps * L) < K
         present = tail if present is None else jnp.pad(jnp.broadcast_to(present, a.shape[:-1] + (K,)), widths) & tail
+    e_in = get_format(unit.inputs).emin
+    e_a, e_b = _split(a, e_in)[1], _split(b, e_in)[1]  # once, on the operands, not per output entry
 
     def by_step(x):
         return jnp.moveaxis(x.reshape(x.shape[:-1] + (steps, L)), -2, 0)
 
     step = _tr_step if unit.kind == "TR-FDPA" else _t_step
+    operands = (by_step(a), by_step(b), by_step(e_a), by_step(e_b))
     if present is None:
-        def body(carry, ab):
-            return step(unit, ab[0], ab[1], carry, None), None
+        def body(carry, xs):
+            return step(unit, *xs, carry, None), None
 
-        result, _ = lax.scan(body, c, (by_step(a), by_step(b)))
+        result, _ = lax.scan(body, c, operands)
         return result
-    present = by_step(jnp.broadcast_to(present, a.shape))
 
-    def masked_body(carry, abp):
-        d = step(unit, abp[0], abp[1], carry, abp[2])
-        return jnp.where(jnp.any(abp[2], axis=-1), d, carry), None
+    def masked_body(carry, xs):
+        d = step(unit, *xs[:4], carry, xs[4])
+        return jnp.where(jnp.any(xs[4], axis=-1), d, carry), None
 
-    result, _ = lax.scan(masked_body, c, (by_step(a), by_step(b), present))
+    result, _ = lax.scan(masked_body, c, operands + (by_step(jnp.broadcast_to(present, a.shape)),))
     return result
 
 
@@ -361,11 +364,13 @@ def quantize(unit: MatrixUnit, x, axis: int):
     return round_bits(x / expanded, fmt, "nearest"), s
 
 
-def product(unit: MatrixUnit, A, B):
+def product(unit: MatrixUnit, A, B, kernel: bool = False):
     """(..., m, K) x (..., K, n) -> (..., m, n) as the unit and its recipe compute it from real
     operands: each operand quantised into the unit's input format (``quantize``: with the
     recipe's scales, else rounded to nearest), every entry a chained dot product with promotion
-    and split-K, scaled back in float32.  Float64 in, float64 holding float32 (float16) out."""
+    and split-K, scaled back in float32.  Float64 in, float64 holding float32 (float16) out.
+    ``kernel``: the chains run in the Pallas kernel ``boundlab.kernels.unit_matmul`` (the same
+    bits; not with block scales, which stay on this XLA path)."""
     unit = get_unit(unit)
     require_x64(f"the matrix unit {unit.name} (its fused sums are formed in float64)")
     A, B = jnp.asarray(A, jnp.float64), jnp.asarray(B, jnp.float64)
@@ -377,7 +382,12 @@ def product(unit: MatrixUnit, A, B):
     if unit.scaling == "block":
         scale = _fl32(sa[..., :, None, :] * sb[..., None, :, :])  # (..., m, n, blocks)
         return _recipe_dot(unit, a, b, zeros, chunk_scale=_chunk_scales(unit, scale, A.shape[-1]))
-    d = _recipe_dot(unit, a, b, zeros)
+    if kernel:
+        from boundlab.kernels.unit_matmul import product as unit_kernel
+
+        d = unit_kernel(qa, qb, unit)
+    else:
+        d = _recipe_dot(unit, a, b, zeros)
     return d if unit.scaling is None else _fl32(d * _fl32(sa * sb))
 
 

@@ -4,7 +4,9 @@
   fused elementwise kernel (``boundlab.kernels.rounding``);
 * ``matmul(a, b, arithmetic)``: C = A B with every product and partial sum rounded in the
   arithmetic's order (recursive or blocked), the accumulator in registers over the K loop, and a
-  ``hardware=True`` mode with an MMA per k-block (``boundlab.kernels.rounded_matmul``).
+  ``hardware=True`` mode with an MMA per k-block (``boundlab.kernels.rounded_matmul``);
+* ``unit_matmul.product(a, bt, unit)``: C = A B on a tensor-core model (``boundlab.matrix_units``:
+  fused groups, alignment, truncation, write-back, promotion, split-K), bit for bit the XLA path.
 
 Each kernel's reference is the existing XLA code path (``round_bits``, ``Emulated._product``);
 the kernels are bit for bit equal to it in the exact modes.  ``Emulated(..., kernel="pallas")``

@@ -109,3 +109,15 @@ def test_the_soak_rows_count_no_retracing_after_the_warm_up():
     for row in rows:  # fresh cases of one shape, and an nnx.jit loop: compiled once, never again
         assert "0 traces, 0 compiles" in row.note, row.note
         assert row.ratio is None or row.ratio > 0
+
+
+def test_hardware_benchmark_rows_are_ratios_to_the_unit_and_match_mmasim_where_installed():
+    from boundlab.benchmarks import _mmasim_wgmma_fp8, hardware_benchmark
+
+    rows = hardware_benchmark(m=8, n=8, K=64, repeats=1)
+    assert rows[0].ratio == 1.0 and [r.name for r in rows][1] == "boundlab, promotion every 128"
+    sim = [r for r in rows if r.name.startswith("MMA-Sim")][0]
+    if _mmasim_wgmma_fp8() is None:
+        assert "not installed" in sim.note
+    else:  # the same bits as MMA-Sim on these operands
+        assert sim.note.startswith("0 of 64 entries differ")

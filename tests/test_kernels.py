@@ -173,6 +173,32 @@ class _KernelSuite:
         assert _same(pallas.data["componentwise"], xla.data["componentwise"])
         np.testing.assert_allclose(pallas.data["normwise"], xla.data["normwise"], rtol=8 * 2.0**-53)
 
+    # -- matrix units (issue 24) ------------------------------------------------------------------
+    @pytest.mark.parametrize("recipe", [{}, {"promote_every": 16}, {"split_k": 2}, {"promote_every": 16, "split_k": 2}])
+    def test_unit_kernel_is_the_xla_path_bit_for_bit(self, recipe):
+        from boundlab.kernels.unit_matmul import product
+        from boundlab.matrix_units import UNITS, _recipe_dot, get_unit
+
+        fixtures = np.load(__import__("pathlib").Path(__file__).parent / "data" / "mma_fixtures.npz")
+        for name in ("ada-mma-fp8_e4m3-fp32", "turing-mma-fp16-fp16", "cdna3-mfma-bf16-fp32"):
+            unit = get_unit(name, **(recipe if UNITS[name].group <= 16 else {}))
+            a = fixtures[f"a/{unit.inputs}"][:12].astype(np.float64)  # ragged K = 44, the adversarial rows
+            bt = fixtures[f"b/{unit.inputs}"][5:14].astype(np.float64)
+            want = _recipe_dot(unit, a[:, None, :], bt[None, :, :], jnp.zeros((12, 9), jnp.float64))
+            got = product(a, bt, unit, block_m=8, block_n=8, interpret=self.INTERPRET)
+            assert _same(got, want), (name, recipe)
+
+    def test_emulated_on_a_unit_runs_the_transformer_with_the_kernel(self):
+        from boundlab.transformer import forward, init
+
+        params, X = init(jax.random.key(8), "figure4", d=4, n=3, D=5, L=1)
+        for scaling in (None, "tensor"):
+            unit = __import__("boundlab.matrix_units", fromlist=["get_unit"]).get_unit(
+                "hopper-wgmma-fp8_e4m3-fp32", scaling=scaling, promote_every=32)
+            xla = Emulated("bf16", accumulation=unit, kernel="xla")
+            pallas = Emulated("bf16", accumulation=unit, kernel="pallas")
+            assert _same(forward(params, X, pallas), forward(params, X, xla))
+
 
 class TestKernels(_KernelSuite):
     INTERPRET = False

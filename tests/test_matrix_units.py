@@ -296,3 +296,23 @@ def test_a_unit_in_emulated_refuses_bad_choices_in_one_line():
         from boundlab.matrix_units import product
 
         product(get_unit(HOPPER_FP8), np.zeros((2, 0)), np.zeros((0, 3)))
+
+
+def test_flax_modules_take_a_unit_unchanged():
+    from flax import nnx
+
+    from boundlab import Emulated, round_to
+    from boundlab.matrix_units import product
+    from boundlab.nn import Transformer
+
+    unit = get_unit(HOPPER_FP8, scaling="tensor")
+    policy = Emulated("bf16", accumulation=unit)
+    model = Transformer(8, 16, 1, rngs=nnx.Rngs(0))
+    X = jax.random.normal(jax.random.key(1), (8, 6))
+    eager = np.asarray(model(X, arithmetic=policy))
+    assert np.array_equal(eager, np.asarray(jax.jit(lambda x: model(x, arithmetic=policy))(X)))
+    assert np.all(np.isfinite(eager))
+    linear = nnx.Linear(8, 4, use_bias=False, dot_general=policy.dot_general, rngs=nnx.Rngs(2))  # flax's own layer
+    y = np.asarray(linear(X.T.astype(jnp.float32)), np.float64)
+    operands = [round_to(jnp.asarray(v, jnp.float64), "bf16") for v in (X.T, linear.kernel[...])]
+    assert np.array_equal(y, np.asarray(round_to(product(unit, *operands), "bf16")))

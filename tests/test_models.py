@@ -92,6 +92,43 @@ def test_exact_forward_matches_the_stored_reference_embeddings(minilm, reference
 
 
 @needs_model
+def test_minilm_runs_with_its_gemms_on_a_tensor_core_unit(minilm):
+    # issue 24: a matrix unit as the accumulation runs a real model unchanged
+    from boundlab.experiments.real_model import truncated
+    from boundlab.matrix_units import get_unit
+    from boundlab.nn.encoder import encode_batch
+
+    ids, valid = models_api.tokenize(minilm, ["A cat sat on the mat.", "Rounding errors add up."])
+    config, params = truncated(minilm, 1)
+    exact = np.asarray(encode_batch(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params), ids, valid, config,
+                                    Exact(), unroll_layers=False))
+    unit = get_unit("hopper-wgmma-fp8_e4m3-fp32")
+    for policy in (Emulated("fp8_e4m3", accumulation=unit, unroll=0),  # the issue's case: everything in e4m3
+                   Emulated("bf16", accumulation=unit.recipe(scaling="block"), unroll=0)):  # bf16, FP8 GEMMs
+        pooled = np.asarray(jax.jit(lambda p: encode_batch(p, ids, valid, config, policy, unroll_layers=False))(
+            jax.tree.map(policy.cast, params)), np.float64)
+        assert pooled.shape == exact.shape
+        if policy.fmt.name == "bf16":
+            cosine = np.sum(pooled * exact, 1) / np.linalg.norm(pooled, axis=1) / np.linalg.norm(exact, axis=1)
+            assert np.all(cosine > 0.99)
+        else:  # e4m3 everywhere overflows MiniLM (layer norm's sums of squares pass 448): NaN, not a number
+            assert not np.all(np.isfinite(pooled))
+    # the study's variant: GEMMs on the unit (rounded into bf16), everything else in float32
+    from boundlab.experiments.real_model import ModelStudy, layers_fn, low_policy, run_variant
+
+    variant = "gemms@hopper-wgmma-fp8_e4m3-fp32"
+    assert low_policy("bf16", variant).unit == unit and ModelStudy(variants=(variant,)).variants == (variant,)
+    with pytest.raises(ValueError, match="matrix unit hopper-wgmma has no"):
+        ModelStudy(variants=("gemms@hopper-wgmma-int8-fp32",))
+    scanned = layers_fn(config, unroll=False)
+    params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)  # as the study passes them
+    pooled_layers, _ = run_variant(scanned, params64, ids, valid, "bf16", variant)
+    last = np.asarray(pooled_layers, np.float64)[:, -1]
+    cosine = np.sum(last * exact, 1) / np.linalg.norm(last, axis=1) / np.linalg.norm(exact, axis=1)
+    assert np.all(cosine > 0.99)
+
+
+@needs_model
 def test_every_head_has_rank_32_and_the_score_bound_holds_on_real_text(minilm):
     from boundlab.experiments.real_model import score_bound, weight_rank
     from boundlab.nn.encoder import embed, multi_head_attention

@@ -8,8 +8,11 @@ forward:
   float32 (``"all-fp32acc"``), with only the GEMMs rounded and softmax, GELU and layer norm in
   float32 (``"gemms"``, as the LAMP authors' code does), and the GEMMs in the format with a
   float32 accumulator (``"gemms-fp32acc"``; Model 4.1 with an accumulator still rounds each
-  product to the format, which tensor cores do not, so real hardware is at most this wrong):
-  the relative error of each
+  product to the format, which tensor cores do not; but their fused sums truncate, to 13 bits on
+  Hopper's FP8 path, so this is no upper bound on real hardware), and the GEMMs on a matrix unit
+  (``"gemms@<unit>"``, e.g. ``gemms@hopper-wgmma-fp8_e4m3-fp32``: ``boundlab.matrix_units``, the
+  operands quantised into the unit's input format, its accumulation bit for bit, the result
+  rounded into the format): the relative error of each
   layer's hidden state (Frobenius over the valid tokens) and of each layer's mean-pooled state,
   the cosine similarity of the sentence embeddings to the exact ones, and overflows (non-finite
   entries);
@@ -42,6 +45,7 @@ from boundlab.experiments.output import _csv
 from boundlab.experiments.sweeps import ProgressBar
 from boundlab.formats import get_format
 from boundlab.linalg import singular_values
+from boundlab.matrix_units import get_unit
 from boundlab.nn.encoder import encode_batch, mean_pool
 from boundlab.verdicts import holds, verdict
 
@@ -88,8 +92,11 @@ class ModelStudy:
         if self.layers is not None and (not isinstance(self.layers, int) or self.layers < 1):
             raise ValueError(f"layers must be a positive int or None, got {self.layers!r}")
         for variant in (*self.variants, *self.bound_variants, self.advisor_variant):
-            if variant not in VARIANTS:
-                raise ValueError(f"unknown variant {variant!r}; use {VARIANTS}")
+            if variant.startswith("gemms@") and variant in self.variants:
+                get_unit(variant.removeprefix("gemms@"))  # a one-line error naming the units
+            elif variant not in VARIANTS:
+                raise ValueError(f"unknown variant {variant!r}; use {VARIANTS} or gemms@<matrix unit> (runs only, "
+                                 f"e.g. gemms@hopper-wgmma-fp8_e4m3-fp32)")
         if any(not 0 < f < 1 for f in self.fractions):
             raise ValueError(f"fractions must lie in (0, 1), got {self.fractions!r}")
         if max(self.bound_sentences, self.head_sentences, self.advisor_sentences) > self.sentences:
@@ -125,7 +132,10 @@ def pooled_layers_fn(config):
 
 
 def low_policy(fmt: str, variant: str):
-    """The low-precision policy of a variant (``unroll=0``: loops compile faster at this size)."""
+    """The low-precision policy of a variant (``unroll=0``: loops compile faster at this size);
+    ``gemms@<unit>``: the GEMMs on a matrix unit (``boundlab.matrix_units``), rounded into fmt."""
+    if variant.startswith("gemms@"):
+        return Emulated(fmt, accumulation=get_unit(variant.removeprefix("gemms@")), unroll=0)
     if variant.endswith("fp32acc"):
         return Emulated(fmt, accumulator="fp32", unroll=0)
     return Emulated(fmt, unroll=0)
