@@ -14,6 +14,10 @@ Conventions
 * ``infinities=False`` follows the OCP 8-bit "FN" convention (E4M3FN): there are no infinities,
   and the all-ones exponent with the all-ones significand is NaN, so the largest finite value
   is 2^emax (2 - 2^(2-t)) (448 for fp8_e4m3).
+* ``negative_zero=False`` (with ``infinities=False``) is the "FNUZ" convention of AMD's and
+  Graphcore's 8-bit formats (E4M3FNUZ, E5M2FNUZ: bias 8 and 16): NaN takes the code of -0, so
+  there is no negative zero (a zero result is +0) and the whole top binade is finite, the
+  largest value 2^emax (2 - 2^(1-t)) (240 for fp8_e4m3fnuz, 57344 for fp8_e5m2fnuz).
 * ``overflow`` says what a finite result beyond the largest finite value becomes: ``"inf"``
   (IEEE: round-to-nearest gives +-inf, directed modes give inf or the largest finite value as
   IEEE 754 prescribes; NaN for formats without infinities) or ``"saturate"`` (always the largest
@@ -49,6 +53,7 @@ class Format:
     infinities: bool = True
     overflow: str = "inf"
     name: str = ""
+    negative_zero: bool = True
 
     def __post_init__(self):
         for field in ("precision", "emin", "emax"):
@@ -70,6 +75,9 @@ class Format:
             raise ValueError(f"Format.overflow must be one of {_OVERFLOW_CHOICES}, got {self.overflow!r}")
         if not self.infinities and self.precision < 2:
             raise ValueError("a format without infinities needs precision >= 2")
+        if not self.negative_zero and self.infinities:
+            raise ValueError("negative_zero=False is the FNUZ convention (NaN in place of -0, no infinities): "
+                             "set infinities=False too")
 
     @property
     def unit_roundoff(self) -> float:
@@ -83,8 +91,9 @@ class Format:
 
     @property
     def max_finite(self) -> float:
-        """Largest finite value: 2^emax (2 - 2^(1-t)), or 2^emax (2 - 2^(2-t)) without infinities."""
-        top_ulps = 1 if self.infinities else 2
+        """Largest finite value: 2^emax (2 - 2^(1-t)), or 2^emax (2 - 2^(2-t)) without infinities
+        (FN: the top code is NaN), except in FNUZ formats (``negative_zero=False``)."""
+        top_ulps = 1 if self.infinities or not self.negative_zero else 2
         return math.ldexp(2.0 - math.ldexp(top_ulps, 1 - self.precision), self.emax)
 
     @property
@@ -119,6 +128,7 @@ class Format:
             f"Format(t={self.precision}, emin={self.emin}, emax={self.emax}"
             f"{'' if self.subnormals else ', no subnormals'}"
             f"{'' if self.infinities else ', no infinities'}"
+            f"{'' if self.negative_zero else ', no negative zero'}"
             f"{', saturating' if self.overflow == 'saturate' else ''})"
         )
 
@@ -136,6 +146,8 @@ _PRESETS = {
     "fp16": Format(11, -14, 15, name="fp16"),
     "fp8_e5m2": Format(3, -14, 15, name="fp8_e5m2"),
     "fp8_e4m3": Format(4, -6, 8, infinities=False, name="fp8_e4m3"),
+    "fp8_e5m2fnuz": Format(3, -15, 15, infinities=False, negative_zero=False, name="fp8_e5m2fnuz"),
+    "fp8_e4m3fnuz": Format(4, -7, 7, infinities=False, negative_zero=False, name="fp8_e4m3fnuz"),
 }
 
 PRESET_NAMES = tuple(_PRESETS)

@@ -58,7 +58,7 @@ from boundlab.formats import get_format
 from boundlab.rounding import round_bits
 
 WRITE_BACKS = ("RZ-FP32", "RZ-E8M13", "RNE-FP16", "RNE-FP32")
-KINDS = ("T-FDPA", "TR-FDPA")
+KINDS = ("T-FDPA", "TR-FDPA", "GTR-FDPA")
 SCALINGS = (None, "tensor", "block")
 _FP32 = get_format("fp32")
 _ABSENT = -(2**20)  # the exponent of a term that takes no part in a step
@@ -101,7 +101,7 @@ class MatrixUnit:
             raise ValueError(f"write_back must be one of {WRITE_BACKS}, got {self.write_back!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if not 1 <= self.F <= 30 or self.group < 1 or (self.kind == "TR-FDPA" and not self.F <= self.F2 <= 40):
+        if not 1 <= self.F <= 30 or self.group < 1 or (self.kind != "T-FDPA" and not self.F <= self.F2 <= 40):
             raise ValueError(f"F must be in [1, 30] (F2 in [F, 40] for TR-FDPA) and group >= 1, got F = {self.F}, "
                              f"F2 = {self.F2}, group = {self.group}")
         get_format(self.inputs)  # a clear error for an unknown format
@@ -223,6 +223,39 @@ def _tr_step(unit: MatrixUnit, a, b, e_a, e_b, c, present):
     return _write_back(s_sum, e_sum, unit.write_back)
 
 
+def _gtr_step(unit: MatrixUnit, a, b, e_a, e_b, c, present):
+    """One GTR-FDPA step (AMD CDNA3's FP8 MFMA; MMA-Sim's ``gtr_fdpa``): the even- and
+    odd-indexed products are fused separately (each against its own largest exponent, truncated
+    to F bits), the two sums floored to F bits against the larger of their exponents and added;
+    then as TR-FDPA, except that c is dropped when it lies more than F + 1 binades below."""
+    p = a * b
+    e = jnp.where(p == 0, -999, e_a + e_b)  # a zero product takes no part
+    if present is not None:
+        e = jnp.where(present, e, _ABSENT)
+        p = jnp.where(present, p, 0.0)
+
+    def fused(p, e):
+        e_top = jnp.max(e, axis=-1)
+        return jnp.sum(jnp.trunc(p * _scale(unit.F - e_top)[..., None]), axis=-1) * 2.0**-unit.F, e_top
+
+    s_even, e_even = fused(p[..., ::2], e[..., ::2])
+    s_odd, e_odd = fused(p[..., 1::2], e[..., 1::2])
+    e_dot = jnp.maximum(e_even, e_odd)
+    s_dot = jnp.floor(s_even * _pow2(e_even - e_dot + unit.F)) * 2.0**-unit.F
+    s_dot = s_dot + jnp.floor(s_odd * _pow2(e_odd - e_dot + unit.F)) * 2.0**-unit.F
+    s_c, e_c = _split(c, -126)
+    e_max = jnp.maximum(e_dot, e_c)
+    s_dot = jnp.floor(s_dot * _pow2(e_dot - e_max + unit.F2 + 1)) * 2.0 ** -(unit.F2 + 1)
+    s_c = jnp.floor(s_c * _pow2(e_c - e_max + unit.F)) * 2.0**-unit.F
+    s_c = jnp.where(e_c < e_max - unit.F - 1, 0.0, s_c)
+    s_sum, e_sum = _split((s_dot + s_c) * _pow2(e_max), -126)
+    s_sum = jnp.floor(s_sum * 2.0**unit.F2) * 2.0**-unit.F2
+    return _write_back(s_sum, e_sum, unit.write_back)
+
+
+_STEPS = {"T-FDPA": _t_step, "TR-FDPA": _tr_step, "GTR-FDPA": _gtr_step}
+
+
 def _chain(unit: MatrixUnit, a, b, c, present=None):
     """The chain of fused steps over the last axis of a, b (..., K) from the accumulator c (...).
     ``present`` (broadcastable to a's shape) masks entries that take no part (the tail of a
@@ -242,7 +275,7 @@ def _chain(unit: MatrixUnit, a, b, c, present=None):
     def by_step(x):
         return jnp.moveaxis(x.reshape(x.shape[:-1] + (steps, L)), -2, 0)
 
-    step = _tr_step if unit.kind == "TR-FDPA" else _t_step
+    step = _STEPS[unit.kind]
     operands = (by_step(a), by_step(b), by_step(e_a), by_step(e_b))
     if present is None:
         def body(carry, xs):
@@ -418,8 +451,10 @@ def step_constants(unit: MatrixUnit, L: int, M):
     max(|a_i|, |b_i|) bounds what subnormal inputs can do to the alignment."""
     delta, mu = _WRITE_BACK_UNITS[unit.write_back]
     emin = get_format(unit.inputs).emin
-    if unit.kind == "TR-FDPA":  # products against their largest, the sum and c against the larger
+    if unit.kind != "T-FDPA":  # products against their largest, the sum and c against the larger
         eta = L * 2.0**-unit.F + 2.0 ** -(unit.F2 + 1) + 2.0**-unit.F
+        if unit.kind == "GTR-FDPA":  # the even and odd sums floored against the larger of the two
+            eta = eta + 2 * 2.0**-unit.F
         delta = (1 + 2.0**-unit.F2) * (1 + delta) - 1  # the floor to F2 bits, then rho
         nu = jnp.maximum(2.0**emin * M, 2.0 ** max(2 * emin, -126))
         return eta, delta, mu + 2.0 ** (-126 - unit.F2) + (1 + delta) * eta * nu
@@ -442,7 +477,8 @@ def dot_error_bound(unit: MatrixUnit, a, b, c=None, every: int | None = None):
     group of |a_i b_i|; the write-back adds a relative delta (2^-23 for RZ-FP32, 2^-13 for
     RZ-E8M13, 2^-11 for RNE-FP16, 2^-24 for RNE-FP32) and an absolute mu in the subnormal range.
     (TR-FDPA: eta = L 2^-F + 2^-(F2+1) + 2^-F, the products' truncation against their largest and
-    the floors of their sum and of c against the larger; delta = (1 + 2^-F2)(1 + 2^-24) - 1.)
+    the floors of their sum and of c against the larger; delta = (1 + 2^-F2)(1 + 2^-24) - 1;
+    GTR-FDPA adds 2 2^-F for the floors of the even and odd sums.)
     With kappa = eta + delta (1 + eta) and mu' = mu + (1 + delta) eta nu, the error after j steps
     obeys B_j <= B_(j-1) + kappa (A_j + B_(j-1)) + mu', A_j = |c| + sum so far of |a_i b_i|, so
     after s = ceil(K / L) steps
@@ -579,14 +615,19 @@ def _nvidia_units() -> dict:
 
 
 def _amd_units() -> dict:
-    """AMD CDNA3 (MI300) MFMA with fp16, bf16 and xf32 (tf32) inputs, float32 accumulator:
-    MMA-Sim's amd/sim.py, TR-FDPA with F = 24, F2 = 31, round to nearest into float32, L = 8
-    (4 for xf32).  CDNA3's FP8 MFMA (the fnuz formats, MMA-Sim's GTR-FDPA) is not modelled:
-    boundlab's formats have no fnuz variant yet."""
+    """AMD CDNA3 (MI300) MFMA, float32 accumulator (MMA-Sim's amd/sim.py): fp16, bf16 and xf32
+    (tf32) inputs by TR-FDPA with F = 24, F2 = 31, round to nearest into float32, L = 8 (4 for
+    xf32); the FP8 inputs (the FNUZ formats fp8_e4m3fnuz and fp8_e5m2fnuz) by GTR-FDPA with
+    F = 24, F2 = 31, L = 16."""
     source = "MMA-Sim (arXiv 2511.10909), mmasim 2.1.1: amd/sim.py (CDNA3)"
-    return {f"cdna3-mfma-{fmt}-fp32": MatrixUnit(f"cdna3-mfma-{fmt}-fp32", fmt, "fp32", 24, 4 if fmt == "tf32" else 8,
-                                                 "RNE-FP32", -999, source, kind="TR-FDPA", F2=31)
-            for fmt in ("fp16", "bf16", "tf32")}
+    units = {}
+    for fmt in ("fp16", "bf16", "tf32", "fp8_e4m3fnuz", "fp8_e5m2fnuz"):
+        fp8 = fmt.startswith("fp8")
+        group = 16 if fp8 else 4 if fmt == "tf32" else 8
+        name = f"cdna3-mfma-{fmt}-fp32"
+        units[name] = MatrixUnit(name, fmt, "fp32", 24, group, "RNE-FP32", -999, source,
+                                 kind="GTR-FDPA" if fp8 else "TR-FDPA", F2=31)
+    return units
 
 
 UNITS = {**_nvidia_units(), **_amd_units()}

@@ -176,6 +176,8 @@ def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
     else:
         non_finite = u(nan_bits)
     rounded = jnp.where(is_finite, rounded, non_finite)
+    if not fmt.negative_zero:  # FNUZ: a zero is +0 (-0's code is NaN)
+        sign = jnp.where(rounded == u(0), u(0), sign)
     return lax.bitcast_convert_type(rounded | sign, cont.dtype)
 
 
@@ -340,6 +342,8 @@ def round_scalar(value: float, fmt: Format) -> float:
     import math
 
     value = float(value)
+    if value == 0 and not fmt.negative_zero:
+        return 0.0
     if not math.isfinite(value) or value == 0:
         return value if (fmt.infinities or not math.isinf(value)) else math.nan
     exponent = math.frexp(abs(value))[1] - 1
@@ -351,6 +355,8 @@ def round_scalar(value: float, fmt: Format) -> float:
     except OverflowError:  # carried past float64's largest value
         rounded = math.copysign(math.inf, value)
     rounded = math.copysign(rounded, value)  # round() drops the sign of a zero result
+    if rounded == 0 and not fmt.negative_zero:
+        return 0.0
     if abs(rounded) > fmt.max_finite:
         big = fmt.max_finite if fmt.overflow == "saturate" else (math.inf if fmt.infinities else math.nan)
         return math.copysign(big, value)

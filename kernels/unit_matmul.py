@@ -27,13 +27,13 @@ from jax.experimental import pallas as pl
 
 from boundlab.formats import get_format
 from boundlab.kernels._common import interpret_default, round_up
-from boundlab.matrix_units import MatrixUnit, _fl32, _layout, _split, _t_step, _tr_step
+from boundlab.matrix_units import _STEPS, MatrixUnit, _fl32, _layout, _split
 
 BLOCK = 16
 
 
 def _kernel(unit: MatrixUnit, k: int, a_ref, bt_ref, o_ref):
-    step = _tr_step if unit.kind == "TR-FDPA" else _t_step
+    step = _STEPS[unit.kind]
     e_in = get_format(unit.inputs).emin
     recipe = unit.promote_every is not None or unit.split_k > 1
     slices, per_slice, length = _layout(unit, k)

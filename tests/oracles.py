@@ -65,6 +65,8 @@ def mpfr_round(values: np.ndarray, fmt, mode: str) -> np.ndarray:
             r = float(ctx.plus(v))  # gmpy2 converts a Python float exactly (53 bits)
             if abs(r) > fmt.max_finite:
                 r = _overflow_value(v < 0, fmt, mode)
+            if r == 0 and not fmt.negative_zero:
+                r = 0.0  # FNUZ formats: -0's code is NaN, every zero is +0
             flat[i] = r
     with np.errstate(over="ignore"):
         return out.astype(values.dtype)

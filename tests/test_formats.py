@@ -19,6 +19,8 @@ FINFO = {
     "fp16": np.finfo(np.float16),
     "fp8_e5m2": ml_dtypes.finfo(ml_dtypes.float8_e5m2),
     "fp8_e4m3": ml_dtypes.finfo(ml_dtypes.float8_e4m3fn),
+    "fp8_e5m2fnuz": ml_dtypes.finfo(ml_dtypes.float8_e5m2fnuz),
+    "fp8_e4m3fnuz": ml_dtypes.finfo(ml_dtypes.float8_e4m3fnuz),
 }
 
 

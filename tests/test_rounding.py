@@ -12,7 +12,7 @@ from boundlab import Format, get_format, round_to
 from boundlab.rounding import bit_operations_only
 
 DETERMINISTIC = ("nearest", "zero", "up", "down")
-PRESETS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8_e5m2", "fp8_e4m3")
+PRESETS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8_e5m2", "fp8_e4m3", "fp8_e5m2fnuz", "fp8_e4m3fnuz")
 FORMATS = (
     [get_format(name) for name in PRESETS]
     + [get_format(f"t{t}") for t in range(3, 25)]
@@ -59,7 +59,9 @@ def test_eager_equals_jit(name):
 
 
 @pytest.mark.parametrize("name, dtype", [("bf16", ml_dtypes.bfloat16), ("fp16", np.float16),
-                                         ("fp8_e5m2", ml_dtypes.float8_e5m2), ("fp8_e4m3", ml_dtypes.float8_e4m3fn)])
+                                         ("fp8_e5m2", ml_dtypes.float8_e5m2), ("fp8_e4m3", ml_dtypes.float8_e4m3fn),
+                                         ("fp8_e5m2fnuz", ml_dtypes.float8_e5m2fnuz),
+                                         ("fp8_e4m3fnuz", ml_dtypes.float8_e4m3fnuz)])
 def test_float32_input_agrees_with_single_cast(name, dtype):
     # A float32 -> narrow cast rounds once (nearest-even), so it is a second, independent oracle.
     x = adversarial(get_format(name), np.float32, 50_000, seed=3)

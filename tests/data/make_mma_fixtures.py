@@ -35,12 +35,15 @@ from boundlab.matrix_units import UNITS  # noqa: E402
 
 K, ROWS = 44, 32
 TORCH = {"fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32, "fp8_e4m3": torch.float8_e4m3fn,
+         "fp8_e4m3fnuz": torch.float8_e4m3fnuz, "fp8_e5m2fnuz": torch.float8_e5m2fnuz,
          "fp8_e5m2": torch.float8_e5m2, "fp32": torch.float32}
 PTX = {"fp16": "f16", "bf16": "bf16", "tf32": "tf32", "fp8_e4m3": "e4m3", "fp8_e5m2": "e5m2"}
 ARCH = {"volta": "Volta", "turing": "Turing", "ampere": "Ampere", "ada": "Ada Lovelace", "hopper": "Hopper",
         "blackwell": "Blackwell"}
 LIMITS = {"fp16": (65504.0, 2.0**-24), "bf16": (3.0e38, 2.0**-133), "tf32": (3.0e38, 2.0**-136),
-          "fp8_e4m3": (448.0, 2.0**-9), "fp8_e5m2": (57344.0, 2.0**-16), "fp32": (3.0e38, 2.0**-149)}
+          "fp8_e4m3": (448.0, 2.0**-9), "fp8_e5m2": (57344.0, 2.0**-16), "fp32": (3.0e38, 2.0**-149),
+          "fp8_e4m3fnuz": (240.0, 2.0**-10), "fp8_e5m2fnuz": (57344.0, 2.0**-17)}
+FNUZ = ("fp8_e4m3fnuz", "fp8_e5m2fnuz")  # CDNA3's FP8 inputs, drawn from a generator of their own
 
 
 def to_format(x, fmt):
@@ -54,7 +57,7 @@ def to_format(x, fmt):
 def operands(fmt, rng):
     largest, smallest = LIMITS[fmt]
     a, b = rng.standard_normal((ROWS, K)), rng.standard_normal((ROWS, K))
-    spread = {"fp8_e4m3": 5, "fp8_e5m2": 11, "fp16": 11}.get(fmt, 24)  # 4 sigma 2^spread stays finite
+    spread = {"fp8_e4m3": 5, "fp8_e5m2": 11, "fp16": 11, "fp8_e4m3fnuz": 5, "fp8_e5m2fnuz": 11}.get(fmt, 24)
     a[8:12] *= 2.0 ** rng.integers(-spread, spread, (4, K))  # wide exponent spreads
     b[8:12] *= 2.0 ** rng.integers(-spread, spread, (4, K))
     a[12:16, 1::2] = a[12:16, ::2]  # cancelling pairs of products, plus a few small terms
@@ -83,7 +86,8 @@ def accumulators(acc, rng):
 def reference(name, unit):
     arch, instruction, fmt, acc = name.split("-")
     if arch == "cdna3":
-        return MFMA("CDNA3", {"fp16": "f32_32x32x8_f16", "bf16": "f32_32x32x8_bf16", "tf32": "f32_16x16x8_xf32"}[fmt])
+        return MFMA("CDNA3", {"fp16": "f32_32x32x8_f16", "bf16": "f32_32x32x8_bf16", "tf32": "f32_16x16x8_xf32",
+                              "fp8_e4m3fnuz": "f32_32x32x16_fp8_fp8", "fp8_e5m2fnuz": "f32_32x32x16_bf8_bf8"}[fmt])
     d, t = ("f32" if acc == "fp32" else "f16"), PTX[fmt]
     if instruction == "mma":
         k = {"volta": 4, "turing": 8}.get(arch, {"tf32": 8, "fp8_e4m3": 32, "fp8_e5m2": 32}.get(fmt, 16))
@@ -102,6 +106,8 @@ def main():
     arrays = {"K": np.asarray(K), "mmasim_version": np.asarray(getattr(mmasim, "__version__", "2.1.1"))}
     inputs = {fmt: operands(fmt, rng) for fmt in PTX}
     accs = {acc: accumulators(acc, rng) for acc in ("fp32", "fp16")}
+    fnuz_rng = np.random.default_rng(2512)  # the earlier operands and accumulators stay as they were
+    inputs |= {fmt: operands(fmt, fnuz_rng) for fmt in FNUZ}
     for fmt, (a, b) in inputs.items():
         arrays[f"a/{fmt}"], arrays[f"b/{fmt}"] = a.float().numpy(), b.float().numpy()
     for acc, c in accs.items():
