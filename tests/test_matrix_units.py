@@ -251,11 +251,9 @@ def test_the_paper_network_runs_on_a_unit_as_emulate_runs_it_and_first_order_bou
     traced = jax.jit(boundlab.emulate(plain_forward, policy))(params, X)
     assert np.array_equal(np.asarray(hand), np.asarray(traced))
     assert 0 < np.max(np.abs(np.asarray(hand, np.float64) - exact)) < 1  # rounded, not garbage
-    # first_order with the unit's local error model (a bf16 model, FP8 GEMMs block-scaled and promoted)
-    policy = Emulated("bf16", accumulation=get_unit(HOPPER_FP8, scaling="block", scale_block=32))
-    measured = jax.jit(boundlab.emulate(plain_forward, policy))(params, X)
+    # first_order with the unit's local error model (scaled and promoted recipes: the test below)
     record = boundlab.first_order(lambda p, x: plain_forward(p, x)[:, -1], policy)(params, X)
-    error = np.abs(np.asarray(measured, np.float64)[:, -1] - np.asarray(record.value))
+    error = np.abs(np.asarray(traced, np.float64)[:, -1] - np.asarray(record.value))
     assert np.all(error <= np.asarray(record.bound)), np.max(error / np.asarray(record.bound))
     assert np.all(np.isfinite(np.asarray(record.bound)))
 
@@ -305,13 +303,16 @@ def test_flax_modules_take_a_unit_unchanged():
     from boundlab.matrix_units import product
     from boundlab.nn import Transformer
 
+    from boundlab.nn import to_params
+    from boundlab.transformer import forward
+
     unit = get_unit(HOPPER_FP8, scaling="tensor")
     policy = Emulated("bf16", accumulation=unit)
     model = Transformer(8, 16, 1, rngs=nnx.Rngs(0))
     X = jax.random.normal(jax.random.key(1), (8, 6))
-    eager = np.asarray(model(X, arithmetic=policy))
-    assert np.array_equal(eager, np.asarray(jax.jit(lambda x: model(x, arithmetic=policy))(X)))
-    assert np.all(np.isfinite(eager))
+    out = np.asarray(nnx.jit(lambda m, x: m(x, arithmetic=policy))(model, X))
+    assert np.array_equal(out, np.asarray(jax.jit(lambda p, x: forward(p, x, policy))(to_params(model), X)))
+    assert np.all(np.isfinite(out))
     linear = nnx.Linear(8, 4, use_bias=False, dot_general=policy.dot_general, rngs=nnx.Rngs(2))  # flax's own layer
     y = np.asarray(linear(X.T.astype(jnp.float32)), np.float64)
     operands = [round_to(jnp.asarray(v, jnp.float64), "bf16") for v in (X.T, linear.kernel[...])]
