@@ -175,3 +175,37 @@ def test_stochastic_rounding_needs_a_key_and_is_reproducible():
 def test_an_unsupported_primitive_is_named():
     with pytest.raises(UnsupportedPrimitive, match="primitive 'lu'"):
         emulate(jnp.linalg.det, Emulated("t10"))(jnp.eye(5) + 0.5)
+
+
+def test_scatter_add_rounds_each_update_in_index_order_as_float16_does():
+    # the backward pass of a gather (embedding lookups, take_along_axis); reference: numpy's
+    # float16 additions (correctly rounded: float32 then float16 is innocuous), one per update
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3)).astype(np.float16)
+    index = np.array([0, 2, 0, 4, 2, 2, 7])  # collisions, and one update out of range (dropped)
+    v = rng.standard_normal((7, 3)).astype(np.float16)
+
+    def f(x, v):
+        return x.at[index].add(v, mode="drop")
+
+    want = x.copy()
+    for i, j in enumerate(index):
+        if j < len(x):
+            want[j] = want[j] + v[i]
+    got = emulate(f, Emulated("fp16"))(x.astype(np.float64), v.astype(np.float64))
+    assert np.array_equal(np.asarray(got, np.float64), want.astype(np.float64))
+    assert np.array_equal(np.asarray(emulate(f, Exact())(x.astype(np.float64), v.astype(np.float64))),
+                          np.asarray(jax.jit(f)(x.astype(np.float64), v.astype(np.float64))))
+    # a gradient through take_along_axis: emulated under jit and vmap, bounded by first_order
+    w, t = rng.standard_normal((4, 6)), np.array([[1, 1, 3], [0, 5, 5], [2, 2, 2], [4, 0, 1]])
+
+    def g(w):
+        return jax.grad(lambda w: jnp.sum(jnp.take_along_axis(w, t, axis=1) ** 2))(w)
+
+    bf16 = Emulated("bf16")
+    emulated = jax.jit(emulate(g, bf16))(w)
+    assert np.array_equal(np.asarray(jax.vmap(emulate(g, bf16))(np.stack([w, w]))[1]), np.asarray(emulated))
+    from boundlab import first_order
+
+    record = first_order(g, bf16)(w)
+    assert np.all(np.abs(np.asarray(emulated, np.float64) - np.asarray(record.value)) <= np.asarray(record.bound))

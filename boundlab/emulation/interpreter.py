@@ -13,6 +13,9 @@ equations with a handler for each primitive.  Model 4.1 decides the handlers:
 * ``dot_general`` through the policy's contraction (its accumulation order: every product and
   partial sum rounded); ``reduce_sum`` through ``policy.sum`` (the reduced axes flattened in
   row-major order); ``cumsum``/``cumprod`` one rounded operation per step, in index order;
+  ``scatter-add`` (the backward pass of a gather: embedding lookups, ``take_along_axis``) one
+  rounded addition per update element, the updates' windows in their index order (XLA leaves
+  the order of colliding updates unspecified; this is a CPU loop's);
 * exact operations (``max``, ``neg``, ``abs``, comparisons, ``select_n``, reshapes, slices,
   ``reduce_max``, ...) unchanged;
 * calls (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``, ``closed_call``) and
@@ -221,8 +224,8 @@ def _operations(eqn) -> int:
         (contracting, _), _ = eqn.params["dimension_numbers"]
         lhs = eqn.invars[0].aval.shape
         return 2 * out * math.prod(lhs[i] for i in contracting)
-    if eqn.primitive.name == "reduce_sum":
-        return math.prod(eqn.invars[0].aval.shape)
+    if eqn.primitive.name in ("reduce_sum", "scatter-add"):
+        return math.prod(eqn.invars[-1 if eqn.primitive.name == "scatter-add" else 0].aval.shape)
     return out
 
 
@@ -251,6 +254,8 @@ def _equation(eqn, invals, ctx: _Context):
         return _cond(invals, params, ctx)
     if name == "convert_element_type":
         return _convert(invals[0], params, ctx)
+    if name == "scatter-add" and floats:
+        return _scatter_add(eqn, invals, params, ctx)
 
     if not floats:  # integer and boolean arithmetic is exact
         if name in EXACT or name in INTEGER_OK or name in ROUNDED_BINARY or name in WIDE:
@@ -288,6 +293,46 @@ def _rounded(primitive, policy, invals, params, key):
     if name == "reduce_sum":
         return _reduce_sum(policy, invals[0], params["axes"], key)
     return _cumulative(policy, policy.add if name == "cumsum" else policy.mul, invals[0], params, key)
+
+
+def _scatter_add(eqn, invals, params, ctx: _Context):
+    """``scatter-add``: operand[target(i)] <- fl(operand[target(i)] + update_i) for the update
+    windows in index order (a loop over windows; the entries of one window go to distinct
+    places and are added at once).  The target of every update entry is found by transposing the
+    scatter (a gather) on the operand's positions, so every dimension-number layout and mode
+    (clip, fill-or-drop: a dropped update adds nothing) is the primitive's own."""
+    policy, key = _site(eqn, ctx)
+    operand, indices, updates = invals
+    operand, updates = ctx.handler.operands(policy, [operand, updates])
+    dtype = jnp.result_type(operand)
+    if operand.size + 1 >= 2 ** (jnp.finfo(dtype).nmant + 1):
+        raise UnsupportedPrimitive(f"scatter-add into {operand.size} entries: positions are not exact in {dtype}")
+    zeros = jnp.zeros(operand.shape, dtype)
+
+    def scatter(u):
+        return lax.scatter_add_p.bind(zeros, indices, u, **params)
+
+    positions = (jnp.arange(operand.size, dtype=dtype) + 1).reshape(operand.shape)  # 0: dropped
+    (targets,) = jax.linear_transpose(scatter, jnp.zeros(updates.shape, dtype))(positions)
+    window = tuple(int(d) for d in params["dimension_numbers"].update_window_dims)
+    order = tuple(d for d in range(updates.ndim) if d not in window) + window
+    size = math.prod(updates.shape[d] for d in window)
+    targets = jnp.transpose(targets, order).reshape(-1, size).astype(jnp.int32) - 1
+    values = jnp.transpose(updates, order).reshape(-1, size)
+    flat = operand.reshape(-1)
+
+    def add_window(flat, item):
+        target, value, index = item
+        place = jnp.where(target >= 0, target, flat.size)  # out of range: dropped
+        current = flat.at[place].get(mode="fill", fill_value=0)
+        window_key = None if key is None else hash_fold_in(key, index)
+        return flat.at[place].set(policy.add(current, value, window_key), mode="drop"), None
+
+    if params.get("unique_indices", False):  # every entry to a place of its own: one step
+        flat, _ = add_window(flat, (targets.reshape(-1), values.reshape(-1), 0))
+    else:
+        flat, _ = lax.scan(add_window, flat, (targets, values, jnp.arange(targets.shape[0])))
+    return flat.reshape(operand.shape)
 
 
 def _unsupported(name: str) -> str:
