@@ -277,6 +277,10 @@ def _equation(eqn, invals, ctx: _Context):
 def _rounded(primitive, policy, invals, params, key):
     """One rounding site (an equation of ``primitive``) evaluated by ``policy``."""
     name = primitive.name
+    if name in REDUCTIONS and getattr(policy, "accumulation", None) == "native":
+        # Exact() with XLA's own order: the primitive as traced (its axes, its layout), so that
+        # the emulated float64 program sums in the order the native one does, bit for bit
+        return primitive.bind(*invals, **params)
     if name in ROUNDED_BINARY:
         x, y = invals
         return getattr(policy, ROUNDED_BINARY[name])(x, y, key)

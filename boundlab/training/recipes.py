@@ -1,0 +1,107 @@
+"""Named low-precision training recipes: where each part of a training step rounds.
+
+A ``Recipe`` says which arithmetic evaluates the loss and its gradient (``compute``: every
+primitive of the forward and the backward pass, Model 4.1, through ``boundlab.emulate``), the
+format the weights are stored in (``master``), the format of the optimizer's state and of its
+elementwise algebra (``state``), how the weight update w + delta is stored (``update``: rounded
+to nearest, stochastically, or Kahan-compensated), and whether the loss is scaled (``loss_scale``:
+the dynamic rule of mixed-precision training, Micikevicius et al. 2018: multiply the loss by S,
+divide the gradients by S; a non-finite gradient skips the step and halves S; ``growth_interval``
+finite steps in a row double S, up to ``max_scale``).  ``None`` formats are float64, exact.
+
+The named recipes (``RECIPES``):
+
+* ``float64``: everything exact (the reference; bit for bit a native float64 step);
+* ``float32``: compute, weights and optimizer state in float32;
+* ``bf16-mixed``: compute in bf16, float32 master weights and optimizer state (the usual mixed
+  precision);
+* ``bf16-pure``: compute, weights and optimizer state in bf16, updates rounded to nearest (small
+  updates are rounded away: Zamirai et al., "Revisiting BFloat16 Training", 2020);
+* ``bf16-pure-sr``: the same with stochastically rounded updates;
+* ``bf16-pure-kahan``: the same with Kahan-compensated updates (a bf16 compensation per weight);
+* ``fp16-mixed``: compute in fp16, float32 master weights, no loss scaling (small gradients
+  underflow);
+* ``fp16-mixed-scaled``: the same with dynamic loss scaling;
+* ``fp8-gemms``: ``bf16-mixed`` with the GEMMs on Hopper's wgmma FP8 e4m3 path, DeepSeek-V3's
+  1 x 128 block scales and promotion every 128 (``boundlab.matrix_units``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from boundlab.arithmetic import Emulated, Exact
+from boundlab.formats import get_format
+
+UPDATES = ("nearest", "stochastic", "kahan")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Where a training step rounds (see the module docstring).  Frozen and hashable: a static
+    argument of ``jit``."""
+
+    name: str
+    compute: Exact | Emulated = Exact()
+    master: str | None = None
+    state: str | None = None
+    update: str = "nearest"
+    loss_scale: str | None = None
+    initial_scale: float = 2.0**15
+    growth_interval: int = 100
+    max_scale: float = 2.0**15
+
+    def __post_init__(self):
+        for name in ("master", "state"):
+            if getattr(self, name) is not None:
+                get_format(getattr(self, name))  # a one-line error naming the presets
+        if self.update not in UPDATES:
+            raise ValueError(f"recipe {self.name}: update must be one of {UPDATES}, got {self.update!r}")
+        if self.update != "nearest" and self.master is None:
+            raise ValueError(f"recipe {self.name}: {self.update} updates need a master format (the weights' storage)")
+        if self.loss_scale not in (None, "dynamic"):
+            raise ValueError(f"recipe {self.name}: loss_scale must be None or 'dynamic', got {self.loss_scale!r}")
+        if self.growth_interval < 1 or not 0 < self.initial_scale <= self.max_scale:
+            raise ValueError(f"recipe {self.name}: needs growth_interval >= 1 and 0 < initial_scale <= max_scale")
+
+    @property
+    def update_arithmetic(self):
+        """The arithmetic of w + delta: the master format, in the update's rounding mode."""
+        if self.master is None:
+            return Exact()
+        return Emulated(self.master, mode="stochastic" if self.update == "stochastic" else "nearest")
+
+    @property
+    def state_arithmetic(self):
+        """The arithmetic of the optimizer's elementwise algebra and the format of its state."""
+        return Exact() if self.state is None else Emulated(self.state)
+
+
+def _recipes() -> dict:
+    from boundlab.matrix_units import get_unit
+
+    fp8_unit = get_unit("hopper-wgmma-fp8_e4m3-fp32", scaling="block")
+    recipes = [
+        Recipe("float64"),
+        Recipe("float32", Emulated("fp32"), "fp32", "fp32"),
+        Recipe("bf16-mixed", Emulated("bf16"), "fp32", "fp32"),
+        Recipe("bf16-pure", Emulated("bf16"), "bf16", "bf16"),
+        Recipe("bf16-pure-sr", Emulated("bf16"), "bf16", "bf16", update="stochastic"),
+        Recipe("bf16-pure-kahan", Emulated("bf16"), "bf16", "bf16", update="kahan"),
+        Recipe("fp16-mixed", Emulated("fp16"), "fp32", "fp32"),
+        Recipe("fp16-mixed-scaled", Emulated("fp16"), "fp32", "fp32", loss_scale="dynamic"),
+        Recipe("fp8-gemms", Emulated("bf16", accumulation=fp8_unit), "fp32", "fp32"),
+    ]
+    return {recipe.name: recipe for recipe in recipes}
+
+
+RECIPES = _recipes()
+
+
+def get_recipe(recipe: str | Recipe) -> Recipe:
+    """A named recipe (``RECIPES``) or the recipe itself."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; boundlab knows {', '.join(RECIPES)}")
+    return RECIPES[recipe]

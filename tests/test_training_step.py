@@ -1,0 +1,131 @@
+"""boundlab.training: the emulated training step and its recipes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from boundlab.training import RECIPES, Recipe, get_recipe, init_state, make_step
+
+RNG = np.random.default_rng(0)
+PARAMS = {"W1": RNG.standard_normal((4, 16)) * 0.5, "b1": np.zeros(16), "W2": RNG.standard_normal((16, 3)) * 0.3}
+X = RNG.standard_normal((32, 4))
+BATCH = (X, jax.nn.one_hot((X[:, 0] > 0).astype(int) + (X[:, 1] > 0), 3))
+TRACES = {"count": 0}
+
+
+def loss_fn(params, batch):
+    TRACES["count"] += 1  # at trace time only: counts compilations of the step
+    x, y = batch
+    hidden = jax.nn.relu(x @ params["W1"] + params["b1"])
+    return optax.softmax_cross_entropy(hidden @ params["W2"], y).mean()
+
+
+def _equal(a, b):
+    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_the_exact_recipe_is_optaxs_float64_step_bit_for_bit_over_ten_steps():
+    optimizer = optax.adam(1e-2)
+
+    @jax.jit
+    def native(params, opt_state, batch):
+        grads = jax.grad(loss_fn)(params, batch)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 step count with floats
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    params, opt_state = PARAMS, optimizer.init(PARAMS)
+    state, step = init_state(PARAMS, optimizer, "float64"), make_step(loss_fn, optimizer, "float64")
+    before = TRACES["count"]
+    for _ in range(10):
+        params, opt_state = native(params, opt_state, BATCH)
+        state, info = step(state, BATCH)
+    assert _equal(params, state.params) and _equal(opt_state, state.opt_state)
+    assert TRACES["count"] - before == 2  # the native step and the emulated one, each traced once
+    assert bool(info.finite) and float(info.rounded_away) == 0.0
+
+
+def test_pure_bf16_rounds_small_updates_away_and_stochastic_or_kahan_updates_recover_them():
+    # Zamirai et al. 2020: with round to nearest, an update below half an ulp of the weight is
+    # lost; stochastic rounding keeps it in expectation, Kahan's compensation keeps it exactly
+    optimizer = optax.sgd(3e-4)
+    finals, away = {}, {}
+    for name in ("float64", "bf16-pure", "bf16-pure-sr", "bf16-pure-kahan"):
+        state, step = init_state(PARAMS, optimizer, name), make_step(loss_fn, optimizer, name)
+        key = jax.random.key(1)
+        for _ in range(30):
+            key, sub = jax.random.split(key)
+            state, info = step(state, BATCH, key=sub)
+            away.setdefault(name, []).append(float(info.rounded_away))
+        finals[name] = state.params
+        if name == "bf16-pure-kahan":
+            compensation = state.compensation
+    start = init_state(PARAMS, optimizer, "bf16-pure").params
+    for name in ("W1", "W2"):  # every update of these below half an ulp: lost, 30 times over
+        assert bool(jnp.array_equal(finals["bf16-pure"][name], start[name]))
+    assert min(away["bf16-pure"]) == 112 / 128  # all but the 16 biases, which start at zero
+
+    def displacement_error(name):  # how far the recipe's weights moved, against float64's move
+        moved = [finals[name][k] - start[k] for k in ("W1", "W2")]
+        if name == "bf16-pure-kahan":  # the weight Kahan's sum carries: w - c
+            moved = [m - compensation[k] for m, k in zip(moved, ("W1", "W2"))]
+        exact = [finals["float64"][k] - PARAMS[k] for k in ("W1", "W2")]
+        return (sum(float(jnp.sum((m - e) ** 2)) for m, e in zip(moved, exact))
+                / sum(float(jnp.sum(e**2)) for e in exact)) ** 0.5
+
+    def projection(name):  # the share of float64's move that the recipe's move carries, on average
+        moved = [finals[name][k] - start[k] for k in ("W1", "W2")]
+        exact = [finals["float64"][k] - PARAMS[k] for k in ("W1", "W2")]
+        return sum(float(jnp.sum(m * e)) for m, e in zip(moved, exact)) / sum(float(jnp.sum(e**2)) for e in exact)
+
+    errors = {name: displacement_error(name) for name in ("bf16-pure", "bf16-pure-kahan")}
+    assert errors["bf16-pure"] == 1.0 and projection("bf16-pure") == 0.0  # it did not move at all
+    assert errors["bf16-pure-kahan"] < 0.05, errors  # Kahan: float64's move, to bf16's precision
+    # stochastic rounding: each weight moves by whole ulps at random, right on average
+    assert 0.5 < projection("bf16-pure-sr") < 1.5, projection("bf16-pure-sr")
+
+
+def test_fp16_loses_small_gradients_to_underflow_and_dynamic_loss_scaling_keeps_them():
+    def tiny_loss(params, batch):
+        return 2.0**-20 * loss_fn(params, batch)  # gradients below fp16's smallest subnormal 2^-24
+
+    optimizer = optax.sgd(1.0)
+    zeros = {}
+    for name in ("fp16-mixed", "fp16-mixed-scaled"):
+        state, step = init_state(PARAMS, optimizer, name), make_step(tiny_loss, optimizer, name)
+        state, info = step(state, BATCH)
+        zeros[name] = int(info.zero_gradients)
+    exact = sum(int(jnp.sum(g == 0)) for g in jax.tree.leaves(jax.grad(tiny_loss)(PARAMS, BATCH)))
+    assert zeros["fp16-mixed"] > exact + 20 and zeros["fp16-mixed-scaled"] <= exact + 2
+
+
+def test_an_overflowing_step_is_skipped_and_the_loss_scale_halves():
+    def huge_loss(params, batch):
+        return 2.0**6 * loss_fn(params, batch)  # times 2^15: beyond fp16's 65504
+
+    optimizer = optax.sgd(1e-2)
+    state, step = init_state(PARAMS, optimizer, "fp16-mixed-scaled"), make_step(huge_loss, optimizer, "fp16-mixed-scaled")
+    scales = []
+    for _ in range(8):
+        new, info = step(state, BATCH)
+        if not bool(info.finite):
+            assert _equal(new.params, state.params)  # skipped
+        scales.append(float(new.loss_scale))
+        state = new
+    assert scales[0] == 2.0**14 and scales[-1] < 2.0**14 and bool(info.finite)
+
+
+def test_recipes_are_checked_and_named():
+    assert set(RECIPES) >= {"float64", "float32", "bf16-mixed", "bf16-pure", "bf16-pure-sr", "bf16-pure-kahan",
+                            "fp16-mixed", "fp16-mixed-scaled", "fp8-gemms"}
+    with pytest.raises(ValueError, match="unknown recipe 'bf8'.*bf16-mixed"):
+        get_recipe("bf8")
+    with pytest.raises(ValueError, match="update must be one of"):
+        Recipe("x", master="bf16", update="truncate")
+    with pytest.raises(ValueError, match="need a master format"):
+        Recipe("x", update="kahan")
+    step = make_step(loss_fn, optax.sgd(1e-2), "bf16-pure-sr")
+    with pytest.raises(ValueError, match="pass key="):
+        step(init_state(PARAMS, optax.sgd(1e-2), "bf16-pure-sr"), BATCH)
