@@ -277,9 +277,9 @@ def _equation(eqn, invals, ctx: _Context):
 def _rounded(primitive, policy, invals, params, key):
     """One rounding site (an equation of ``primitive``) evaluated by ``policy``."""
     name = primitive.name
-    if name in REDUCTIONS and getattr(policy, "accumulation", None) == "native":
-        # Exact() with XLA's own order: the primitive as traced (its axes, its layout), so that
-        # the emulated float64 program sums in the order the native one does, bit for bit
+    if name in REDUCTIONS and getattr(policy, "accumulation", None) == "native" and _float64_program(invals, params):
+        # Exact() with XLA's own order on a float64 program: the primitive as traced (its axes,
+        # its layout), so that the emulated program sums in the order the native one does
         return primitive.bind(*invals, **params)
     if name in ROUNDED_BINARY:
         x, y = invals
@@ -337,6 +337,14 @@ def _scatter_add(eqn, invals, params, ctx: _Context):
     else:
         flat, _ = lax.scan(add_window, flat, (targets, values, jnp.arange(targets.shape[0])))
     return flat.reshape(operand.shape)
+
+
+def _float64_program(invals, params) -> bool:
+    """Every float operand and the result type float64 (a float32 program traced under
+    ``Exact()`` is widened by the policy instead)."""
+    wanted = params.get("preferred_element_type")
+    floats = [x for x in invals if hasattr(x, "dtype") and _is_float(x.dtype)]
+    return all(x.dtype == jnp.float64 for x in floats) and (wanted is None or np.dtype(wanted) == np.float64)
 
 
 def _unsupported(name: str) -> str:
