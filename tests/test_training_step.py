@@ -129,3 +129,28 @@ def test_recipes_are_checked_and_named():
     step = make_step(loss_fn, optax.sgd(1e-2), "bf16-pure-sr")
     with pytest.raises(ValueError, match="pass key="):
         step(init_state(PARAMS, optax.sgd(1e-2), "bf16-pure-sr"), BATCH)
+
+
+@pytest.mark.parametrize("name", ["bf16-mixed", "fp16-mixed"])
+def test_the_gradients_first_order_bound_is_never_below_its_measured_error(name):
+    from boundlab.training import check_gradient
+
+    result = check_gradient(loss_fn, get_recipe(name), PARAMS, BATCH)
+    assert set(result["tensors"]) == {"W1", "b1", "W2"}
+    for tensor in result["tensors"].values():
+        assert tensor["holds"] is True and tensor["worst_ratio"] <= 1, tensor
+        assert 0 < tensor["relative_error"] <= tensor["bound_relative"]
+        assert tensor["overflow"] == 0
+
+
+def test_check_gradient_counts_what_fp16_flushes_and_what_a_loss_scale_keeps():
+    from boundlab.training import check_gradient
+
+    def tiny_loss(params, batch):
+        return 2.0**-20 * loss_fn(params, batch)
+
+    plain = check_gradient(tiny_loss, get_recipe("fp16-mixed"), PARAMS, BATCH)
+    scaled = check_gradient(tiny_loss, get_recipe("fp16-mixed"), PARAMS, BATCH, loss_scale=2.0**15)
+    flushed = sum(t["underflow"] for t in plain["tensors"].values())
+    assert flushed > 20 and plain["sites_underflow"]  # and the bound says its hypothesis failed
+    assert sum(t["underflow"] for t in scaled["tensors"].values()) < flushed // 10
