@@ -323,6 +323,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _enable_x64()
     import dataclasses
 
+    if args.recipes:
+        return _train_recipes(args)
     from boundlab.experiments.training import QUICK, TrainStudy, train
 
     config = QUICK if args.quick else TrainStudy()
@@ -341,6 +343,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{paths['csv']}, {', '.join(paths['png'])}, {paths['summary']}")
     for fmt, label in paths["theorem_4_30_check"].items():
         print(f"Theorem 4.30 against the measured {fmt} error over the checkpoints: {label}")
+    return 0
+
+
+def _train_recipes(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from boundlab.experiments.recipes import QUICK_RECIPES, RecipeStudy, recipes_study
+
+    config = QUICK_RECIPES if args.quick else RecipeStudy()
+    changes = {"recipes": tuple(part.strip() for part in args.recipes.split(",") if part.strip())}
+    if "float32" not in changes["recipes"]:
+        changes["recipes"] = ("float32",) + changes["recipes"]  # the reference every recipe is compared with
+    if args.seeds:
+        changes["seeds"] = _int_list(args.seeds, "seeds")
+    if args.widths:
+        changes["width"] = _int_list(args.widths, "widths", minimum=2)[0]
+    for name in ("steps", "every", "layers"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    config = dataclasses.replace(config, **changes)
+    with run_folder(args.out, "train --recipes", args.force):
+        paths = recipes_study(config, args.out, progress=not args.no_progress)
+    summary = paths["summary_data"]
+    print(f"train --recipes: {len(config.recipes) * len(config.seeds)} runs in {summary['seconds']:.0f} s; wrote "
+          f"{paths['csv']}, {paths['png']}, {paths['summary']}")
+    for name, entry in summary["recipes"].items():
+        print(f"{name}: final accuracy {entry['final_accuracy_mean']:.3f} (gap to float32 {entry['gap_to_float32']:+.3f}), "
+              f"{100 * entry['rounded_away_mean']:.0f}% of updates rounded away, gradient error "
+              f"{entry['gradient_error_median']:.2e}")
+    for claim in summary["claims"].values():
+        print(claim["numbers"])
     return 0
 
 
@@ -490,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layers", type=int, help="depth L (default 2)")
     train.add_argument("--beta", type=float, help="penalty weight of the penalised runs (default 1e-3)")
     train.add_argument("--norm", choices=("layer", "rms"), help="layer norm (default) or RMS norm")
+    train.add_argument("--recipes", help="comma-separated low-precision recipes (boundlab.training.RECIPES: float32, "
+                       "bf16-mixed, bf16-pure, bf16-pure-sr, bf16-pure-kahan, fp16-mixed, fp16-mixed-scaled, "
+                       "fp8-gemms): train under each and compare with float32 (--widths takes the first width)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=_cmd_train)
 

@@ -217,8 +217,9 @@ def test_a_signal_during_a_figure_run_leaves_a_folder_marked_incomplete(tmp_path
     process.send_signal(getattr(signal, name))
     _, err = process.communicate(timeout=300)
     assert process.returncode == status, err
-    assert err.strip().splitlines()[-1] == f"boundlab figure: interrupted by {name}; {out} is marked incomplete " \
-                                           f"({out}/INCOMPLETE)"
+    # the one line (a warning from the interpreter's shutdown may follow it, e.g. leaked semaphores)
+    assert f"boundlab figure: interrupted by {name}; {out} is marked incomplete ({out}/INCOMPLETE)" in \
+        err.strip().splitlines()
     marker = json.loads((out / "INCOMPLETE").read_text())
     assert marker["status"] == "interrupted" and marker["why"] == f"interrupted by {name}" and "ended" in marker
     summary = json.loads((out / "summary.json").read_text())

@@ -154,3 +154,23 @@ def test_check_gradient_counts_what_fp16_flushes_and_what_a_loss_scale_keeps():
     flushed = sum(t["underflow"] for t in plain["tensors"].values())
     assert flushed > 20 and plain["sites_underflow"]  # and the bound says its hypothesis failed
     assert sum(t["underflow"] for t in scaled["tensors"].values()) < flushed // 10
+
+
+def test_train_recipes_quick_writes_curves_checkpoints_and_the_claims(tmp_path, capsys):
+    import csv
+    import json
+
+    from boundlab.cli import main
+
+    out = tmp_path / "recipes"
+    assert main(["train", "--quick", "--recipes", "bf16-pure,bf16-pure-kahan", "--out", str(out), "--no-progress"]) == 0
+    for name in ("checkpoints.csv", "recipes.png", "summary.json"):
+        assert (out / name).stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert summary["status"] == "complete" and set(summary["recipes"]) == {"float32", "bf16-pure", "bf16-pure-kahan"}
+    rows = list(csv.DictReader(open(out / "checkpoints.csv")))
+    pure = [float(r["rounded_away"]) for r in rows if r["recipe"] == "bf16-pure" and int(r["step"]) > 0]
+    assert min(pure) > 0.3  # Adam's small updates lost to round to nearest in bf16
+    assert all(float(r["rounded_away"]) == 0 for r in rows if r["recipe"] == "float32")
+    assert "rounded away" in summary["claims"]["zamirai_2020"]["numbers"]
+    assert "bf16-pure-kahan" in capsys.readouterr().out

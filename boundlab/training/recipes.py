@@ -2,8 +2,9 @@
 
 A ``Recipe`` says which arithmetic evaluates the loss and its gradient (``compute``: every
 primitive of the forward and the backward pass, Model 4.1, through ``boundlab.emulate``), the
-format the weights are stored in (``master``), the format of the optimizer's state and of its
-elementwise algebra (``state``), how the weight update w + delta is stored (``update``: rounded
+format the weights are stored in (``master``), the format the optimizer's state and updates are
+stored in (``state``; its elementwise algebra runs in float32, as GPU kernels on bf16 tensors
+do), how the weight update w + delta is stored (``update``: rounded
 to nearest, stochastically, or Kahan-compensated), and whether the loss is scaled (``loss_scale``:
 the dynamic rule of mixed-precision training, Micikevicius et al. 2018: multiply the loss by S,
 divide the gradients by S; a non-finite gradient skips the step and halves S; ``growth_interval``
@@ -73,7 +74,18 @@ class Recipe:
 
     @property
     def state_arithmetic(self):
-        """The arithmetic of the optimizer's elementwise algebra and the format of its state."""
+        """The arithmetic of the optimizer's elementwise algebra: float32 for states of at most
+        float32's precision (a GPU kernel on bf16 or fp16 tensors computes each element in float32
+        registers with the hyperparameters as float32 scalars; Model 4.1 in bf16 itself would
+        round Adam's beta2 = 0.999 to 1 and divide by a zero bias correction), the state's own
+        format above it; the results are then stored in the state format (``state_format``)."""
+        if self.state is None:
+            return Exact()
+        return Emulated(self.state if get_format(self.state).precision > 24 else "fp32")
+
+    @property
+    def state_format(self):
+        """The arithmetic whose rounding stores the optimizer's state and updates."""
         return Exact() if self.state is None else Emulated(self.state)
 
 

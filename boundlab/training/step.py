@@ -10,9 +10,11 @@ loss(nnx.merge(graphdef, p), b)``) and any optax ``GradientTransformation``:
    ``boundlab.emulate`` in ``recipe.compute``: every primitive of the forward and of the backward
    pass (the transposed dot products, ``add_any``, reductions, ``select_n``, ``scatter-add``)
    rounded once (Model 4.1); the master weights enter rounded into the compute format;
-2. g / S (exact: S is a power of two); with dynamic scaling a non-finite g skips the update;
-3. (delta, opt_state) = ``optimizer.update(g, opt_state, params)`` evaluated by ``emulate`` in
-   the state format (optax's own formula, every elementwise operation rounded);
+2. g / S (exact: S is a power of two); with dynamic scaling a non-finite g skips the update
+   (without scaling it is applied: NaN weights, as in real training, and ``StepInfo.finite``);
+3. (delta, opt_state) = ``optimizer.update(g, opt_state, params)`` evaluated by ``emulate``
+   (optax's own formula, every elementwise operation rounded: in float32 for bf16 and fp16
+   states, see ``Recipe.state_arithmetic``), delta and the new state stored in the state format;
 4. w <- fl_master(w + delta): to nearest, stochastically, or Kahan-compensated
    (y = delta - c; t = w + y; c = (t - w) - y; w = t, each operation rounded into the master
    format).
@@ -76,7 +78,7 @@ def init_state(params, optimizer, recipe: str | Recipe) -> TrainState:
     recipe = get_recipe(recipe)
     params = _store(params, recipe.update_arithmetic if recipe.master else Exact())
     with jax.numpy_dtype_promotion("standard"):
-        opt_state = _store(optimizer.init(params), recipe.state_arithmetic)
+        opt_state = _store(optimizer.init(params), recipe.state_format)
     scale = recipe.initial_scale if recipe.loss_scale else 1.0
     return TrainState(params, opt_state, jax.tree.map(jnp.zeros_like, params), jnp.asarray(scale, jnp.float64),
                       jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
@@ -115,7 +117,7 @@ def _step(loss_fn, optimizer, recipe: Recipe, state: TrainState, batch, key):
     zero = sum(jnp.sum(g == 0) for g in leaves)
 
     updates, opt_state = emulate(optimizer.update, recipe.state_arithmetic)(grads, state.opt_state, state.params)
-    updates, opt_state = _store(updates, Exact()), _store(opt_state, Exact())
+    updates, opt_state = _store(updates, recipe.state_format), _store(opt_state, recipe.state_format)
     if recipe.update == "kahan":
         params, compensation = emulate(_kahan, recipe.update_arithmetic)(state.params, updates, state.compensation)
     else:
@@ -131,10 +133,11 @@ def _step(loss_fn, optimizer, recipe: Recipe, state: TrainState, batch, key):
     def keep(new, old):
         return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
 
-    params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
-    compensation = keep(compensation, state.compensation)
     scale, good = state.loss_scale, state.good_steps
-    if scaled:  # the dynamic rule: back off on overflow, grow after growth_interval finite steps
+    if scaled:  # the dynamic rule: skip and back off on overflow, grow after growth_interval finite steps
+        # (without scaling nothing is skipped: a non-finite gradient reaches the weights, as it would)
+        params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        compensation = keep(compensation, state.compensation)
         grow = finite & (good + 1 >= recipe.growth_interval)
         scale = jnp.where(finite, jnp.where(grow, jnp.minimum(2 * scale, recipe.max_scale), scale), scale / 2)
         good = jnp.where(finite & ~grow, good + 1, 0)
