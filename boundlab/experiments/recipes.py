@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -92,17 +93,25 @@ def _loss(graphdef):
     return loss_fn
 
 
-def _run(config, name, seed, data, optimizer, bar):
+@functools.lru_cache(maxsize=None)
+def _programs(graphdef, name: str, optimizer):
+    """(loss, step, exact gradient, emulated gradient) of a recipe: one set, so one compilation,
+    for every seed (the seeds' models share their graph definition)."""
     from boundlab.emulation import emulate
+
+    loss_fn = _loss(graphdef)
+    recipe = get_recipe(name)
+    return (loss_fn, make_step(loss_fn, optimizer, recipe), jax.jit(jax.grad(loss_fn)),
+            jax.jit(emulate(jax.grad(loss_fn), recipe.compute)))
+
+
+def _run(config, name, seed, data, optimizer, bar):
     from boundlab.experiments.training import _accuracy
 
     (train_x, train_y), (test_x, test_y) = data
     graphdef, params = _model(config, seed)
-    loss_fn = _loss(graphdef)
-    recipe = get_recipe(name)
-    state, step = init_state(params, optimizer, recipe), make_step(loss_fn, optimizer, recipe)
-    exact_grad = jax.jit(jax.grad(loss_fn))
-    emulated_grad = jax.jit(emulate(jax.grad(loss_fn), recipe.compute))
+    loss_fn, step, exact_grad, emulated_grad = _programs(graphdef, name, optimizer)
+    state = init_state(params, optimizer, get_recipe(name))
     rng = np.random.default_rng(1000 + seed)
     key = jax.random.key(seed)
     rows, away, skipped, losses = [], [], 0, []
