@@ -508,6 +508,51 @@ def hardware_benchmark(m: int = 256, n: int = 256, K: int = 4096, repeats: int =
     return rows
 
 
+def training_benchmark(recipes=("float64", "float32", "bf16-mixed", "bf16-pure", "bf16-pure-kahan", "fp16-mixed-scaled",
+                                "fp8-gemms"), width: int = 16, layers: int = 2, batch: int = 64,
+                       repeats: int = 3) -> list[Timing]:
+    """One training step of ``boundlab train --recipes``'s classifier (Adam, a batch of digits)
+    under each recipe (``boundlab.training.make_step``: forward, backward and update emulated),
+    against the native float32 step (``jax.grad`` and optax's update, jitted) in the same process."""
+    import optax
+
+    from flax import nnx
+
+    from boundlab.experiments.recipes import RecipeStudy, _loss, _model, _programs
+    from boundlab.nn import SequenceClassifier
+    from boundlab.training import get_recipe, init_state
+
+    config = RecipeStudy(width=width, layers=layers, batch=batch)
+    graphdef, params = _model(config, 0)
+    optimizer = optax.adam(1e-3)
+    rng = np.random.default_rng(0)
+    batch_data = (jnp.asarray(rng.uniform(0, 1, (batch, 8, 8))), jnp.asarray(rng.integers(0, 10, batch), jnp.int32))
+    model32 = SequenceClassifier(8, 8, 10, width, 2 * width, layers, rngs=nnx.Rngs(0), dtype=jnp.float32)
+    graphdef32, params32 = nnx.split(model32, nnx.Param)
+    loss_fn = _loss(graphdef32)
+
+    @jax.jit
+    def native(params, opt_state, batch):
+        grads = jax.grad(loss_fn)(params, batch)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    images32 = (batch_data[0].astype(jnp.float32), batch_data[1])
+    with jax.numpy_dtype_promotion("standard"):
+        opt32 = optimizer.init(params32)
+    base, base_first = time_call(lambda: native(params32, opt32, images32), repeats)
+    note = f"d = {width}, L = {layers}, batch {batch}, Adam, on {jax.default_backend()}"
+    rows = [Timing("native float32 step (jax.grad + optax, jit)", base, base_first, 1.0, note=note)]
+    for name in recipes:
+        step = _programs(graphdef, name, optimizer)[1]
+        state = init_state(params, optimizer, name)
+        key = jax.random.key(0) if get_recipe(name).update == "stochastic" else None
+        best, first = time_call(lambda: step(state, batch_data, key=key)[1].loss, repeats)
+        rows.append(Timing(f"recipe {name}", best, first, best / base, note=note))
+    return rows
+
+
 def model_benchmark(sentences: int = 32, length: int = 32, fmt: str = "bf16", repeats: int = 2) -> list[Timing]:
     """MiniLM-L6 (the ``models`` extra) on ``sentences`` shipped sentences padded to ``length``
     tokens: the exact float64 forward (the baseline) beside the every-operation emulation in

@@ -25,7 +25,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     jax.config.update("jax_enable_x64", True)
     from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, emulate_benchmark, figure1_benchmark,
                                      forward_benchmark, hardware_benchmark, kernels_benchmark, model_benchmark,
-                                     rounding_benchmark, soak_benchmark, stochastic_benchmark, theorem_benchmark)
+                                     rounding_benchmark, soak_benchmark, stochastic_benchmark, theorem_benchmark,
+                                     training_benchmark)
 
     if args.quick:
         # rounding keeps 1e7 values (smaller arrays measure call overhead, not throughput)
@@ -73,6 +74,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         calls = 50 if args.quick else 200
         sections["soak"] = (f"soak: analyze x {calls} on fresh cases, diagnostics in an nnx.jit loop",
                             "resident memory end / after warm-up", soak_benchmark(calls=calls, warm_up=min(20, calls // 4)))
+    if args.only == "training":  # not in the default run: each recipe's step compiles
+        sections["training"] = ("emulated training steps (boundlab.training) vs the native float32 step",
+                                "ratio to native float32", training_benchmark(repeats=args.repeats))
     if args.only == "hardware":  # not in the default run: a minute of matrix-unit emulation
         size, K = (64, 1024) if args.quick else (256, 4096)
         sections["hardware"] = (f"matrix unit: C = A B, {size} x {K} x {size}, Hopper wgmma FP8", "ratio to boundlab's unit",
@@ -434,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time rounding and the emulated forward (ratios in one process)")
     bench.add_argument("--only", choices=("rounding", "forward", "stochastic", "theorem", "figure1", "analyze", "diagnostics", "emulate",
-                                                  "kernels", "model", "soak", "hardware"), help="run one part only")
+                                                  "kernels", "model", "soak", "hardware", "training"),
+                       help="run one part only")
     bench.add_argument("--quick", action="store_true", help="small forward and Figure 1 (500 inits, L = 10)")
     bench.add_argument("--size", type=int, default=10**7, help="number of float64 values (default 1e7)")
     bench.add_argument("--format", default="fp16", help="rounding target format (default fp16)")

@@ -121,3 +121,11 @@ def test_hardware_benchmark_rows_are_ratios_to_the_unit_and_match_mmasim_where_i
         assert "not installed" in sim.note
     else:  # the same bits as MMA-Sim on these operands
         assert sim.note.startswith("0 of 64 entries differ")
+
+
+def test_training_benchmark_rows_are_ratios_to_the_native_float32_step():
+    from boundlab.benchmarks import training_benchmark
+
+    rows = training_benchmark(recipes=("bf16-pure",), width=4, layers=1, batch=8, repeats=1)
+    assert [r.name for r in rows] == ["native float32 step (jax.grad + optax, jit)", "recipe bf16-pure"]
+    assert rows[0].ratio == 1.0 and all(r.ratio > 0 for r in rows)
