@@ -198,6 +198,8 @@ def test_broken_hypotheses_are_flagged_or_refused():
         boundlab.analyze(params, X.at[:, 1].set(2.0), "t20", "layer")
     with pytest.raises(ValueError, match="NaN"):
         boundlab.analyze(params, X.at[0, 0].set(np.nan), "t20", "layer")
+    with pytest.raises(ValueError, match="about Model 4.1.*not the matrix unit hopper-wgmma-fp8_e4m3-fp32"):
+        boundlab.analyze(params, X, "fp8_e4m3", "layer", accumulation="hopper-wgmma-fp8_e4m3-fp32")
 
 
 def test_overflow_is_flagged_not_averaged_in():

@@ -298,6 +298,10 @@ def analyze(params, X, fmt="fp16", norm: str = "layer", mode: str = "nearest", a
     params = params if isinstance(params, Params) else Params(**{k: params[k] for k in PARAM_NAMES})
     L, d, n, D = validate(params, X, norm)
     arithmetic = Emulated(fmt, mode=mode, accumulation=accumulation, unroll=0)  # same numbers, fast compile
+    if arithmetic.unit is not None:
+        raise ValueError(f"analyze checks the paper's Section 4 bounds, which are about Model 4.1 (recursive, pairwise "
+                         f"or blocked sums), not the matrix unit {arithmetic.unit.name}; bound a unit's dot products with "
+                         f"boundlab.matrix_units.dot_error_bound, or a whole model with boundlab.first_order")
     if mode == "stochastic" and key is None:
         raise ValueError("stochastic rounding needs key=jax.random.key(...)")
     u = arithmetic.unit_roundoff
