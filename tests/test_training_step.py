@@ -163,14 +163,14 @@ def test_train_recipes_quick_writes_curves_checkpoints_and_the_claims(tmp_path, 
     from boundlab.cli import main
 
     out = tmp_path / "recipes"
-    assert main(["train", "--quick", "--recipes", "bf16-pure,bf16-pure-kahan", "--out", str(out), "--no-progress"]) == 0
+    assert main(["train", "--quick", "--recipes", "bf16-pure", "--out", str(out), "--no-progress"]) == 0
     for name in ("checkpoints.csv", "recipes.png", "summary.json"):
         assert (out / name).stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
-    assert summary["status"] == "complete" and set(summary["recipes"]) == {"float32", "bf16-pure", "bf16-pure-kahan"}
+    assert summary["status"] == "complete" and set(summary["recipes"]) == {"float32", "bf16-pure"}  # float32 added
     rows = list(csv.DictReader(open(out / "checkpoints.csv")))
     pure = [float(r["rounded_away"]) for r in rows if r["recipe"] == "bf16-pure" and int(r["step"]) > 0]
     assert min(pure) > 0.3  # Adam's small updates lost to round to nearest in bf16
     assert all(float(r["rounded_away"]) == 0 for r in rows if r["recipe"] == "float32")
     assert "rounded away" in summary["claims"]["zamirai_2020"]["numbers"]
-    assert "bf16-pure-kahan" in capsys.readouterr().out
+    assert "bf16-pure: final accuracy" in capsys.readouterr().out
