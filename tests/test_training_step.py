@@ -173,4 +173,7 @@ def test_train_recipes_quick_writes_curves_checkpoints_and_the_claims(tmp_path, 
     assert min(pure) > 0.3  # Adam's small updates lost to round to nearest in bf16
     assert all(float(r["rounded_away"]) == 0 for r in rows if r["recipe"] == "float32")
     assert "rounded away" in summary["claims"]["zamirai_2020"]["numbers"]
+    # the gradient's first-order bound at every checkpoint (a few entries per tensor): never below
+    assert all(r["gradient_bound_held"] == "True" for r in rows)
+    assert summary["recipes"]["bf16-pure"]["gradient_bound_held"] == "held at 3 of 3 checkpoints"
     assert "bf16-pure: final accuracy" in capsys.readouterr().out

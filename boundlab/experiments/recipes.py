@@ -8,7 +8,9 @@ compute arithmetic (every primitive of the forward and backward pass), optax's u
 state format, the weights stored in the master format.  Every ``every`` steps a checkpoint
 records the test accuracy (the master weights, evaluated exactly), the training loss, the
 fraction of nonzero updates rounded away since the last checkpoint, the relative error of the
-emulated gradient against the float64 gradient at the same weights and batch, the zero gradient
+emulated gradient against the float64 gradient at the same weights and batch, its first-order
+bound on ``gradient_entries`` fixed entries per tensor (``boundlab.training.check_gradient``:
+the bound's relative size, the worst error/bound ratio, whether it held), the zero gradient
 entries, the loss scale and the skipped steps.
 
 Written: ``checkpoints.csv``, ``recipes.png`` (loss and test accuracy against the step, mean
@@ -56,6 +58,7 @@ class RecipeStudy:
     test_samples: int = 500
     seed: int = 0  # the train/test split
     gap: float = 0.02  # a recipe "falls behind" float32 when its final accuracy is lower by more than this
+    gradient_entries: int = 16  # entries per parameter tensor bounded by first_order at each checkpoint (0: none)
 
     def __post_init__(self):
         for name in self.recipes:
@@ -70,7 +73,7 @@ class RecipeStudy:
 
 
 QUICK_RECIPES = RecipeStudy(recipes=("float32", "bf16-pure", "bf16-pure-kahan"), seeds=(0,), width=8, layers=1,
-                            steps=40, every=20, test_samples=300)
+                            steps=40, every=20, test_samples=300, gradient_entries=4)
 
 
 def _model(config: RecipeStudy, seed: int):
@@ -106,6 +109,22 @@ def _programs(graphdef, name: str, optimizer):
             jax.jit(emulate(jax.grad(loss_fn), recipe.compute)))
 
 
+def _gradient_bound(config, loss_fn, name, params, batch) -> dict:
+    """``check_gradient`` on ``gradient_entries`` fixed entries per tensor: the bound's size
+    relative to the gradient (the largest over tensors), the worst error/bound ratio, and whether
+    it held on every tensor (None: not checked)."""
+    if not config.gradient_entries:
+        return {}
+    from boundlab.training import check_gradient
+
+    check = check_gradient(loss_fn, get_recipe(name).compute, params, batch, entries=config.gradient_entries)
+    tensors = check["tensors"].values()
+    verdicts = [t["holds"] for t in tensors]
+    held = None if any(v is None for v in verdicts) else all(verdicts)
+    return {"gradient_bound_relative": max(t["bound_relative"] for t in tensors),
+            "gradient_worst_ratio": max(t["worst_ratio"] for t in tensors), "gradient_bound_held": held}
+
+
 def _run(config, name, seed, data, optimizer, bar):
     from boundlab.experiments.training import _accuracy
 
@@ -127,13 +146,14 @@ def _run(config, name, seed, data, optimizer, bar):
             g_hat = jax.tree.leaves(emulated_grad(state.params, batch))
             error = math.sqrt(sum(float(jnp.sum((jnp.asarray(a, jnp.float64) - b) ** 2)) for a, b in zip(g_hat, g)))
             norm = math.sqrt(sum(float(jnp.sum(b**2)) for b in g))
+            bound = _gradient_bound(config, loss_fn, name, state.params, batch)
             rows.append({"recipe": name, "seed": seed, "step": index,
                          "loss": float(np.mean(losses)) if losses else float(loss_fn(state.params, batch)),
                          "test_accuracy": _accuracy(model, test_x, test_y),
                          "rounded_away": float(np.mean(away)) if away else 0.0,
                          "gradient_error": error / norm if norm > 0 else 0.0,
                          "zero_gradients": int(sum(int(jnp.sum(a == 0)) for a in g_hat)),
-                         "loss_scale": float(state.loss_scale), "skipped": skipped})
+                         "loss_scale": float(state.loss_scale), "skipped": skipped, **bound})
             away, losses = [], []
         if index == config.steps:
             break
@@ -170,6 +190,16 @@ def run_recipes(config: RecipeStudy = RecipeStudy(), progress: bool = True) -> l
     return rows
 
 
+def _held_count(runs) -> str:
+    """"held at k of n checkpoints" (n counts the checked ones; the rest say why not)."""
+    if not runs or "gradient_bound_held" not in runs[0]:
+        return "not checked (gradient_entries = 0)"
+    checked = [r["gradient_bound_held"] for r in runs if r["gradient_bound_held"] is not None]
+    label = f"held at {sum(checked)} of {len(checked)} checkpoints"
+    missing = len(runs) - len(checked)
+    return label + (f" (not checked at {missing}: overflow or failed hypotheses)" if missing else "")
+
+
 def summarise(rows: list[dict], config: RecipeStudy) -> dict:
     """Per recipe: final accuracy, its gap to float32, updates rounded away, gradient error; the
     published claims in words."""
@@ -183,6 +213,7 @@ def summarise(rows: list[dict], config: RecipeStudy) -> dict:
                        "gradient_error_median": float(np.median([r["gradient_error"] for r in runs])),
                        "zero_gradients_mean": float(np.mean([r["zero_gradients"] for r in runs])),
                        "skipped_steps": int(sum(r["skipped"] for r in last)),
+                       "gradient_bound_held": _held_count(runs),
                        "final_loss_mean": float(np.mean([r["loss"] for r in last]))}
     reference = final["float32"]["final_accuracy_mean"]
     for entry in final.values():

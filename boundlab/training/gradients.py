@@ -22,6 +22,8 @@ power of two: exact), as mixed-precision training does.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,26 +38,57 @@ def _name(path) -> str:
     return "/".join(str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))) for key in path)
 
 
-def check_gradient(loss_fn, compute, params, batch, *, loss_scale: float = 1.0, chunk: int = 256) -> dict:
-    """Per parameter tensor, the emulated gradient against the exact one and its first-order
-    bound (see the module docstring).  ``compute``: an arithmetic or a ``Recipe`` (its
-    ``compute``).  One VJP per gradient entry (in chunks of ``chunk``): for small models."""
-    compute = compute.compute if isinstance(compute, Recipe) else compute
-
-    def grad_fn(params, batch):  # the scaled gradient; divided by the scale outside, in float64
+@functools.lru_cache(maxsize=64)
+def _gradient_function(loss_fn, loss_scale: float):
+    """The scaled gradient of ``loss_fn`` (divided by the scale outside, in float64): one function
+    object per loss and scale, so that ``first_order`` and ``emulate`` compile it once."""
+    def grad_fn(params, batch):
         return jax.grad(lambda p, b: loss_fn(p, b) * loss_scale)(params, batch)
 
-    record = first_order(grad_fn, compute, chunk=chunk)(params, batch)
+    return grad_fn
+
+
+@functools.lru_cache(maxsize=64)
+def _selection(sizes: tuple, entries: int, seed: int):
+    """(outputs function, per-leaf index arrays): ``entries`` fixed random entries of each leaf
+    (all of a smaller leaf), concatenated."""
+    rng = np.random.default_rng(seed)
+    picks = tuple(np.sort(rng.choice(size, min(entries, size), replace=False)) for size in sizes)
+
+    def select(grads):
+        return jnp.concatenate([jnp.ravel(g)[pick] for g, pick in zip(jax.tree.leaves(grads), picks, strict=True)])
+
+    return select, picks
+
+
+def check_gradient(loss_fn, compute, params, batch, *, loss_scale: float = 1.0, chunk: int = 256,
+                   entries: int | None = None, seed: int = 0) -> dict:
+    """Per parameter tensor, the emulated gradient against the exact one and its first-order
+    bound (see the module docstring).  ``compute``: an arithmetic or a ``Recipe`` (its
+    ``compute``).  One VJP per bounded gradient entry (in chunks of ``chunk``): every entry, or
+    with ``entries`` a fixed random subset of that many entries per tensor (``seed``), for models
+    too large to bound entry by entry at every checkpoint."""
+    compute = compute.compute if isinstance(compute, Recipe) else compute
+    grad_fn = _gradient_function(loss_fn, float(loss_scale))
     emulated = emulate(grad_fn, compute)(params, batch)
+    named = jax.tree_util.tree_leaves_with_path(emulated)
+    g_hats = [np.asarray(leaf, np.float64) / loss_scale for _, leaf in named]
+    if entries is None:
+        record = first_order(grad_fn, compute, chunk=chunk)(params, batch)
+        values = [np.asarray(v, np.float64) / loss_scale for v in jax.tree.leaves(record.value)]
+        bounds = [np.asarray(b, np.float64) / loss_scale for b in jax.tree.leaves(record.bound)]
+    else:
+        select, picks = _selection(tuple(int(g.size) for g in g_hats), int(entries), int(seed))
+        record = first_order(grad_fn, compute, outputs=select, chunk=chunk)(params, batch)
+        splits = np.cumsum([len(p) for p in picks])[:-1]
+        values = np.split(np.asarray(record.value, np.float64) / loss_scale, splits)
+        bounds = np.split(np.asarray(record.bound, np.float64) / loss_scale, splits)
+        g_hats = [g.ravel()[p] for g, p in zip(g_hats, picks, strict=True)]
     flags = record.flags
-    unscale = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64) / loss_scale, tree)  # noqa: E731
-    emulated, values, bounds = unscale(emulated), unscale(record.value), unscale(record.bound)
     result = {"tensors": {}, "sites_underflow": bool(np.any(np.asarray(flags.get("underflow", False)))),
-              "sites_overflow": bool(np.any(np.asarray(flags.get("overflow", False))))}
-    leaves = zip(jax.tree_util.tree_leaves_with_path(emulated), jax.tree.leaves(values), jax.tree.leaves(bounds),
-                 strict=True)
-    for (path, g_hat), g, bound in leaves:
-        g_hat, g, bound = (np.asarray(x, np.float64) for x in (g_hat, g, bound))
+              "sites_overflow": bool(np.any(np.asarray(flags.get("overflow", False)))),
+              "entries": "all" if entries is None else int(entries)}
+    for (path, _), g_hat, g, bound in zip(named, g_hats, values, bounds, strict=True):
         error = np.abs(g_hat - g)
         norm = np.linalg.norm(g)
         with np.errstate(divide="ignore", invalid="ignore"):
