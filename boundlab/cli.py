@@ -363,7 +363,7 @@ def _train_recipes(args: argparse.Namespace) -> int:
         changes["seeds"] = _int_list(args.seeds, "seeds")
     if args.widths:
         changes["width"] = _int_list(args.widths, "widths", minimum=2)[0]
-    for name in ("steps", "every", "layers"):
+    for name in ("steps", "every", "layers", "gradient_entries"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     config = dataclasses.replace(config, **changes)
@@ -531,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipes", help="comma-separated low-precision recipes (boundlab.training.RECIPES: float32, "
                        "bf16-mixed, bf16-pure, bf16-pure-sr, bf16-pure-kahan, fp16-mixed, fp16-mixed-scaled, "
                        "fp8-gemms): train under each and compare with float32 (--widths takes the first width)")
+    train.add_argument("--gradient-entries", type=int, dest="gradient_entries",
+                       help="with --recipes: bound this many gradient entries per tensor at every checkpoint "
+                            "(first_order of the gradient; default 0, 4 with --quick; costly)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=_cmd_train)
 

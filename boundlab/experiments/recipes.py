@@ -58,7 +58,10 @@ class RecipeStudy:
     test_samples: int = 500
     seed: int = 0  # the train/test split
     gap: float = 0.02  # a recipe "falls behind" float32 when its final accuracy is lower by more than this
-    gradient_entries: int = 16  # entries per parameter tensor bounded by first_order at each checkpoint (0: none)
+    # entries per parameter tensor bounded by first_order at each checkpoint (0: none): a VJP of the
+    # gradient function per entry, through every rounding site of the backward pass: minutes and
+    # gigabytes at the full study's size, so off there by default (--gradient-entries N), on in --quick
+    gradient_entries: int = 0
 
     def __post_init__(self):
         for name in self.recipes:
