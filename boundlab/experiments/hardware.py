@@ -75,7 +75,6 @@ class HardwareStudy:
     def __post_init__(self):
         if not self.Ks or min(self.Ks) < 1:
             raise ValueError(f"Ks must be positive, got {self.Ks}")
-        group = get_unit(FP8_UNIT).group
         for every in self.intervals:
             get_unit(FP8_UNIT, promote_every=every)  # a one-line error naming the choices
         unknown = set(self.distributions) - set(DISTRIBUTIONS)
@@ -83,7 +82,6 @@ class HardwareStudy:
             raise ValueError(f"unknown distributions {sorted(unknown)}; choose from {DISTRIBUTIONS}")
         if self.rows < 1 or self.cols < 1:
             raise ValueError(f"rows and cols must be >= 1, got {self.rows}, {self.cols}")
-        del group
 
 
 QUICK = HardwareStudy(Ks=(128, 1024, 4096), intervals=(128,), distributions=("gaussian", "uniform", "network"),
