@@ -366,6 +366,12 @@ def _train_recipes(args: argparse.Namespace) -> int:
     for name in ("steps", "every", "layers", "gradient_entries"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    if args.task:
+        changes["task"] = args.task
+    if args.no_instability:
+        changes["instability"] = None
+    elif args.on_nonfinite:
+        changes["instability"] = dataclasses.replace(config.instability, on_nonfinite=args.on_nonfinite)
     config = dataclasses.replace(config, **changes)
     with run_folder(args.out, "train --recipes", args.force):
         paths = recipes_study(config, args.out, progress=not args.no_progress)
@@ -527,10 +533,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--norm", choices=("layer", "rms"), help="layer norm (default) or RMS norm")
     train.add_argument("--recipes", help="comma-separated low-precision recipes (boundlab.training.RECIPES: float32, "
                        "bf16-mixed, bf16-pure, bf16-pure-sr, bf16-pure-kahan, fp16-mixed, fp16-mixed-scaled, "
-                       "fp8-gemms): train under each and compare with float32 (--widths takes the first width)")
+                       "fp8-gemms): train under each and compare with float32 (--widths takes the first width); then Baek's "
+                       "instability claims on a character-level model (--no-instability skips them)")
     train.add_argument("--gradient-entries", type=int, dest="gradient_entries",
                        help="with --recipes: bound this many gradient entries per tensor at every checkpoint "
                             "(first_order of the gradient; default 0, 4 with --quick; costly)")
+    train.add_argument("--task", choices=("digits", "characters"),
+                       help="with --recipes: the digits classifier (default) or the character-level causal language "
+                            "model on scikit-learn's dataset descriptions")
+    train.add_argument("--no-instability", action="store_true", dest="no_instability",
+                       help="with --recipes: skip Baek's two claims (Precision@K of kappa_softmax as a forecast of "
+                            "instability, the LayerNorm-epsilon policy) on the character-level model")
+    train.add_argument("--on-nonfinite", choices=("stop", "continue"), dest="on_nonfinite",
+                       help="with --recipes: a non-finite loss in an instability run ends the run (stop, default) or "
+                            "is skipped and recorded (continue)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=_cmd_train)
 

@@ -107,14 +107,17 @@ def test_an_overflowing_step_is_skipped_and_the_loss_scale_halves():
 
     optimizer = optax.sgd(1e-2)
     state, step = init_state(PARAMS, optimizer, "fp16-mixed-scaled"), make_step(huge_loss, optimizer, "fp16-mixed-scaled")
-    scales = []
+    scales, skipped = [], 0
     for _ in range(8):
         new, info = step(state, BATCH)
-        if not bool(info.finite):
-            assert _equal(new.params, state.params)  # skipped
+        assert bool(info.skipped) == (not bool(info.finite))  # the loss itself stays finite: the gradient overflows
+        if bool(info.skipped):
+            assert _equal(new.params, state.params)
+            skipped += 1
+        assert np.isfinite(float(info.loss))  # L is reported, not S L (which overflows)
         scales.append(float(new.loss_scale))
         state = new
-    assert scales[0] == 2.0**14 and scales[-1] < 2.0**14 and bool(info.finite)
+    assert scales[0] == 2.0**14 and scales[-1] < 2.0**14 and skipped >= 1 and not bool(info.skipped)
 
 
 def test_recipes_are_checked_and_named():
@@ -129,6 +132,42 @@ def test_recipes_are_checked_and_named():
     step = make_step(loss_fn, optax.sgd(1e-2), "bf16-pure-sr")
     with pytest.raises(ValueError, match="pass key="):
         step(init_state(PARAMS, optax.sgd(1e-2), "bf16-pure-sr"), BATCH)
+    from boundlab.arithmetic import Emulated
+
+    # loss scaling only where the exponent range is fp16's (bf16 and float32 have float32's)
+    for compute in (Emulated("bf16"), Emulated("fp32"), get_recipe("float64").compute):
+        with pytest.raises(ValueError, match="drop loss_scale"):
+            Recipe("x", compute, "fp32", "fp32", loss_scale="dynamic")
+    assert Recipe("x", Emulated("fp16"), "fp32", "fp32", loss_scale="dynamic").loss_scale == "dynamic"
+    with pytest.raises(ValueError, match=r"parameter \['counts'\] has dtype int.*float array"):
+        init_state({**PARAMS, "counts": np.arange(3)}, optax.sgd(1e-2), "float32")
+
+
+def test_a_nonfinite_step_is_skipped_when_asked_and_reaches_the_weights_otherwise():
+    optimizer = optax.adam(1e-2)
+    poisoned = (BATCH[0].copy(), BATCH[1])
+    poisoned[0][3, 0] = np.nan
+    for skip in (False, True):
+        state = init_state(PARAMS, optimizer, "float32")
+        step = make_step(loss_fn, optimizer, "float32", skip_nonfinite=skip)
+        state, info = step(state, BATCH)
+        assert bool(info.finite) and float(info.gradient_norm) > 0
+        new, info = step(state, poisoned)
+        assert not bool(info.finite) and not np.isfinite(float(info.loss)) and bool(info.skipped) == skip
+        if skip:
+            assert _equal(new.params, state.params) and _equal(new.opt_state, state.opt_state)
+            new, info = step(new, BATCH)  # and training goes on
+            assert bool(info.finite)
+        else:
+            assert not np.all(np.isfinite(np.asarray(new.params["W1"])))
+
+
+def test_the_gradient_norm_is_the_float64_gradients_norm():
+    optimizer = optax.sgd(1e-2)
+    _, info = make_step(loss_fn, optimizer, "float64")(init_state(PARAMS, optimizer, "float64"), BATCH)
+    grads = jax.grad(loss_fn)(PARAMS, BATCH)
+    expected = np.sqrt(sum(np.sum(np.asarray(g) ** 2) for g in jax.tree.leaves(grads)))
+    np.testing.assert_allclose(float(info.gradient_norm), expected, rtol=16 * 2.0**-53)
 
 
 @pytest.mark.parametrize("name", ["bf16-mixed", "fp16-mixed"])
@@ -177,3 +216,18 @@ def test_train_recipes_quick_writes_curves_checkpoints_and_the_claims(tmp_path, 
     assert all(r["gradient_bound_held"] == "True" for r in rows)
     assert summary["recipes"]["bf16-pure"]["gradient_bound_held"] == "held at 3 of 3 checkpoints"
     assert "bf16-pure: final accuracy" in capsys.readouterr().out
+    # Baek's two claims on the character-level model: the Precision@K table and the epsilon policy
+    for name in ("instability.csv", "instability.png"):
+        assert (out / name).stat().st_size > 0
+    table = summary["instability"]["precision_at_k"]
+    assert table["runs"] == 2 and len(table["onset_steps"]) == 2 and set(table["horizons"]) == {"H=8", "H=16"}
+    for entry in table["horizons"].values():
+        for name in ("kappa_softmax", "kappa_softmax_absolute", "loss", "gradient_norm"):
+            assert entry[name]["k"] == entry[name]["positives"] and 0 <= entry[name]["base_rate"] <= 1
+    steps = list(csv.DictReader(open(out / "instability.csv")))
+    for onset in (o for o in table["onset_steps"] if o is not None):  # a stopped run ends at its non-finite loss
+        assert any(r["event"] == "True" and int(r["step"]) == onset for r in steps)
+    policy = summary["instability"]["epsilon_policy"]
+    assert [(p["max_shift"], p["pairs"]) for p in policy] == [(True, 1), (False, 1)]
+    assert all(1e-5 <= eps <= 1e-2 for p in policy for eps in p["final_eps_max"])
+    assert {"baek_2025_forecast", "baek_2025_epsilon"} <= set(summary["claims"])

@@ -306,7 +306,7 @@ def plot(rows, distributions, config, path):
     plt = _pyplot()
     labels = [label for label, _, _ in _configurations(config)]
     colours = dict(zip(labels, plt.cm.viridis(np.linspace(0.05, 0.9, len(labels)))))
-    fig, axes = plt.subplots(2, len(distributions), figsize=(4.2 * len(distributions), 7.5), layout="constrained",
+    fig, axes = plt.subplots(2, len(distributions), figsize=(4.2 * len(distributions) + 2.6, 7.5), layout="constrained",
                              squeeze=False)
     for j, dist in enumerate(distributions):
         for i, (metric, title) in enumerate((("max", "max componentwise"), ("normwise", "normwise"))):
@@ -323,10 +323,14 @@ def plot(rows, distributions, config, path):
             ax.plot([DEEPSEEK["K"]], [DEEPSEEK["max_relative_error"]], "r*", ms=12, label="DeepSeek-V3: ~2% at K=4096")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_title(f"{dist}: {title} relative error")
-            ax.set_xlabel("K")
+            ax.set_title(f"{dist}: {title}")
+            ax.set_xlabel("K (products per dot product)")
+            if j == 0:
+                ax.set_ylabel(f"{title} relative error of C")
             ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="best")
+    # one legend beside the panels (inside a panel it covered the curves)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", fontsize=8)
     fig.suptitle(f"C = A B on {FP8_UNIT} (e4m3 operands, per-tensor scaled) and bf16 units: accumulation error")
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,13 +1,19 @@
 """The recipe study (``boundlab train --recipes ...``): train one small transformer under several
 low-precision recipes (``boundlab.training``) and compare them with the float32 run.
 
-The model and data of ``boundlab train`` (the paper's network as a classifier of scikit-learn's
-8x8 digits, rows as tokens, ``boundlab.nn.SequenceClassifier``), trained with Adam from the same
-initialisation per seed under each recipe: the loss and its gradient emulated in the recipe's
+Two tasks on data that ships with scikit-learn: ``"digits"``, the model and data of ``boundlab
+train`` (the paper's network as a classifier of the 8x8 digits, rows as tokens,
+``boundlab.nn.SequenceClassifier``), and ``"characters"``, the character-level causal language
+model of ``boundlab.training.charlm`` on the datasets' descriptions (accuracy: of the next
+character on held-out windows).  Each is trained with Adam from the same initialisation per seed
+under each recipe: the loss and its gradient emulated in the recipe's
 compute arithmetic (every primitive of the forward and backward pass), optax's update in the
 state format, the weights stored in the master format.  Every ``every`` steps a checkpoint
-records the test accuracy (the master weights, evaluated exactly), the training loss, the
-fraction of nonzero updates rounded away since the last checkpoint, the relative error of the
+records the test accuracy (the master weights, evaluated exactly), the fraction of nonzero
+updates rounded away since the last checkpoint, the training loss of the stored weights
+on the checkpoint's batch (exact; beside it ``step_loss``, the emulated steps' own mean loss since
+the last checkpoint, which can be an artefact of its reduction: in bf16 a sum of 2048 losses near
+4.4 stagnates at 2048), the relative error of the
 emulated gradient against the float64 gradient at the same weights and batch, its first-order
 bound on ``gradient_entries`` fixed entries per tensor (``boundlab.training.check_gradient``:
 the bound's relative size, the worst error/bound ratio, whether it held), the zero gradient
@@ -19,7 +25,10 @@ standard deviation, gap to float32), the mean fraction of updates rounded away, 
 gradient error, skipped steps; and the published claims in words with these numbers:
 Micikevicius et al. (2018: fp16 without loss scaling loses small gradients to underflow) and
 Zamirai et al. (2020: pure bf16 with round-to-nearest updates stalls; stochastic rounding and
-Kahan-compensated updates recover float32's accuracy).
+Kahan-compensated updates recover float32's accuracy).  With ``instability`` (the default), also
+Baek's two training-time claims on the character-level language model
+(``boundlab.experiments.instability``): ``instability.csv`` (one row per step of every run),
+``instability.png``, and in the summary the Precision@K table and the epsilon policy's result.
 """
 
 from __future__ import annotations
@@ -36,11 +45,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from boundlab.experiments.instability import QUICK_INSTABILITY, InstabilityStudy
 from boundlab.experiments.stats import strict_json
 from boundlab.training import get_recipe, init_state, make_step
 
+TASK_NAMES = ("digits", "characters")
 DEFAULT_RECIPES = ("float32", "bf16-mixed", "bf16-pure", "bf16-pure-sr", "bf16-pure-kahan", "fp16-mixed",
-                   "fp16-mixed-scaled")
+                   "fp16-mixed-scaled", "fp8-gemms")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +73,14 @@ class RecipeStudy:
     # gradient function per entry, through every rounding site of the backward pass: minutes and
     # gigabytes at the full study's size, so off there by default (--gradient-entries N), on in --quick
     gradient_entries: int = 0
+    # Baek's two claims on the character-level model (boundlab.experiments.instability); None: skipped
+    instability: InstabilityStudy | None = InstabilityStudy()
+    task: str = "digits"  # or "characters": the character-level model of boundlab.training.charlm
+    context: int = 32  # characters per window (the characters task)
 
     def __post_init__(self):
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
         for name in self.recipes:
             get_recipe(name)  # a one-line error naming the recipes
         if "float32" not in self.recipes:
@@ -76,40 +93,113 @@ class RecipeStudy:
 
 
 QUICK_RECIPES = RecipeStudy(recipes=("float32", "bf16-pure", "bf16-pure-kahan"), seeds=(0,), width=8, layers=1,
-                            steps=40, every=20, test_samples=300, gradient_entries=4)
+                            steps=40, every=20, test_samples=300, gradient_entries=4,
+                            instability=QUICK_INSTABILITY)
 
 
-def _model(config: RecipeStudy, seed: int):
-    from flax import nnx
+class _Digits:
+    """The digits classifier: the paper's network over rows as tokens (``SequenceClassifier``)."""
 
-    from boundlab.nn import SequenceClassifier
+    def __init__(self, config: RecipeStudy):
+        from boundlab.experiments.training import load_digits_tokens
 
-    model = SequenceClassifier(8, 8, 10, config.width, 2 * config.width, config.layers, rngs=nnx.Rngs(seed))
-    return nnx.split(model, nnx.Param)
+        self.config = config
+        (self.train_x, self.train_y), (self.test_x, self.test_y) = load_digits_tokens(config.seed, config.test_samples)
+
+    def params(self, seed: int):
+        from flax import nnx
+
+        from boundlab.nn import SequenceClassifier
+
+        c = self.config
+        model = SequenceClassifier(8, 8, 10, c.width, 2 * c.width, c.layers, rngs=nnx.Rngs(seed))
+        self.graphdef, params = nnx.split(model, nnx.Param)
+        return params
+
+    def key(self):
+        return self.graphdef  # the seeds' models share it: one compilation per recipe
+
+    def loss(self):
+        import optax
+        from flax import nnx
+
+        graphdef = self.graphdef
+
+        def loss_fn(params, batch):
+            images, labels = batch
+            logits = nnx.merge(graphdef, params)(images)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        return loss_fn
+
+    def batch(self, rng):
+        index = rng.choice(len(self.train_y), self.config.batch, replace=False)
+        return jnp.asarray(self.train_x[index]), jnp.asarray(self.train_y[index])
+
+    def accuracy(self, params) -> float:
+        from flax import nnx
+
+        from boundlab.experiments.training import _accuracy
+
+        return _accuracy(nnx.merge(self.graphdef, params), self.test_x, self.test_y)
 
 
-def _loss(graphdef):
-    import optax
-    from flax import nnx
+class _Characters:
+    """The character-level causal language model (``boundlab.training.charlm``) on scikit-learn's
+    dataset descriptions: the first 90 % of the text trains, windows of the last 10 % test
+    (accuracy: of the next character, the model's argmax, evaluated exactly)."""
 
-    def loss_fn(params, batch):
-        images, labels = batch
-        logits = nnx.merge(graphdef, params)(images)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    def __init__(self, config: RecipeStudy):
+        from boundlab.training import charlm
 
-    return loss_fn
+        self.config, self.charlm = config, charlm
+        text = charlm.corpus()
+        self.vocabulary = charlm.Vocabulary(text)
+        ids = self.vocabulary.encode(text)
+        cut = int(0.9 * len(ids))
+        self.train, test = ids[:cut], ids[cut:]
+        self.model = charlm.CharLMConfig(d=config.width, heads=2, ffn=2 * config.width, layers=config.layers,
+                                         context=config.context)
+        self.eps = jnp.full((self.model.norms,), 1e-5, jnp.float64)
+        self.test = jnp.asarray(charlm.windows(test, config.context, config.test_samples,
+                                               np.random.default_rng(config.seed)))
+
+    def params(self, seed: int):
+        return self.charlm.init_params(self.model, len(self.vocabulary), jax.random.key(seed))
+
+    def key(self):
+        return self.model
+
+    def loss(self):
+        return functools.partial(self.charlm.loss, config=self.model)
+
+    def batch(self, rng):
+        return jnp.asarray(self.charlm.windows(self.train, self.config.context, self.config.batch, rng)), self.eps
+
+    def accuracy(self, params) -> float:
+        return float(_next_character_accuracy(params, self.test, self.eps, self.model))
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _next_character_accuracy(params, windows, eps, model):
+    from boundlab.training import charlm
+
+    logits = jax.vmap(lambda ids: charlm.forward(params, ids, eps, model))(windows[:, :-1])  # (B, V, n)
+    return jnp.mean(jnp.argmax(logits, axis=1) == windows[:, 1:])
+
+
+TASKS = dict(zip(TASK_NAMES, (_Digits, _Characters)))
 
 
 @functools.lru_cache(maxsize=None)
-def _programs(graphdef, name: str, optimizer):
-    """(loss, step, exact gradient, emulated gradient) of a recipe: one set, so one compilation,
-    for every seed (the seeds' models share their graph definition)."""
+def _programs(key, loss_fn, name: str, optimizer):
+    """(step, exact gradient, emulated gradient, exact loss) of a recipe: one set, so one compilation, for
+    every seed (``key``: what the seeds' programs share)."""
     from boundlab.emulation import emulate
 
-    loss_fn = _loss(graphdef)
     recipe = get_recipe(name)
-    return (loss_fn, make_step(loss_fn, optimizer, recipe), jax.jit(jax.grad(loss_fn)),
-            jax.jit(emulate(jax.grad(loss_fn), recipe.compute)))
+    return (make_step(loss_fn, optimizer, recipe), jax.jit(jax.grad(loss_fn)),
+            jax.jit(emulate(jax.grad(loss_fn), recipe.compute)), jax.jit(loss_fn))
 
 
 def _gradient_bound(config, loss_fn, name, params, batch) -> dict:
@@ -128,31 +218,32 @@ def _gradient_bound(config, loss_fn, name, params, batch) -> dict:
             "gradient_worst_ratio": max(t["worst_ratio"] for t in tensors), "gradient_bound_held": held}
 
 
-def _run(config, name, seed, data, optimizer, bar):
-    from boundlab.experiments.training import _accuracy
+_LOSSES: dict = {}
 
-    (train_x, train_y), (test_x, test_y) = data
-    graphdef, params = _model(config, seed)
-    loss_fn, step, exact_grad, emulated_grad = _programs(graphdef, name, optimizer)
+
+def _run(config, name, seed, task, optimizer, bar):
+    params = task.params(seed)
+    key = task.key()
+    loss_fn = _LOSSES.setdefault(key, task.loss())  # one function object per program key: the cache hits
+    step, exact_grad, emulated_grad, exact_loss = _programs(key, loss_fn, name, optimizer)
     state = init_state(params, optimizer, get_recipe(name))
     rng = np.random.default_rng(1000 + seed)
     key = jax.random.key(seed)
     rows, away, skipped, losses = [], [], 0, []
     for index in range(config.steps + 1):
-        batch_index = rng.choice(len(train_y), config.batch, replace=False)
-        batch = (jnp.asarray(train_x[batch_index]), jnp.asarray(train_y[batch_index]))
+        batch = task.batch(rng)
         if index % config.every == 0 or index == config.steps:
-            from flax import nnx
-
-            model = nnx.merge(graphdef, state.params)
             g = jax.tree.leaves(exact_grad(state.params, batch))
             g_hat = jax.tree.leaves(emulated_grad(state.params, batch))
             error = math.sqrt(sum(float(jnp.sum((jnp.asarray(a, jnp.float64) - b) ** 2)) for a, b in zip(g_hat, g)))
             norm = math.sqrt(sum(float(jnp.sum(b**2)) for b in g))
             bound = _gradient_bound(config, loss_fn, name, state.params, batch)
-            rows.append({"recipe": name, "seed": seed, "step": index,
-                         "loss": float(np.mean(losses)) if losses else float(loss_fn(state.params, batch)),
-                         "test_accuracy": _accuracy(model, test_x, test_y),
+            rows.append({"task": config.task, "recipe": name, "seed": seed, "step": index,
+                         # the loss of the stored weights, exactly: the emulated one can be an artefact of
+                         # its own reduction (a bf16 sum of 2048 losses near 4.4 stagnates at 2048: "1.0")
+                         "loss": float(exact_loss(state.params, batch)),
+                         "step_loss": float(np.mean(losses)) if losses else math.nan,
+                         "test_accuracy": task.accuracy(state.params),
                          "rounded_away": float(np.mean(away)) if away else 0.0,
                          "gradient_error": error / norm if norm > 0 else 0.0,
                          "zero_gradients": int(sum(int(jnp.sum(a == 0)) for a in g_hat)),
@@ -164,7 +255,7 @@ def _run(config, name, seed, data, optimizer, bar):
         state, info = step(state, batch, key=sub)
         away.append(float(info.rounded_away))
         losses.append(float(info.loss))
-        skipped += int(not bool(info.finite))
+        skipped += int(bool(info.skipped))
         if bar is not None:
             bar.update(1, f"training {name}, seed {seed}")
     return rows
@@ -176,17 +267,15 @@ def run_recipes(config: RecipeStudy = RecipeStudy(), progress: bool = True) -> l
 
     from boundlab._x64 import require_x64
     from boundlab.experiments.sweeps import ProgressBar
-    from boundlab.experiments.training import load_digits_tokens
-
     require_x64("boundlab train --recipes")
-    data = load_digits_tokens(config.seed, config.test_samples)
+    task = TASKS[config.task](config)
     optimizer = optax.adam(config.learning_rate)  # one object: a static argument of every step
     runs = [(name, seed) for name in config.recipes for seed in config.seeds]
     bar = ProgressBar(len(runs) * config.steps, "training (each recipe's first step compiles)") if progress else None
     rows = []
     try:
         for name, seed in runs:
-            rows.extend(_run(config, name, seed, data, optimizer, bar))
+            rows.extend(_run(config, name, seed, task, optimizer, bar))
     finally:
         if bar is not None:
             bar.close()
@@ -271,19 +360,67 @@ def plot(rows, config, path):
     plt.close(fig)
 
 
+def _baek_claims(result: dict) -> dict:
+    """Baek's two training-time claims in words, beside this study's numbers."""
+    table, policy = result["precision_at_k"], result["epsilon_policy"]
+    words = []
+    for horizon, entry in table["horizons"].items():
+        k = entry["kappa_softmax"]
+        words.append(f"{horizon}: Precision@K of kappa_softmax {k['precision']:.2f} (K = {k['k']}; absolute "
+                     f"{entry['kappa_softmax_absolute']['precision']:.2f}), loss "
+                     f"{entry['loss']['precision']:.2f}, gradient norm {entry['gradient_norm']['precision']:.2f}, "
+                     f"base rate {k['base_rate']:.2f}")
+    forecast = {"claim": "the time-series maximum of kappa_softmax forecasts instability 16-24 steps ahead, "
+                         "Precision@K 0.89-1.00 (Baek 2025, Tiny-ViT/CIFAR-10)",
+                "numbers": f"{table['runs_with_an_event']} of {table['runs']} runs had an event; " + "; ".join(words)}
+    parts, verdicts = [], []
+    for entry in policy:
+        low, high = entry["improvement_ci95"]
+        parts.append(f"{entry['setting']}: tail-loss improvement (fixed minus policy) {entry['improvement_mean']:+.4f}, "
+                     f"95% interval [{low:+.4f}, {high:+.4f}] over {entry['pairs']} seeds, non-finite steps "
+                     f"{entry['nonfinite_steps_fixed']} fixed / {entry['nonfinite_steps_policy']} policy")
+        verdicts.append(bool(low > 0) if math.isfinite(low) else None)
+    epsilon = {"claim": "a LayerNorm-epsilon tweak targeting rho_star = 0.6 (cap 1e-2) lowers the mean tail loss by "
+                        "about 0.010 (Baek 2025)",
+               "numbers": "; ".join(parts), "reproduces_per_setting": verdicts}
+    return {"baek_2025_forecast": forecast, "baek_2025_epsilon": epsilon}
+
+
+def _write_csv(path, rows):
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def recipes_study(config: RecipeStudy, out_dir, progress: bool = True) -> dict:
-    """Run the study and write ``checkpoints.csv``, ``recipes.png`` and ``summary.json``."""
+    """Run the study and write ``checkpoints.csv``, ``recipes.png`` and ``summary.json`` (and,
+    with ``config.instability``, ``instability.csv`` and ``instability.png``)."""
     os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
     rows = run_recipes(config, progress)
     paths = {"csv": os.path.join(out_dir, "checkpoints.csv"), "png": os.path.join(out_dir, "recipes.png"),
              "summary": os.path.join(out_dir, "summary.json")}
-    with open(paths["csv"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_csv(paths["csv"], rows)
     plot(rows, config, paths["png"])
     summary = summarise(rows, config)
+    if config.instability is not None:
+        from boundlab.experiments import instability
+        from boundlab.experiments.sweeps import ProgressBar
+
+        bar = ProgressBar(instability.total_steps(config.instability), "instability runs") if progress else None
+        try:
+            steps, result = instability.instability_study(config.instability, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        paths["instability_csv"] = os.path.join(out_dir, "instability.csv")
+        paths["instability_png"] = os.path.join(out_dir, "instability.png")
+        _write_csv(paths["instability_csv"], steps)
+        instability.plot(steps, config.instability, paths["instability_png"])
+        summary["instability"] = result
+        summary["claims"].update(_baek_claims(result))
     summary["seconds"] = time.perf_counter() - start
     with open(paths["summary"], "w") as handle:
         json.dump(strict_json(summary), handle, indent=1, allow_nan=False)

@@ -62,6 +62,14 @@ class Recipe:
             raise ValueError(f"recipe {self.name}: {self.update} updates need a master format (the weights' storage)")
         if self.loss_scale not in (None, "dynamic"):
             raise ValueError(f"recipe {self.name}: loss_scale must be None or 'dynamic', got {self.loss_scale!r}")
+        if self.loss_scale is not None:
+            fmt = getattr(self.compute, "fmt", None)
+            fmt = None if fmt is None else get_format(fmt)
+            if fmt is None or fmt.emin <= get_format("fp32").emin:
+                raise ValueError(f"recipe {self.name}: loss scaling keeps small gradients above the underflow threshold "
+                                 f"of a narrow exponent range (fp16's); the compute arithmetic "
+                                 f"{'is exact' if fmt is None else f'{fmt.name or fmt} has emin = {fmt.emin}'}, "
+                                 f"float32's range or wider: drop loss_scale")
         if self.growth_interval < 1 or not 0 < self.initial_scale <= self.max_scale:
             raise ValueError(f"recipe {self.name}: needs growth_interval >= 1 and 0 < initial_scale <= max_scale")
 

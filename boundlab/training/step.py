@@ -11,7 +11,8 @@ loss(nnx.merge(graphdef, p), b)``) and any optax ``GradientTransformation``:
    pass (the transposed dot products, ``add_any``, reductions, ``select_n``, ``scatter-add``)
    rounded once (Model 4.1); the master weights enter rounded into the compute format;
 2. g / S (exact: S is a power of two); with dynamic scaling a non-finite g skips the update
-   (without scaling it is applied: NaN weights, as in real training, and ``StepInfo.finite``);
+   (without scaling it is applied: NaN weights, as in real training, and ``StepInfo.finite``,
+   unless ``make_step(..., skip_nonfinite=True)``);
 3. (delta, opt_state) = ``optimizer.update(g, opt_state, params)`` evaluated by ``emulate``
    (optax's own formula, every elementwise operation rounded: in float32 for bf16 and fp16
    states, see ``Recipe.state_arithmetic``), delta and the new state stored in the state format;
@@ -20,9 +21,13 @@ loss(nnx.merge(graphdef, p), b)``) and any optax ``GradientTransformation``:
    format).
 
 With ``RECIPES["float64"]`` every arithmetic is ``Exact()``: the step is optax's float64 step.
-``StepInfo`` reports the loss, whether the gradient was finite, the loss scale used, the
+``StepInfo`` reports the loss, whether the loss and the gradient were finite, the loss scale used, the
 fraction of nonzero updates that the stored weight did not take (rounded away: |delta| below
-half an ulp of w), and the number of gradient entries that are zero.
+half an ulp of w), the number of gradient entries that are zero, and the 2-norm of the gradient's
+finite entries, and whether the update was skipped.  ``StepInfo.finite`` is False when the loss or
+a gradient entry is not finite; ``skipped`` when the state was left as it was (dynamic scaling:
+a non-finite gradient; ``skip_nonfinite``: a non-finite loss or gradient).  With loss scaling the
+reported loss is L itself (S L, which may overflow where L does not, is differentiated).
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class StepInfo(NamedTuple):
     loss_scale: jax.Array
     rounded_away: jax.Array
     zero_gradients: jax.Array
+    gradient_norm: jax.Array
+    skipped: jax.Array
 
 
 def _floats(tree, fn):
@@ -72,10 +79,20 @@ def _store(tree, arithmetic):
     return _floats(tree, lambda x: jnp.asarray(arithmetic.cast(x), jnp.float64))
 
 
+def _check_floats(params) -> None:
+    """A one-line error naming the first parameter that is not a float array."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise ValueError(f"parameter {jax.tree_util.keystr(path) or '(the root)'} has dtype "
+                             f"{jnp.result_type(leaf)}: a training step differentiates the loss with respect to every "
+                             f"parameter, so each must be a float array (keep integer state out of the params tree)")
+
+
 def init_state(params, optimizer, recipe: str | Recipe) -> TrainState:
     """The state of step 0: the weights rounded into the master format, the optimizer's initial
     state in the state format."""
     recipe = get_recipe(recipe)
+    _check_floats(params)
     params = _store(params, recipe.update_arithmetic if recipe.master else Exact())
     with jax.numpy_dtype_promotion("standard"):
         opt_state = _store(optimizer.init(params), recipe.state_format)
@@ -95,26 +112,32 @@ def _kahan(w, delta, c):
     return t, c_new
 
 
-def _step(loss_fn, optimizer, recipe: Recipe, state: TrainState, batch, key):
+def _step(loss_fn, optimizer, recipe: Recipe, skip_nonfinite: bool, state: TrainState, batch, key):
     compute = recipe.compute
     scaled = recipe.loss_scale is not None
     keys = (None, None) if key is None else tuple(jax.random.split(key))
 
     if scaled:
         def scaled_loss(params, batch, scale):
-            return loss_fn(params, batch) * scale
+            value = loss_fn(params, batch)
+            return value * scale, value  # the loss itself as an auxiliary: S L may overflow where L does not
 
-        value, grads = emulate(jax.value_and_grad(scaled_loss), compute)(state.params, batch, state.loss_scale,
+        (_, value), grads = emulate(jax.value_and_grad(scaled_loss, has_aux=True), compute)(state.params, batch,
+                                                                                           state.loss_scale,
                                                                           key=keys[0])
-        value = jnp.asarray(value, jnp.float64) / state.loss_scale
+        value = jnp.asarray(value, jnp.float64)
         grads = _floats(grads, lambda g: jnp.asarray(g, jnp.float64) / state.loss_scale)  # S: a power of two
     else:
         value, grads = emulate(jax.value_and_grad(loss_fn), compute)(state.params, batch, key=keys[0])
         value = jnp.asarray(value, jnp.float64)
         grads = _floats(grads, lambda g: jnp.asarray(g, jnp.float64))
     leaves = [g for g in jax.tree.leaves(grads) if jnp.issubdtype(g.dtype, jnp.floating)]
-    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in leaves]))
+    gradient_finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in leaves]))
     zero = sum(jnp.sum(g == 0) for g in leaves)
+    norm = jnp.sqrt(sum(jnp.sum(jnp.where(jnp.isfinite(g), g, 0) ** 2) for g in leaves))  # of the finite entries
+    finite = gradient_finite & jnp.isfinite(value)
+    # the dynamic scaling rule looks at the gradient only (as mixed-precision libraries do)
+    applied = gradient_finite if scaled else (finite if skip_nonfinite else jnp.asarray(True))
 
     updates, opt_state = emulate(optimizer.update, recipe.state_arithmetic)(grads, state.opt_state, state.params)
     updates, opt_state = _store(updates, recipe.state_format), _store(opt_state, recipe.state_format)
@@ -131,27 +154,30 @@ def _step(loss_fn, optimizer, recipe: Recipe, state: TrainState, batch, key):
     rounded_away = sum(jnp.sum(m[1]) for m in moved) / jnp.maximum(nonzero, 1)
 
     def keep(new, old):
-        return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        return jax.tree.map(lambda a, b: jnp.where(applied, a, b), new, old)
 
     scale, good = state.loss_scale, state.good_steps
-    if scaled:  # the dynamic rule: skip and back off on overflow, grow after growth_interval finite steps
-        # (without scaling nothing is skipped: a non-finite gradient reaches the weights, as it would)
+    if scaled or skip_nonfinite:  # a non-finite loss or gradient leaves the state as it was
+        # (by default without scaling nothing is skipped: a non-finite gradient reaches the weights, as it would)
         params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
         compensation = keep(compensation, state.compensation)
-        grow = finite & (good + 1 >= recipe.growth_interval)
-        scale = jnp.where(finite, jnp.where(grow, jnp.minimum(2 * scale, recipe.max_scale), scale), scale / 2)
-        good = jnp.where(finite & ~grow, good + 1, 0)
-    info = StepInfo(value, finite, state.loss_scale, rounded_away, zero)
+    if scaled:  # the dynamic rule: skip and back off on overflow, grow after growth_interval finite steps
+        grow = gradient_finite & (good + 1 >= recipe.growth_interval)
+        scale = jnp.where(gradient_finite, jnp.where(grow, jnp.minimum(2 * scale, recipe.max_scale), scale), scale / 2)
+        good = jnp.where(gradient_finite & ~grow, good + 1, 0)
+    info = StepInfo(value, finite, state.loss_scale, rounded_away, zero, norm, ~applied)
     return TrainState(params, opt_state, compensation, scale, good, state.step + 1), info
 
 
-def make_step(loss_fn, optimizer, recipe: str | Recipe):
+def make_step(loss_fn, optimizer, recipe: str | Recipe, *, skip_nonfinite: bool = False):
     """The jitted step ``step(state, batch, key=None) -> (state, StepInfo)`` (see the module
     docstring); one compilation per shape of the batch.  Stochastic rounding (in the compute
-    arithmetic or the updates) needs a key per step."""
+    arithmetic or the updates) needs a key per step.  ``skip_nonfinite``: a step whose loss or
+    gradient is not finite leaves the weights and the optimizer's state as they were (always so
+    with dynamic loss scaling); by default they take the NaN, as an unguarded training loop's would."""
     recipe = get_recipe(recipe)
     needs_key = recipe.update == "stochastic" or getattr(recipe.compute, "mode", "nearest") == "stochastic"
-    jitted = jax.jit(functools.partial(_step, loss_fn, optimizer, recipe))
+    jitted = jax.jit(functools.partial(_step, loss_fn, optimizer, recipe, bool(skip_nonfinite)))
 
     def step(state: TrainState, batch, key=None):
         if needs_key and key is None:
