@@ -518,18 +518,18 @@ def training_benchmark(recipes=("float64", "float32", "bf16-mixed", "bf16-pure",
 
     from flax import nnx
 
-    from boundlab.experiments.recipes import RecipeStudy, _loss, _model, _programs
+    from boundlab.experiments.recipes import _programs, classifier_loss
     from boundlab.nn import SequenceClassifier
     from boundlab.training import get_recipe, init_state
 
-    config = RecipeStudy(width=width, layers=layers, batch=batch)
-    graphdef, params = _model(config, 0)
+    graphdef, params = nnx.split(SequenceClassifier(8, 8, 10, width, 2 * width, layers, rngs=nnx.Rngs(0)), nnx.Param)
+    loss64 = classifier_loss(graphdef)
     optimizer = optax.adam(1e-3)
     rng = np.random.default_rng(0)
     batch_data = (jnp.asarray(rng.uniform(0, 1, (batch, 8, 8))), jnp.asarray(rng.integers(0, 10, batch), jnp.int32))
     model32 = SequenceClassifier(8, 8, 10, width, 2 * width, layers, rngs=nnx.Rngs(0), dtype=jnp.float32)
     graphdef32, params32 = nnx.split(model32, nnx.Param)
-    loss_fn = _loss(graphdef32)
+    loss_fn = classifier_loss(graphdef32)
 
     @jax.jit
     def native(params, opt_state, batch):
@@ -545,7 +545,7 @@ def training_benchmark(recipes=("float64", "float32", "bf16-mixed", "bf16-pure",
     note = f"d = {width}, L = {layers}, batch {batch}, Adam, on {jax.default_backend()}"
     rows = [Timing("native float32 step (jax.grad + optax, jit)", base, base_first, 1.0, note=note)]
     for name in recipes:
-        step = _programs(graphdef, name, optimizer)[1]
+        step = _programs(graphdef, loss64, name, optimizer)[0]
         state = init_state(params, optimizer, name)
         key = jax.random.key(0) if get_recipe(name).update == "stochastic" else None
         best, first = time_call(lambda: step(state, batch_data, key=key)[1].loss, repeats)

@@ -536,8 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "fp8-gemms): train under each and compare with float32 (--widths takes the first width); then Baek's "
                        "instability claims on a character-level model (--no-instability skips them)")
     train.add_argument("--gradient-entries", type=int, dest="gradient_entries",
-                       help="with --recipes: bound this many gradient entries per tensor at every checkpoint "
-                            "(first_order of the gradient; default 0, 4 with --quick; costly)")
+                       help="with --recipes: bound this many gradient entries per tensor at every checkpoint, on the "
+                            "batch's first 16 samples (first_order of the gradient; default 4; 0: off)")
     train.add_argument("--task", choices=("digits", "characters"),
                        help="with --recipes: the digits classifier (default) or the character-level causal language "
                             "model on scikit-learn's dataset descriptions")
