@@ -508,7 +508,8 @@ def hardware_benchmark(m: int = 256, n: int = 256, K: int = 4096, repeats: int =
     return rows
 
 
-def training_benchmark(recipes=("float64", "float32", "bf16-mixed", "bf16-pure", "bf16-pure-kahan", "fp16-mixed-scaled",
+def training_benchmark(recipes=("float64", "float32", "bf16-mixed", "bf16-autocast", "bf16-pure", "bf16-pure-kahan",
+                                "fp16-mixed-scaled",
                                 "fp8-gemms"), width: int = 16, layers: int = 2, batch: int = 64,
                        repeats: int = 3) -> list[Timing]:
     """One training step of ``boundlab train --recipes``'s classifier (Adam, a batch of digits)

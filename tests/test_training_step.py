@@ -231,3 +231,26 @@ def test_train_recipes_quick_writes_curves_checkpoints_and_the_claims(tmp_path, 
     assert [(p["max_shift"], p["pairs"]) for p in policy] == [(True, 1), (False, 1)]
     assert all(1e-5 <= eps <= 1e-2 for p in policy for eps in p["final_eps_max"])
     assert {"baek_2025_forecast", "baek_2025_epsilon"} <= set(summary["claims"])
+
+
+def test_a_per_site_compute_runs_each_site_in_its_own_arithmetic():
+    from boundlab.arithmetic import Emulated
+    from boundlab.emulation import Choice
+    from boundlab.training import Mixed, check_gradient
+
+    optimizer = optax.adam(1e-2)
+    # everything chosen high: the float32 recipe bit for bit
+    high = Recipe("all-high", Mixed(Emulated("bf16"), Emulated("fp32"), Choice(invert=True)), "fp32", "fp32")
+    a = make_step(loss_fn, optimizer, high)(init_state(PARAMS, optimizer, high), BATCH)
+    b = make_step(loss_fn, optimizer, "float32")(init_state(PARAMS, optimizer, "float32"), BATCH)
+    assert _equal(a[0].params, b[0].params) and float(a[1].loss) == float(b[1].loss)
+    # autocast: the GEMMs on Ampere's bf16 tensor core, the rest in float32: between bf16 and float32
+    exact = float(loss_fn(PARAMS, BATCH))
+    errors = {name: abs(float(make_step(loss_fn, optimizer, name)(init_state(PARAMS, optimizer, name), BATCH)[1].loss)
+                        - exact) for name in ("bf16-mixed", "bf16-autocast")}
+    assert abs(float(b[1].loss) - exact) < errors["bf16-autocast"] < errors["bf16-mixed"]
+    with pytest.raises(ValueError, match="a Mixed compute has two"):
+        check_gradient(loss_fn, get_recipe("bf16-autocast"), PARAMS, BATCH)
+    sr = Recipe("sr", Mixed(Emulated("bf16", mode="stochastic"), Emulated("fp32")), "fp32", "fp32")
+    with pytest.raises(ValueError, match="pass key="):
+        make_step(loss_fn, optimizer, sr)(init_state(PARAMS, optimizer, sr), BATCH)

@@ -30,7 +30,7 @@ import numpy as np
 
 from boundlab.emulation import emulate
 from boundlab.sensitivity import first_order
-from boundlab.training.recipes import Recipe
+from boundlab.training.recipes import Mixed, Recipe
 from boundlab.verdicts import holds, verdict
 
 
@@ -69,6 +69,9 @@ def check_gradient(loss_fn, compute, params, batch, *, loss_scale: float = 1.0, 
     with ``entries`` a fixed random subset of that many entries per tensor (``seed``), for models
     too large to bound entry by entry at every checkpoint."""
     compute = compute.compute if isinstance(compute, Recipe) else compute
+    if isinstance(compute, Mixed):
+        raise ValueError("check_gradient bounds the gradient in one arithmetic (first_order); a Mixed compute has "
+                         "two: check its low and its high arithmetic separately")
     grad_fn = _gradient_function(loss_fn, float(loss_scale))
     emulated = emulate(grad_fn, compute)(params, batch)
     named = jax.tree_util.tree_leaves_with_path(emulated)

@@ -23,6 +23,10 @@ The named recipes (``RECIPES``):
 * ``fp16-mixed``: compute in fp16, float32 master weights, no loss scaling (small gradients
   underflow);
 * ``fp16-mixed-scaled``: the same with dynamic loss scaling;
+* ``bf16-autocast``: autocast's split (``Mixed`` with ``GEMMS``): the dot products on Ampere's
+  bf16 tensor core (bf16 operands, exact products, float32 accumulation as the unit does it,
+  bf16 results), every other operation of the forward and backward pass in float32; float32
+  master weights and optimizer state;
 * ``fp8-gemms``: ``bf16-mixed`` with the GEMMs on Hopper's wgmma FP8 e4m3 path, DeepSeek-V3's
   1 x 128 block scales and promotion every 128 (``boundlab.matrix_units``).
 """
@@ -32,9 +36,43 @@ from __future__ import annotations
 import dataclasses
 
 from boundlab.arithmetic import Emulated, Exact
+from boundlab.emulation import Choice, emulate, mixed
 from boundlab.formats import get_format
 
 UPDATES = ("nearest", "stochastic", "kahan")
+GEMMS = Choice(primitives=frozenset({"dot_general"}), invert=True)  # every site but the dot products: high
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixed:
+    """A compute arithmetic per site (``boundlab.emulation.mixed``): the sites that ``choose``
+    picks in ``high``, the others in ``low``, each operation's operands first rounded into its
+    site's format; ``inputs`` is the format the weights and data enter in.  ``GEMMS`` puts the
+    dot products in ``low`` and everything else in ``high``: autocast's rule, GEMMs on the
+    tensor core, softmax, norms, reductions and the loss in float32.  ``fmt`` and ``mode`` are
+    the low side's (the narrow format: loss scaling and unit roundoffs are about it)."""
+
+    low: Emulated
+    high: Emulated | Exact
+    choose: Choice = GEMMS
+    inputs: str = "high"
+
+    @property
+    def fmt(self):
+        return self.low.fmt
+
+    @property
+    def mode(self) -> str:
+        modes = {getattr(self.low, "mode", "nearest"), getattr(self.high, "mode", "nearest")}
+        return "stochastic" if "stochastic" in modes else "nearest"
+
+
+def evaluate(fn, compute):
+    """``fn`` evaluated in ``compute``: ``boundlab.emulate`` for one arithmetic, ``mixed`` for a
+    ``Mixed`` one; the result takes ``fn``'s arguments and ``key=``."""
+    if isinstance(compute, Mixed):
+        return mixed(fn, compute.low, compute.high, compute.choose, inputs=compute.inputs)
+    return emulate(fn, compute)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +81,7 @@ class Recipe:
     argument of ``jit``."""
 
     name: str
-    compute: Exact | Emulated = Exact()
+    compute: Exact | Emulated | Mixed = Exact()
     master: str | None = None
     state: str | None = None
     update: str = "nearest"
@@ -110,6 +148,8 @@ def _recipes() -> dict:
         Recipe("bf16-pure-kahan", Emulated("bf16"), "bf16", "bf16", update="kahan"),
         Recipe("fp16-mixed", Emulated("fp16"), "fp32", "fp32"),
         Recipe("fp16-mixed-scaled", Emulated("fp16"), "fp32", "fp32", loss_scale="dynamic"),
+        Recipe("bf16-autocast", Mixed(Emulated("bf16", accumulation="ampere-mma-bf16-fp32"), Emulated("fp32")),
+               "fp32", "fp32"),
         Recipe("fp8-gemms", Emulated("bf16", accumulation=fp8_unit), "fp32", "fp32"),
     ]
     return {recipe.name: recipe for recipe in recipes}

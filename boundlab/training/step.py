@@ -7,7 +7,8 @@ its parameters: ``graphdef, params = nnx.split(model, nnx.Param)`` and ``loss_fn
 loss(nnx.merge(graphdef, p), b)``) and any optax ``GradientTransformation``:
 
 1. g = the gradient of loss_fn (times the loss scale S, when scaled) evaluated by
-   ``boundlab.emulate`` in ``recipe.compute``: every primitive of the forward and of the backward
+   ``boundlab.emulate`` in ``recipe.compute`` (by ``boundlab.emulation.mixed`` site by site for a
+   ``Mixed`` compute): every primitive of the forward and of the backward
    pass (the transposed dot products, ``add_any``, reductions, ``select_n``, ``scatter-add``)
    rounded once (Model 4.1); the master weights enter rounded into the compute format;
 2. g / S (exact: S is a power of two); with dynamic scaling a non-finite g skips the update
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 
 from boundlab.arithmetic import Exact
 from boundlab.emulation import emulate
-from boundlab.training.recipes import Recipe, get_recipe
+from boundlab.training.recipes import Recipe, evaluate, get_recipe
 
 
 class TrainState(NamedTuple):
@@ -122,13 +123,12 @@ def _step(loss_fn, optimizer, recipe: Recipe, skip_nonfinite: bool, state: Train
             value = loss_fn(params, batch)
             return value * scale, value  # the loss itself as an auxiliary: S L may overflow where L does not
 
-        (_, value), grads = emulate(jax.value_and_grad(scaled_loss, has_aux=True), compute)(state.params, batch,
-                                                                                           state.loss_scale,
-                                                                          key=keys[0])
+        scaled_gradient = evaluate(jax.value_and_grad(scaled_loss, has_aux=True), compute)
+        (_, value), grads = scaled_gradient(state.params, batch, state.loss_scale, key=keys[0])
         value = jnp.asarray(value, jnp.float64)
         grads = _floats(grads, lambda g: jnp.asarray(g, jnp.float64) / state.loss_scale)  # S: a power of two
     else:
-        value, grads = emulate(jax.value_and_grad(loss_fn), compute)(state.params, batch, key=keys[0])
+        value, grads = evaluate(jax.value_and_grad(loss_fn), compute)(state.params, batch, key=keys[0])
         value = jnp.asarray(value, jnp.float64)
         grads = _floats(grads, lambda g: jnp.asarray(g, jnp.float64))
     leaves = [g for g in jax.tree.leaves(grads) if jnp.issubdtype(g.dtype, jnp.floating)]
