@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--beta", type=float, help="penalty weight of the penalised runs (default 1e-3)")
     train.add_argument("--norm", choices=("layer", "rms"), help="layer norm (default) or RMS norm")
     train.add_argument("--recipes", help="comma-separated low-precision recipes (boundlab.training.RECIPES: float32, "
-                       "bf16-mixed, bf16-pure, bf16-pure-sr, bf16-pure-kahan, fp16-mixed, fp16-mixed-scaled, "
+                       "bf16-mixed, bf16-autocast, bf16-pure, bf16-pure-sr, bf16-pure-kahan, fp16-mixed, fp16-mixed-scaled, "
                        "fp8-gemms): train under each and compare with float32 (--widths takes the first width); then Baek's "
                        "instability claims on a character-level model (--no-instability skips them)")
     train.add_argument("--gradient-entries", type=int, dest="gradient_entries",

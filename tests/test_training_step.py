@@ -254,3 +254,29 @@ def test_a_per_site_compute_runs_each_site_in_its_own_arithmetic():
     sr = Recipe("sr", Mixed(Emulated("bf16", mode="stochastic"), Emulated("fp32")), "fp32", "fp32")
     with pytest.raises(ValueError, match="pass key="):
         make_step(loss_fn, optimizer, sr)(init_state(PARAMS, optimizer, sr), BATCH)
+
+
+def test_a_gradient_that_jumps_across_a_relu_kink_is_not_checked_and_says_why():
+    # x = v . e summed recursively in bf16: 1 + 3 2^-9 rounds up to 1 + 2^-7, which cancels the third
+    # term, so the computed x is 2^-10 where the exact x is -2^-10: the ReLU after it is active only in
+    # the emulation, and the gradient with respect to v jumps by O(1) where the first-order bound,
+    # linearised on the exact run's branch, sees nothing.  The comparison x > 0 of ReLU's derivative
+    # flips, inside a lax.scan as a model's layers are.
+    from jax import lax
+
+    from boundlab.training import check_gradient
+
+    def kink_loss(params, batch):
+        def layer(h, w):
+            return h, jax.nn.relu(jnp.dot(params["v"], batch) - w) * params["c"]
+
+        return jnp.sum(lax.scan(layer, 0.0, params["w"])[1])
+
+    params = {"v": jnp.array([1.0, 3 * 2.0**-9, -(1 + 2.0**-7), 2.0**-10]), "c": jnp.array(3.0),
+              "w": jnp.array([0.0, -0.5])}
+    result = check_gradient(kink_loss, get_recipe("bf16-mixed"), params, jnp.ones(4))
+    assert result["decisions_flipped"] == 1
+    v = result["tensors"]["v"]
+    assert v["relative_error"] > 0.5 and v["holds"] is None and "comparisons flipped" in v["verdict"]
+    smooth = check_gradient(kink_loss, get_recipe("bf16-mixed"), params, jnp.array([1.0, 1.0, 1.0, 0.0]))
+    assert smooth["decisions_flipped"] == 0 and all(t["holds"] is not False for t in smooth["tensors"].values())

@@ -101,6 +101,9 @@ class Handler:
     """What the interpreter asks at each rounding site; subclasses decide the policy."""
 
     recorder = None  # called as recorder(eqn, outputs) for every equation outside loops, when set
+    # with records_loops, also for the equations of scan bodies, once after the scan with each
+    # output stacked over the iterations (nested scans: stacked once per level, outermost first)
+    records_loops = False
     # stop_gradient is a statement about training gradients; a handler whose derivatives are
     # the function's own sensitivities (first_order) evaluates it as the identity it is
     keeps_stop_gradient = True
@@ -132,9 +135,11 @@ class _Context:
     key: Any  # PRNG key (stochastic rounding) or None
     scope: str = ""
     loop: bool = False  # inside a scan, while or cond body (values are per iteration)
+    sink: list | None = None  # (eqn, outputs) recorded in the innermost scan body (records_loops)
 
-    def nested(self, scope: str, key=None, loop: bool = False) -> "_Context":
-        return _Context(self.handler, self.key if key is None else key, _join(self.scope, scope), self.loop or loop)
+    def nested(self, scope: str, key=None, loop: bool = False, sink=None) -> "_Context":
+        return _Context(self.handler, self.key if key is None else key, _join(self.scope, scope), self.loop or loop,
+                        self.sink if sink is None else sink)
 
 
 def _join(a: str, b: str) -> str:
@@ -203,6 +208,8 @@ def eval_jaxpr(jaxpr, consts, args, ctx: _Context):
             outs = [outs]
         if ctx.handler.recorder is not None and not ctx.loop:
             ctx.handler.recorder(eqn, outs)
+        elif ctx.sink is not None:
+            ctx.sink.append((eqn, list(outs)))
         for var, value in zip(eqn.outvars, outs, strict=True):
             env[var] = value
     return [read(v) for v in jaxpr.outvars]
@@ -402,14 +409,31 @@ def _scan(eqn, invals, params, ctx):
     consts, init, xs = invals[:n_consts], invals[n_consts:n_consts + n_carry], invals[n_consts + n_carry:]
     body = params["jaxpr"]
 
+    recording = ctx.handler.recorder is not None and ctx.handler.records_loops
+    seen = []  # the body's recorded equations, in order (the body is traced once)
+
     def step(carry, x):
         index, values = carry
         key = None if ctx.key is None else hash_fold_in(ctx.key, index + 1_000_003 * (len(ctx.handler.sites) + 1))
-        out = eval_closed(body, list(consts) + list(values) + list(x), ctx.nested("scan", key, loop=True))
+        sink = [] if recording else None
+        out = eval_closed(body, list(consts) + list(values) + list(x), ctx.nested("scan", key, loop=True, sink=sink))
+        if recording:
+            seen[:] = [(eqn, len(outs)) for eqn, outs in sink]
+            return (index + 1, out[:n_carry]), (out[n_carry:], [o for _, outs in sink for o in outs])
         return (index + 1, out[:n_carry]), out[n_carry:]
 
     (_, carry), ys = lax.scan(step, (jnp.int32(0), list(init)), list(xs), length=params["length"],
                               reverse=params["reverse"], unroll=params.get("unroll", 1))
+    if recording:
+        ys, stacked = ys
+        stacked = iter(stacked)
+        for eqn, count in seen:
+            outs = [next(stacked) for _ in range(count)]
+            if ctx.loop:
+                if ctx.sink is not None:
+                    ctx.sink.append((eqn, outs))
+            else:
+                ctx.handler.recorder(eqn, outs)
     return list(carry) + list(ys)
 
 

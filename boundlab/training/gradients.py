@@ -15,7 +15,14 @@ Per parameter tensor it reports
   ``overflow``: non-finite entries of g_hat;
 
 and ``sites_underflow`` / ``sites_overflow``: whether any rounding site left the format's normal
-range (the first-order bound's own hypothesis, Model 4.1: no underflow, no overflow).
+range (the first-order bound's own hypothesis, Model 4.1: no underflow, no overflow), and
+``decisions_flipped``: how many comparisons of the gradient program (``gt``, ``eq``, ...: ReLU's
+derivative is select(x > 0, g, 0)) came out differently in the emulated and the exact run.  The
+first-order bound linearises one branch of the program; where a rounding error carries an input
+across a kink (a ReLU pre-activation within its error of 0) a gradient entry jumps by O(1) where
+the linearisation sees nothing.  So a tensor whose entrywise check fails while decisions flipped
+is "not checked" (the hypothesis failed, and the verdict says so), never "held"; with no flips a
+failure is a failure.
 ``loss_scale`` multiplies the loss before differentiation and divides the gradient after (a
 power of two: exact), as mixed-precision training does.
 """
@@ -46,6 +53,36 @@ def _gradient_function(loss_fn, loss_scale: float):
         return jax.grad(lambda p, b: loss_fn(p, b) * loss_scale)(params, batch)
 
     return grad_fn
+
+
+COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+
+
+def _decisions(fn, arithmetic, args) -> list:
+    """The boolean outputs of every comparison of ``fn(*args)`` evaluated through ``arithmetic``."""
+    from boundlab.emulation.api import interpret
+    from boundlab.emulation.interpreter import Handler
+
+    found = []
+    handler = Handler(arithmetic)
+    handler.records_loops = True  # a model's layers in a lax.scan: their ReLUs too
+    handler.recorder = lambda eqn, outs: found.append(outs[0]) if eqn.primitive.name in COMPARISONS else None
+    interpret(fn, handler, args, None)
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _flip_counter(grad_fn, compute):
+    """A jitted (params, batch) -> number of comparisons whose outcome differs between ``compute``
+    and exact arithmetic (one compilation per gradient function and arithmetic)."""
+    from boundlab.arithmetic import Exact
+
+    def count(params, batch):
+        emulated = _decisions(grad_fn, compute, (params, batch))
+        exact = _decisions(grad_fn, Exact(), (params, batch))
+        return sum((jnp.sum(a != b, dtype=jnp.int32) for a, b in zip(emulated, exact, strict=True)), jnp.zeros((), jnp.int32))
+
+    return jax.jit(count)
 
 
 @functools.lru_cache(maxsize=64)
@@ -88,15 +125,19 @@ def check_gradient(loss_fn, compute, params, batch, *, loss_scale: float = 1.0, 
         bounds = np.split(np.asarray(record.bound, np.float64) / loss_scale, splits)
         g_hats = [g.ravel()[p] for g, p in zip(g_hats, picks, strict=True)]
     flags = record.flags
+    flips = int(_flip_counter(grad_fn, compute)(params, batch))
     result = {"tensors": {}, "sites_underflow": bool(np.any(np.asarray(flags.get("underflow", False)))),
               "sites_overflow": bool(np.any(np.asarray(flags.get("overflow", False)))),
-              "entries": "all" if entries is None else int(entries)}
+              "decisions_flipped": flips, "entries": "all" if entries is None else int(entries)}
     for (path, _), g_hat, g, bound in zip(named, g_hats, values, bounds, strict=True):
         error = np.abs(g_hat - g)
         norm = np.linalg.norm(g)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(bound > 0, error / bound, np.where(error > 0, np.inf, 0.0))
         check = verdict(error, bound, overflow=~np.isfinite(g_hat), overflow_reason="overflow in the emulation")
+        if flips and holds(check) is False:  # the linearised branch is not the one the emulation took
+            check = verdict(error, bound, {f"the exact run's branches ({flips} comparisons flipped)": False},
+                            overflow=~np.isfinite(g_hat), overflow_reason="overflow in the emulation")
         result["tensors"][_name(path)] = {
             "relative_error": float(np.linalg.norm(error) / norm) if norm > 0 else float(np.linalg.norm(error) > 0),
             "bound_relative": float(np.linalg.norm(bound) / norm) if norm > 0 else float("inf"),
