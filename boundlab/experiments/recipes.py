@@ -228,14 +228,17 @@ def _gradient_bound(config, loss_fn, name, params, batch) -> dict:
     from boundlab.training.recipes import Mixed
 
     if isinstance(get_recipe(name).compute, Mixed):  # first_order bounds one arithmetic, not a per-site mix
-        return {"gradient_bound_relative": math.nan, "gradient_worst_ratio": math.nan, "gradient_bound_held": None}
+        return {"gradient_bound_relative": math.nan, "gradient_worst_ratio": math.nan, "gradient_bound_held": None,
+                "gradient_bound_note": "not checked (a per-site mixed compute)"}
 
     check = check_gradient(loss_fn, get_recipe(name).compute, params, batch, entries=config.gradient_entries)
     tensors = check["tensors"].values()
     verdicts = [t["holds"] for t in tensors]
     held = None if any(v is None for v in verdicts) else all(verdicts)
+    notes = sorted({t["verdict"] for t in tensors if t["holds"] is not True})
     return {"gradient_bound_relative": max(t["bound_relative"] for t in tensors),
-            "gradient_worst_ratio": max(t["worst_ratio"] for t in tensors), "gradient_bound_held": held}
+            "gradient_worst_ratio": max(t["worst_ratio"] for t in tensors), "gradient_bound_held": held,
+            "gradient_bound_note": "; ".join(notes)}
 
 
 _LOSSES: dict = {}
@@ -308,9 +311,10 @@ def _held_count(runs) -> str:
         return "not checked (gradient_entries = 0)"
     checked = [r["gradient_bound_held"] for r in runs if r["gradient_bound_held"] is not None]
     label = f"held at {sum(checked)} of {len(checked)} checkpoints"
-    missing = len(runs) - len(checked)
-    return label + (f" (not checked at {missing}: overflow, failed hypotheses or a per-site mixed compute)"
-                    if missing else "")
+    missing = [r.get("gradient_bound_note", "") for r in runs if r["gradient_bound_held"] is None]
+    if missing:
+        label += f" (not checked at {len(missing)}: {'; '.join(sorted(set(missing)))})"
+    return label
 
 
 def summarise(rows: list[dict], config: RecipeStudy) -> dict:
