@@ -123,7 +123,8 @@ def init_params(config: CharLMConfig, vocab: int, key, dtype=jnp.float64) -> dic
 
 
 def layer_norm(X, gamma, beta, eps):
-    """gamma (x - mu) / sqrt(nu + eps) + beta down each column (nu: the biased variance)."""
+    """gamma (x - mu) / sqrt(nu + eps) + beta down each column (nu: the biased variance): the
+    paper's eq. 1, R(c(x)) = sqrt(d) c / ||c||, with an epsilon and an affine map (GPT-2's form)."""
     c = X - jnp.mean(X, axis=0)
     nu = jnp.mean(c * c, axis=0)
     return gamma[:, None] * (c / jnp.sqrt(nu + eps)) + beta[:, None]
