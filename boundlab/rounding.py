@@ -92,8 +92,8 @@ def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
     bits = lax.bitcast_convert_type(x, U)
     sign = bits & u(1 << (W - 1))
     a = bits ^ sign
-    if _same_range_as_container(fmt, cont) and mode != "stochastic" and t < p:
-        return _round_bits_same_range(a, sign, fmt, mode, cont)
+    if _same_range_as_container(fmt, cont) and t < p:
+        return _round_bits_same_range(a, sign, fmt, mode, cont, random_bits)
     biased_exp = lax.convert_element_type(a >> u(p - 1), int32)
     mantissa = a & u((1 << (p - 1)) - 1)
     is_normal = biased_exp > 0
@@ -236,13 +236,16 @@ def _same_range_as_container(fmt: Format, cont: _Container) -> bool:
             and fmt.overflow == "inf")
 
 
-def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container):
+def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container, random_bits=None):
     """Fast path for formats with the container's exponent range (t<N> in float64).
 
     The number of dropped bits is p - t for every finite input: for container subnormals the
     target quantum 2^(emin - t + 1) is again 2^(p - t) container quanta.  A carry out of the top
     binade lands on the container's infinity, which is IEEE's overflow for every mode, so only
-    NaN needs guarding.
+    NaN needs guarding.  Stochastic rounding adds p - t uniform random bits r to the magnitude
+    and truncates: the carry happens exactly when rem + r >= 2^(p - t), with probability
+    rem / 2^(p - t), away from zero (the general path draws the same probability from the top
+    bits of the word instead of the low ones).
     """
     u, p, t = cont.const, cont.precision, fmt.precision
     shift = p - t
@@ -252,6 +255,8 @@ def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container):
     if mode == "nearest":
         kept_is_odd = (a >> u(shift)) & u(1)
         rounded = (a + (u((1 << (shift - 1)) - 1) + kept_is_odd)) & ~low_mask
+    elif mode == "stochastic":
+        rounded = (a + (random_bits & low_mask)) & ~low_mask
     else:
         inc = {"zero": jnp.zeros_like(negative), "up": (rem != 0) & ~negative,
                "down": (rem != 0) & negative}[mode]
