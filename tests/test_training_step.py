@@ -228,7 +228,7 @@ def test_train_recipes_quick_writes_curves_checkpoints_and_the_claims(tmp_path, 
     for onset in (o for o in table["onset_steps"] if o is not None):  # a stopped run ends at its non-finite loss
         assert any(r["event"] == "True" and int(r["step"]) == onset for r in steps)
     policy = summary["instability"]["epsilon_policy"]
-    assert [(p["max_shift"], p["pairs"]) for p in policy] == [(True, 1), (False, 1)]
+    assert [(p["max_shift"], p["pairs"]) for p in policy] == [(False, 1)]
     assert all(1e-5 <= eps <= 1e-2 for p in policy for eps in p["final_eps_max"])
     assert {"baek_2025_forecast", "baek_2025_epsilon"} <= set(summary["claims"])
 

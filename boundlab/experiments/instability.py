@@ -101,7 +101,7 @@ class InstabilityStudy:
 
 QUICK_INSTABILITY = InstabilityStudy(learning_rates=(3e-2,), seeds=(0, 1), steps=50, warmup=8, window=4,
                                      spike_window=8, horizons=(8, 16), d=16, ffn=32, layers=1, context=16, batch=8,
-                                     diagnostic_batch=2, policy_settings=((True, 1e-2), (False, 3e-2)),
+                                     diagnostic_batch=2, policy_settings=((False, 3e-2),),
                                      policy_seeds=(0,), policy_steps=30, tail=10)
 
 
