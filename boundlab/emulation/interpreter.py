@@ -429,11 +429,10 @@ def _scan(eqn, invals, params, ctx):
         stacked = iter(stacked)
         for eqn, count in seen:
             outs = [next(stacked) for _ in range(count)]
-            if ctx.loop:
-                if ctx.sink is not None:
-                    ctx.sink.append((eqn, outs))
-            else:
+            if not ctx.loop:
                 ctx.handler.recorder(eqn, outs)
+            elif ctx.sink is not None:
+                ctx.sink.append((eqn, outs))
     return list(carry) + list(ys)
 
 

@@ -32,7 +32,6 @@ Written: ``ksweep.csv`` (one row per distribution, unit, N_C, K), ``models.csv``
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -43,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from boundlab.experiments.output import write_rows
 from boundlab.experiments.stats import strict_json
 from boundlab.formats import get_format
 from boundlab.matrix_units import dot, dot_error_bound, get_unit
@@ -344,12 +344,8 @@ def hardware(config: HardwareStudy, out_dir, progress: bool = True) -> dict:
     model_rows = whole_models(config, progress)
     paths = {"csv": os.path.join(out_dir, "ksweep.csv"), "models_csv": os.path.join(out_dir, "models.csv"),
              "png": os.path.join(out_dir, "ksweep.png"), "summary": os.path.join(out_dir, "summary.json")}
-    for path, table in ((paths["csv"], rows), (paths["models_csv"], model_rows)):
-        with open(path, "w", newline="") as handle:
-            if table:
-                writer = csv.DictWriter(handle, fieldnames=list(table[0]))
-                writer.writeheader()
-                writer.writerows(table)
+    write_rows(paths["csv"], rows)
+    write_rows(paths["models_csv"], model_rows)
     plot(rows, distributions, config, paths["png"])
     summary = _summary(config, rows, distributions, model_rows)
     summary["seconds"] = time.perf_counter() - start

@@ -193,26 +193,21 @@ def precision_table(rows, config: InstabilityStudy) -> dict:
     for horizon in config.horizons:
         masks = [forecast.labels(len(run), o, horizon, config.warmup) for run, o in zip(runs, onsets)]
         positive = np.concatenate([p[e] for e, p in masks])
-        entry = {}
-        for name in FORECASTERS:
-            pooled = np.concatenate([s[e] for s, (e, _) in zip(scores[name], masks)])
-            entry[name] = forecast.precision_at_k(pooled, positive)
+        pooled = {name: np.concatenate([s[e] for s, (e, _) in zip(scores[name], masks)]) for name in FORECASTERS}
+        entry = {name: forecast.precision_at_k(pooled[name], positive) for name in FORECASTERS}
         if positive.any():  # the lead: onset minus the first alarm of kappa_softmax (threshold: its K-th score)
-            pooled = np.concatenate([s[e] for s, (e, _) in zip(scores["kappa_softmax"], masks)])
-            k = int(positive.sum())
-            theta = np.sort(np.where(np.isfinite(pooled), pooled, -np.inf))[::-1][k - 1]
+            theta = np.sort(forecast.nan_last(pooled["kappa_softmax"]))[::-1][int(positive.sum()) - 1]
             leads = []
             for s, (e, _), o in zip(scores["kappa_softmax"], masks, onsets):
-                alarms = np.flatnonzero(e & (np.where(np.isfinite(s), s, -np.inf) >= theta))
+                alarms = np.flatnonzero(e & (forecast.nan_last(s) >= theta))
                 if o is not None and alarms.size:
                     leads.append(o - int(alarms[0]))
             entry["kappa_softmax_lead_median"] = float(np.median(leads)) if leads else math.nan
             entry["runs_with_a_kappa_alarm_before_onset"] = len(leads)
         table[f"H={horizon}"] = entry
-    finite_onsets = [o for o in onsets if o is not None]
     nonfinite = sum(1 for run, o in zip(runs, onsets) if o is not None and not np.isfinite(run[o]["loss"]))
-    return {"horizons": table, "runs": len(runs), "runs_with_an_event": len(finite_onsets),
-            "onsets_nonfinite": nonfinite, "onset_steps": [o for o in onsets],
+    return {"horizons": table, "runs": len(runs), "runs_with_an_event": sum(o is not None for o in onsets),
+            "onsets_nonfinite": nonfinite, "onset_steps": onsets,
             "definition": f"event: loss not finite or above {config.spike} x the median of the previous "
                           f"{config.spike_window} losses; forecasters: running maximum over {config.window} steps "
                           f"relative to the median of the first {config.warmup}; K = positive steps (pooled)"}

@@ -20,6 +20,16 @@ def _csv(path, header, rows):
         writer.writerows(rows)
 
 
+def write_rows(path, rows) -> None:
+    """Dict rows as CSV, one column per key that any row has (first appearance order); an empty
+    file for no rows."""
+    with open(path, "w", newline="") as handle:
+        if rows:
+            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def write_csv(result, out_dir) -> list[str]:
     """The raw errors, one row per initialisation and grid point, one column per layer (or depth)."""
     data, config = result.data, result.config

@@ -34,7 +34,6 @@ Baek's two training-time claims on the character-level language model
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import json
@@ -47,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from boundlab.experiments.instability import QUICK_INSTABILITY, InstabilityStudy
+from boundlab.experiments.output import write_rows
 from boundlab.experiments.stats import strict_json
 from boundlab.training import get_recipe, init_state, make_step
 
@@ -102,8 +102,10 @@ QUICK_RECIPES = RecipeStudy(recipes=("float32", "bf16-pure", "bf16-pure-kahan"),
                             instability=QUICK_INSTABILITY)
 
 
+@functools.lru_cache(maxsize=None)
 def classifier_loss(graphdef):
-    """Mean cross entropy of the classifier ``graphdef`` as a function of (params, (images, labels))."""
+    """Mean cross entropy of the classifier ``graphdef`` as a function of (params, (images, labels));
+    one function object per graph definition, so the programs compiled from it are shared."""
     import optax
     from flax import nnx
 
@@ -183,7 +185,7 @@ class _Characters:
         return self.model
 
     def loss(self):
-        return functools.partial(self.charlm.loss, config=self.model)
+        return _character_loss(self.model)
 
     def batch(self, rng):
         return jnp.asarray(self.charlm.windows(self.train, self.config.context, self.config.batch, rng)), self.eps
@@ -194,6 +196,14 @@ class _Characters:
 
     def accuracy(self, params) -> float:
         return float(_next_character_accuracy(params, self.test, self.eps, self.model))
+
+
+@functools.lru_cache(maxsize=None)
+def _character_loss(model):
+    """The character model's loss as one function object per configuration (see ``classifier_loss``)."""
+    from boundlab.training import charlm
+
+    return functools.partial(charlm.loss, config=model)
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -221,7 +231,7 @@ def _programs(key, loss_fn, name: str, optimizer):
 def _gradient_bound(config, loss_fn, name, params, batch) -> dict:
     """``check_gradient`` on ``gradient_entries`` fixed entries per tensor: the bound's size
     relative to the gradient (the largest over tensors), the worst error/bound ratio, and whether
-    it held on every tensor (None: not checked)."""
+    it held on every tensor (False when any tensor failed; None: not checked, no failure)."""
     if not config.gradient_entries:
         return {}
     from boundlab.training import check_gradient
@@ -234,20 +244,17 @@ def _gradient_bound(config, loss_fn, name, params, batch) -> dict:
     check = check_gradient(loss_fn, get_recipe(name).compute, params, batch, entries=config.gradient_entries)
     tensors = check["tensors"].values()
     verdicts = [t["holds"] for t in tensors]
-    held = None if any(v is None for v in verdicts) else all(verdicts)
+    held = False if False in verdicts else (None if None in verdicts else True)
     notes = sorted({t["verdict"] for t in tensors if t["holds"] is not True})
     return {"gradient_bound_relative": max(t["bound_relative"] for t in tensors),
             "gradient_worst_ratio": max(t["worst_ratio"] for t in tensors), "gradient_bound_held": held,
             "gradient_bound_note": "; ".join(notes)}
 
 
-_LOSSES: dict = {}
-
-
 def _run(config, name, seed, task, optimizer, bar):
     params = task.params(seed)
     key = task.key()
-    loss_fn = _LOSSES.setdefault(key, task.loss())  # one function object per program key: the cache hits
+    loss_fn = task.loss()
     step, exact_grad, emulated_grad, exact_loss = _programs(key, loss_fn, name, optimizer)
     state = init_state(params, optimizer, get_recipe(name))
     rng = np.random.default_rng(1000 + seed)
@@ -411,14 +418,6 @@ def _baek_claims(result: dict) -> dict:
     return {"baek_2025_forecast": forecast, "baek_2025_epsilon": epsilon}
 
 
-def _write_csv(path, rows):
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def recipes_study(config: RecipeStudy, out_dir, progress: bool = True) -> dict:
     """Run the study and write ``checkpoints.csv``, ``recipes.png`` and ``summary.json`` (and,
     with ``config.instability``, ``instability.csv`` and ``instability.png``)."""
@@ -427,7 +426,7 @@ def recipes_study(config: RecipeStudy, out_dir, progress: bool = True) -> dict:
     rows = run_recipes(config, progress)
     paths = {"csv": os.path.join(out_dir, "checkpoints.csv"), "png": os.path.join(out_dir, "recipes.png"),
              "summary": os.path.join(out_dir, "summary.json")}
-    _write_csv(paths["csv"], rows)
+    write_rows(paths["csv"], rows)
     plot(rows, config, paths["png"])
     summary = summarise(rows, config)
     if config.instability is not None:
@@ -442,7 +441,7 @@ def recipes_study(config: RecipeStudy, out_dir, progress: bool = True) -> dict:
                 bar.close()
         paths["instability_csv"] = os.path.join(out_dir, "instability.csv")
         paths["instability_png"] = os.path.join(out_dir, "instability.png")
-        _write_csv(paths["instability_csv"], steps)
+        write_rows(paths["instability_csv"], steps)
         instability.plot(steps, config.instability, paths["instability_png"])
         summary["instability"] = result
         summary["claims"].update(_baek_claims(result))

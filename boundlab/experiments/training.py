@@ -13,7 +13,6 @@ accuracy and error with and without the penalty).  Non-finite numbers are writte
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -260,15 +259,13 @@ def summarise(rows: list[dict], config: TrainStudy) -> dict:
 def write_study(rows: list[dict], config: TrainStudy, out_dir: str) -> dict:
     """Write checkpoints.csv, trajectories.png, scatter.png and summary.json; return the paths (and
     the Theorem 4.30 verdict per format)."""
+    from boundlab.experiments.output import write_rows
     from boundlab.experiments.plots import plot_training
     from boundlab.experiments.stats import strict_json
 
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "checkpoints.csv")
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(csv_path, rows)
     summary = summarise(rows, config)
     summary_path = os.path.join(out_dir, "summary.json")
     with open(summary_path, "w") as handle:

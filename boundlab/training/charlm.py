@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boundlab.nn.fragility import softmax_sensitivity
+from boundlab.nn.fragility import layer_norm_indicators, softmax_sensitivity, spread
 from boundlab.transformer.layers import softmax
 
 SOURCES = ("load_digits", "load_iris", "load_wine", "load_breast_cancer", "load_diabetes", "load_linnerud")
@@ -174,19 +174,23 @@ def loss(params, batch, config: CharLMConfig):
 
 @jax.jit
 def _spread(norm_inputs):
-    """sigma_med per norm: the median over the batch's tokens of each column's standard deviation;
-    norm_inputs (B, norms, d, n)."""
-    centred = norm_inputs - jnp.mean(norm_inputs, axis=2, keepdims=True)
-    std = jnp.sqrt(jnp.mean(centred**2, axis=2))  # (B, norms, n)
-    return jnp.median(jnp.moveaxis(std, 1, 0).reshape(std.shape[1], -1), axis=1)
+    """sigma_med per norm: ``fragility.spread`` of the batch's tokens pooled; norm_inputs (B, norms, d, n)."""
+    B, norms, d, n = norm_inputs.shape
+    columns = jnp.moveaxis(norm_inputs, 0, 2).reshape(norms, d, B * n)
+    return jax.vmap(lambda X: spread(X, "layer"))(columns)
 
 
 def diagnostics(params, ids, eps, config: CharLMConfig, u: float) -> dict:
     """Baek's diagnostics on the exact (float64) intermediates of a batch of ids (B, n):
     ``kappa_softmax`` (L,), the largest over sequences, heads and query columns of
     lambda_max(diag(p) - p p^T) ||s|| / ||p||; ``sigma_med`` and ``rho_LN`` = sigma_med^2 / eps d u
-    (norms,).  Jitted per (config, u)."""
-    return _diagnostics(params, jnp.asarray(ids), jnp.asarray(eps, jnp.float64), config, float(u))
+    (norms,; ``fragility.layer_norm_indicators``).  The forward is compiled once per config."""
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+    eps = jnp.asarray(eps, jnp.float64)
+    _, inside = _internals(params, jnp.asarray(ids), eps, config)
+    sigma = _spread(inside["norm_inputs"])
+    return {"kappa_softmax": _sensitivity(inside["scores"], inside["softmax"]), "sigma_med": sigma,
+            "rho_LN": layer_norm_indicators(sigma, config.d, eps, float(u))[1]}
 
 
 @jax.jit
@@ -195,16 +199,6 @@ def _sensitivity(scores, probabilities):
     per = jax.vmap(jax.vmap(jax.vmap(softmax_sensitivity)))(
         jnp.moveaxis(scores, 1, 0), jnp.moveaxis(probabilities, 1, 0))  # (L, B, H)
     return jnp.max(per.reshape(per.shape[0], -1), axis=1)
-
-
-def _diagnostics(params, ids, eps, config, u):
-    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-    _, inside = _internals(params, ids, eps, config)
-    sigma = _spread(inside["norm_inputs"])
-    from boundlab.errors import ratio
-
-    rho = ratio(sigma**2, eps) * config.d * u
-    return {"kappa_softmax": _sensitivity(inside["scores"], inside["softmax"]), "sigma_med": sigma, "rho_LN": rho}
 
 
 @functools.partial(jax.jit, static_argnames="config")

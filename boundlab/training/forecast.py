@@ -75,6 +75,12 @@ def labels(length: int, onset_step: int | None, horizon: int, warmup: int) -> tu
     return evaluated, positive
 
 
+def nan_last(scores) -> np.ndarray:
+    """Scores with NaN replaced by -inf: ranked last."""
+    scores = np.asarray(scores, dtype=float)
+    return np.where(np.isfinite(scores), scores, -np.inf)
+
+
 def precision_at_k(scores, positive, k: int | None = None) -> dict:
     """Precision of the K highest scores (ties broken by order; NaN scores rank last).
 
@@ -83,7 +89,7 @@ def precision_at_k(scores, positive, k: int | None = None) -> dict:
     positive = np.asarray(positive, dtype=bool)
     positives = int(positive.sum())
     k = positives if k is None else int(k)
-    ranked = np.argsort(-np.where(np.isfinite(scores), scores, -np.inf), kind="stable")[:k]
+    ranked = np.argsort(-nan_last(scores), kind="stable")[:k]
     precision = float(positive[ranked].mean()) if k > 0 else math.nan
     return {"precision": precision, "k": k, "positives": positives, "steps": int(positive.size),
             "base_rate": positives / positive.size if positive.size else math.nan}
