@@ -382,8 +382,8 @@ def plot(rows, config, path):
         for ax, field in zip(axes, ("loss", "test_accuracy")):
             mean = [np.mean([r[field] for r in rows if r["recipe"] == name and r["step"] == s]) for s in steps]
             ax.plot(steps, mean, marker="o", ms=3, color=colour, label=name)
-    axes[0].set_title("training loss (mean over seeds)")
-    axes[1].set_title("test accuracy (mean over seeds)")
+    axes[0].set(title="training loss of the stored weights (mean over seeds)", ylabel="loss (exact)")
+    axes[1].set(title="test accuracy (mean over seeds)", ylabel="accuracy")
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
