@@ -47,9 +47,9 @@ def test_notebook_runs(name, tmp_path):
                 client.execute()  # raises CellExecutionError naming the failing cell (never retried)
                 break
             except (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError):
-                # the kernel, not the notebook: ipykernel has lost its zmq socket ("Socket operation on
-                # non-socket") and never replies; seen twice in CI on cells that take 5-16 s. A second
-                # fresh kernel runs the notebook again; a notebook that is really too slow fails twice
+                # the kernel, not the notebook: ipykernel 7 could leave a request unanswered (the
+                # test extra pins ipykernel<7 for it); should a kernel still go silent, a second fresh
+                # kernel runs the notebook again; a notebook that is really too slow fails twice
                 if attempt == 2:
                     raise
     finally:
