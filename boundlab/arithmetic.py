@@ -15,9 +15,13 @@ How the emulation stays exact.  Each operation is carried out in a container (fl
 float64) and its result rounded to the format with ``boundlab.rounding``.  Products of two
 t-bit numbers are exact in the container when 2t <= p.  For +, -, /, sqrt rounding first to the
 container's p bits and then to t bits equals rounding once when p >= 2t + 2 in round-to-nearest
-(Figueroa, "When is double rounding innocuous?", 1995); directed and stochastic modes also need
-the sticky information of a sum, which an exact TwoSum supplies (the container sum is made
-"round to odd", after which any second rounding to t <= p - 2 bits is correct).  Formats are
+(Figueroa, "When is double rounding innocuous?", 1995); directed modes also need the sticky
+information of a sum, which an exact TwoSum supplies (the container sum is made "round to odd",
+after which any second rounding to t <= p - 2 bits is correct).  Stochastic rounding takes the
+container result as it is, for sums as for quotients and square roots: its probability of
+rounding away, rem / 2^(p - t) in container ulps, resolves the exact one to 2^-(p - t) either
+way (round to odd is off by less than one container ulp, round to nearest by at most half of
+one), as SR hardware adds its random bits to a float32 result.  Formats are
 therefore emulated in float32 when t <= 11 and their range (subnormals included) lies inside
 float32's normal range (fp16, fp8), and in float64 when t <= 25 or the format is float64 itself.
 
@@ -153,11 +157,12 @@ class _Policy:
         return self._round_to(x, self.accumulator or self.fmt, key)
 
     def _raw_add(self, x, y) -> jax.Array:
-        """x + y in the container, made round-to-odd where a directed or stochastic rounding
-        follows, so that the second rounding sees on which side of the container result the
-        exact sum lies (TwoSum, Knuth: exact without FMA)."""
+        """x + y in the container, made round-to-odd where a directed rounding follows, so that
+        the second rounding sees on which side of the container result the exact sum lies
+        (TwoSum, Knuth: exact without FMA).  Round to nearest and stochastic rounding take the
+        container sum as it is (module docstring)."""
         total = x + y
-        if self.mode == "nearest":
+        if self.mode in ("nearest", "stochastic"):
             return total
         y_virtual = total - x
         return elementary.sticky(total, (x - (total - y_virtual)) + (y - y_virtual))

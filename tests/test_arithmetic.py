@@ -131,6 +131,21 @@ def test_cast_rounds_float64_operands_once_before_narrowing():
     assert float(Emulated("fp16").cast(x)[0]) == 1 + 2.0**-10
 
 
+@pytest.mark.parametrize("name", ["t10", "bf16", "fp16"])
+def test_a_stochastically_rounded_sum_rounds_away_with_the_exact_probability(name):
+    # x + y = 1 + 0.3 ulp exactly: away from zero (to 1 + ulp) with probability 0.3, in the fast
+    # path (t10 in float64, bf16 in float32) and the general one (fp16 in float32)
+    arithmetic = Emulated(name, mode="stochastic")
+    ulp = 2 * get_format(name).unit_roundoff
+    draws = 40_000
+    x = jnp.ones(draws, arithmetic.dtype)
+    y = jnp.full(draws, 0.3 * ulp, arithmetic.dtype)
+    got = np.asarray(jax.jit(arithmetic.add)(x, y, key=jax.random.key(11)), np.float64)
+    assert set(np.unique(got)) <= {1.0, 1.0 + ulp}
+    frequency = np.mean(got > 1)
+    assert abs(frequency - 0.3) <= 6 * np.sqrt(0.3 * 0.7 / draws), frequency
+
+
 def test_stochastic_matmul_needs_a_key_and_is_reproducible():
     arithmetic = Emulated("bf16", mode="stochastic")
     a, b = format_numbers(arithmetic, (3, 5), 8), format_numbers(arithmetic, (5, 2), 9)

@@ -153,6 +153,26 @@ def test_stochastic_is_reproducible_and_key_dependent():
     assert_bitwise_equal(round_to(exact, "bf16", "stochastic", key=jax.random.key(3)), exact)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
+def test_random_words_are_balanced_bit_by_bit_and_independent_across_sites(dtype, impl):
+    from boundlab.rounding import hash_fold_in, random_bits_for
+
+    draws = 1 << 16
+    key = jax.random.key(7, impl=impl)
+    words = [np.asarray(random_bits_for(hash_fold_in(key, site), (draws,), dtype)) for site in (0, 1)]
+    width = 8 * words[0].dtype.itemsize
+    assert width == 8 * np.dtype(dtype).itemsize
+    bits = [(w[:, None] >> np.arange(width, dtype=w.dtype)) & 1 for w in words]
+    six_sigma = 6 * 0.5 / np.sqrt(draws)  # a false alarm: about 2e-9 per bit
+    for b in bits:
+        assert np.all(np.abs(b.mean(axis=0) - 0.5) <= six_sigma)
+    # two sites' words agree in each bit half the time (no shared stream)
+    assert np.all(np.abs((bits[0] == bits[1]).mean(axis=0) - 0.5) <= six_sigma)
+    # consecutive words of one site too (a counter hash, not a lagged copy)
+    assert np.all(np.abs((bits[0][1:] == bits[0][:-1]).mean(axis=0) - 0.5) <= six_sigma)
+
+
 def test_vmap_matches_the_unbatched_call():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((6, 50)))
     for mode in DETERMINISTIC:
