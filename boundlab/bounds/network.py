@@ -78,7 +78,7 @@ def block_parts(X, layer, norm: str, u, intermediates=None) -> tuple[AttentionPa
     """Lemma 4.25/4.26 at X and Lemma 4.27/4.28 at every column of Y = X + A(N(X)) (stacked on a
     leading token axis); ``intermediates``: this layer's exact intermediates (else computed)."""
     inter = _exact_intermediates(X, layer, norm, intermediates)
-    attention = attention_parts(X, layer, norm, u, inter.attention_input, inter.attention)
+    attention = attention_parts(X, layer, norm, u, inter.attention_input, inter.attention, inter.softmax)
     tokens = jax.vmap(lambda y, r, h: feed_forward_parts(y, layer, norm, u, r, h), in_axes=(1, 1, 1))(
         inter.attention_residual, inter.perceptron_input, inter.hidden)
     return attention, tokens

@@ -42,14 +42,18 @@ class AttentionParts(NamedTuple):
     flags: dict
 
 
-def attention_parts(X, layer, norm: str, u, normalised=None, attended=None) -> AttentionParts:
-    """Factors of the attention sub-block at the exact input X; ``normalised`` = N(X) and
-    ``attended`` = A(N(X)) when known."""
+def attention_parts(X, layer, norm: str, u, normalised=None, attended=None, softmax=None) -> AttentionParts:
+    """Factors of the attention sub-block at the exact input X; ``normalised`` = N(X),
+    ``attended`` = A(N(X)) and ``softmax`` = its softmax matrix when known (all three from an
+    exact forward's intermediates: xi(A, N(X)) then reuses them)."""
     d, n = X.shape
     normalised = NORMS[norm](X, Exact()) if normalised is None else normalised
     attended = attention(normalised, layer.Wq, layer.Wk, layer.Wv, Exact()) if attended is None else attended
     xi_residual = residual_xi(X, attended)
-    xi_attention = closed_forms.attention_xi(normalised, layer.Wq, layer.Wk, layer.Wv)
+    if softmax is None:
+        xi_attention = closed_forms.attention_xi(normalised, layer.Wq, layer.Wk, layer.Wv)
+    else:
+        xi_attention = closed_forms.attention_xi_from(normalised, layer.Wv, softmax, attended)
     printed, free, values = growth(layer.Wq, layer.Wk, normalised)
     name = "f_A" if norm == "rms" else "g_A"
     flags = {"A(N(X)) generic": jnp.isfinite(xi_attention), f"{name}(X) generic": jnp.isfinite(xi_residual),
@@ -77,8 +81,7 @@ def feed_forward_parts(y, layer, norm: str, u, normalised=None, hidden=None) -> 
     d = y.shape[0]
     r = NORMS[norm](y, Exact()) if normalised is None else normalised
     parts = perceptron_terms(r, layer.A1, layer.b1, layer.A2, layer.b2, u, hidden)
-    out = layer.A2 @ jnp.maximum(parts.hidden, 0) + layer.b2
-    xi_residual = residual_xi(y, out)
+    xi_residual = residual_xi(y, parts.output)
     name = "f_M" if norm == "rms" else "g_M"
     flags = {"perceptron alpha-condition": parts.alpha_condition, "M(N(y)) generic": jnp.isfinite(parts.xi),
              f"{name}(y) generic": jnp.isfinite(xi_residual), "d u < 1": jnp.asarray(d * u < 1)}
@@ -112,7 +115,7 @@ def lemma_4_25(X, layer, *, u, sigma_min_free: bool = False, intermediates=None)
     A(R*(X)) generic, W_k^T W_q non-singular, d >= 2."""
     d, n = X.shape
     given = {} if intermediates is None else {"normalised": intermediates.attention_input,
-                                              "attended": intermediates.attention}
+                                              "attended": intermediates.attention, "softmax": intermediates.softmax}
     return attention_record(attention_parts(X, layer, "rms", u, **given), "rms", n, d, sigma_min_free)
 
 
@@ -123,7 +126,7 @@ def lemma_4_26(X, layer, *, u, sigma_min_free: bool = False, intermediates=None)
     hypotheses as Lemma 4.25 plus ||c(x_t)||_-inf > 2 (1 + u) gamma_d ||x_t||_inf for every t."""
     d, n = X.shape
     given = {} if intermediates is None else {"normalised": intermediates.attention_input,
-                                              "attended": intermediates.attention}
+                                              "attended": intermediates.attention, "softmax": intermediates.softmax}
     return attention_record(attention_parts(X, layer, "layer", u, **given), "layer", n, d, sigma_min_free)
 
 

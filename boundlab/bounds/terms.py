@@ -158,6 +158,7 @@ class PerceptronTerms(NamedTuple):
     """Lemma 4.14 at one token x: L_1(x), xi(M, x), |Omega| and the alpha-condition."""
 
     hidden: jax.Array
+    output: jax.Array  # M(x) = A_2 ReLU(L_1(x)) + b_2
     xi: jax.Array
     omega: jax.Array
     alpha_condition: jax.Array
@@ -170,13 +171,14 @@ def perceptron_terms(x, A1, b1, A2, b2, u, hidden=None) -> PerceptronTerms:
     d = x.shape[0]
     hidden = A1 @ x + b1 if hidden is None else hidden
     support = hidden > 0
-    active = support.astype(x.dtype)
-    output = A2 @ (active * hidden) + b2
+    output = A2 @ jnp.where(support, hidden, 0.0) + b2
     inner = jnp.abs(A1) @ jnp.abs(x) + jnp.abs(b1)
-    magnitude = (jnp.abs(A2) * active[None, :]) @ inner + jnp.abs(b2)
+    # |A_2(i, Omega)| v(Omega) = |A_2| (v masked to Omega): a matrix-vector product (a GEMM over
+    # the tokens under vmap) rather than a masked copy of A_2 per token
+    magnitude = jnp.abs(A2) @ jnp.where(support, inner, 0.0) + jnp.abs(b2)
     xi = jnp.max(ratio(magnitude, jnp.abs(output)))
     alpha = jnp.all(jnp.abs(hidden) > affine_error_factor(d, u) * inner)
-    return PerceptronTerms(hidden, xi, jnp.sum(support).astype(x.dtype), alpha)
+    return PerceptronTerms(hidden, output, xi, jnp.sum(support).astype(x.dtype), alpha)
 
 
 def residual_xi(x, branch) -> jax.Array:

@@ -318,10 +318,21 @@ def _xi_parts(X, Wq, Wk, Wv):
     """(P, A(X), |W_v||X| P, generic, xi(A, X)) shared by ``attention`` and ``attention_xi``."""
     P, mask = _causal_softmax(X, bilinear(Wq, Wk))
     out = Wv @ X @ P
+    plain, generic, xi = _xi_from(X, Wv, P, out)
+    return P, mask, out, plain, generic, xi
+
+
+def _xi_from(X, Wv, P, out):
+    """(|W_v||X| P, generic, xi(A, X)) from the softmax matrix P and A(X) = W_v X P."""
     plain = jnp.abs(Wv) @ jnp.abs(X) @ P  # (i, t): |e_i^T W_v| |X_t| psi_t
     generic = jnp.all(out != 0)
-    xi = jnp.where(generic, jnp.max(_ratio(plain, jnp.abs(out))), jnp.inf)
-    return P, mask, out, plain, generic, xi
+    return plain, generic, jnp.where(generic, jnp.max(_ratio(plain, jnp.abs(out))), jnp.inf)
+
+
+def attention_xi_from(X, Wv, P, out) -> jax.Array:
+    """``attention_xi`` from what an exact forward already holds: the softmax matrix P (column t
+    psi(S(X_t)), zero below) and A(X) = W_v X P (``Intermediates.softmax``, ``.attention``)."""
+    return _xi_from(X, Wv, P, out)[-1]
 
 
 @compiled
