@@ -91,7 +91,7 @@ class Figure1(Common):
     first_order_samples: int = 200  # the autodiff first-order bound (three-way comparison); 0 skips it
 
     def quick(self):
-        return dataclasses.replace(self, L=20, inits=1000, bound_samples=50, first_order_samples=20)
+        return dataclasses.replace(self, L=20, inits=1000, bound_samples=50, first_order_samples=10)
 
 
 @dataclasses.dataclass(frozen=True)
