@@ -297,3 +297,22 @@ def test_figures_have_labelled_axes_and_no_overlapping_titles(number):
         assert _labels_overlap(figure) == []
     finally:
         plt.close(figure)
+
+
+def test_layer_errors_skip_only_identity_casts_for_format_numbers():
+    # Figure 1's networks are rounded to the narrowest precision first, so casting them into each
+    # float64-container format is an identity: skipping it gives the same errors bit for bit
+    from boundlab.experiments.layers import layer_errors
+
+    config = Figure1(d=4, n=4, D=4, L=2, inits=4, precisions=(8, 12), chunk=4, bound_samples=0, first_order_samples=0)
+    keys = jax.random.split(jax.random.key(3), 4)
+
+    def errors(format_numbers):
+        return jax.jit(jax.vmap(lambda k: layer_errors(*config.narrow(init(k, "figure1", d=4, n=4, D=4, L=2)),
+                                                       config.arithmetics(), config.norm,
+                                                       format_numbers=format_numbers)))(keys)
+
+    shared, cast = errors(True), errors(False)
+    for kind in cast:
+        assert np.array_equal(np.asarray(shared[kind]), np.asarray(cast[kind]), equal_nan=True)
+        assert np.all(np.asarray(cast[kind])[np.isfinite(np.asarray(cast[kind]))] > 0)  # something was measured

@@ -222,7 +222,7 @@ def figure1(config: Figure1 = Figure1(), progress: bool = True) -> FigureResult:
 
     def one(key, index):
         params, X = config.narrow(init(key, "figure1", **shape))
-        return layer_errors(params, X, arithmetics, config.norm)
+        return layer_errors(params, X, arithmetics, config.norm, format_numbers=True)
 
     data = sweep(one, jax.random.key(config.seed), config.inits, config.chunk, progress, "Figure 1")
     summary = {"figure": 1, "config": dataclasses.asdict(config), "precisions": {}}
@@ -272,7 +272,7 @@ def figure2(config: Figure2 = Figure2(), progress: bool = True) -> FigureResult:
         lam = lambdas[index % grid]
         init_key = jax.random.fold_in(jax.random.key(config.seed + 1), index // grid)
         params, X = config.narrow(init(init_key, "figure2", d=config.d, n=config.n, D=config.D, L=L, lam=lam))
-        errors = layer_errors(params, X, arithmetics, config.norm)
+        errors = layer_errors(params, X, arithmetics, config.norm, format_numbers=True)
         return {kind: errors[kind][:, depth_index] for kind in KINDS}
 
     raw = sweep(one, jax.random.key(config.seed), config.inits * grid, config.chunk, progress, "Figure 2")
@@ -364,8 +364,8 @@ def figure4(config: Figure4 = Figure4(), progress: bool = True) -> FigureResult:
 
     def one(key, index):
         params, X = config.narrow(init(key, "figure4", **shape))
-        before = layer_errors(params, X, arithmetics, config.norm)
-        after = layer_errors(params, X, arithmetics, config.norm, post_norm=True)
+        before = layer_errors(params, X, arithmetics, config.norm, format_numbers=True)
+        after = layer_errors(params, X, arithmetics, config.norm, post_norm=True, format_numbers=True)
         return {kind: jnp.stack([before[kind], after[kind]], axis=0) for kind in KINDS}
 
     data = sweep(one, jax.random.key(config.seed), config.inits, config.chunk, progress, "Figure 4")  # (N, 2, P, L)
