@@ -302,8 +302,6 @@ def test_figures_have_labelled_axes_and_no_overlapping_titles(number):
 def test_layer_errors_skip_only_identity_casts_for_format_numbers():
     # Figure 1's networks are rounded to the narrowest precision first, so casting them into each
     # float64-container format is an identity: skipping it gives the same errors bit for bit
-    from boundlab.experiments.layers import layer_errors
-
     config = Figure1(d=4, n=4, D=4, L=2, inits=4, precisions=(8, 12), chunk=4, bound_samples=0, first_order_samples=0)
     keys = jax.random.split(jax.random.key(3), 4)
 
