@@ -90,6 +90,12 @@ def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
     if mode == "nearest" and not _BIT_OPERATIONS_ONLY.get() and _reduce_precision_rounds_exactly(fmt, cont):
         return _round_nearest_reduce_precision(x, fmt, cont)
     bits = lax.bitcast_convert_type(x, U)
+    if mode == "stochastic" and _same_range_as_container(fmt, cont) and t < p:
+        # on the signed pattern: a carry out of the significand moves the exponent field only
+        # (past the largest finite value it lands on +-inf, IEEE's overflow), never the sign bit
+        low_mask = u((1 << (p - t)) - 1)
+        rounded = lax.bitcast_convert_type((bits + (random_bits & low_mask)) & ~low_mask, cont.dtype)
+        return jnp.where(jnp.isnan(x), x, rounded)  # a NaN's payload could be cleared to inf
     sign = bits & u(1 << (W - 1))
     a = bits ^ sign
     if _same_range_as_container(fmt, cont) and t < p:
@@ -242,8 +248,8 @@ def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container, ra
     The number of dropped bits is p - t for every finite input: for container subnormals the
     target quantum 2^(emin - t + 1) is again 2^(p - t) container quanta.  A carry out of the top
     binade lands on the container's infinity, which is IEEE's overflow for every mode, so only
-    NaN needs guarding.  Stochastic rounding adds p - t uniform random bits r to the magnitude
-    and truncates: the carry happens exactly when rem + r >= 2^(p - t), with probability
+    NaN needs guarding.  Stochastic rounding (in ``_round_bits``, on the signed pattern: the
+    same bits of the magnitude) adds p - t uniform random bits r to the magnitude and truncates: the carry happens exactly when rem + r >= 2^(p - t), with probability
     rem / 2^(p - t), away from zero (the general path draws the same probability from the top
     bits of the word instead of the low ones).
     """
@@ -255,8 +261,6 @@ def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container, ra
     if mode == "nearest":
         kept_is_odd = (a >> u(shift)) & u(1)
         rounded = (a + (u((1 << (shift - 1)) - 1) + kept_is_odd)) & ~low_mask
-    elif mode == "stochastic":
-        rounded = (a + (random_bits & low_mask)) & ~low_mask
     else:
         inc = {"zero": jnp.zeros_like(negative), "up": (rem != 0) & ~negative,
                "down": (rem != 0) & negative}[mode]

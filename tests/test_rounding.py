@@ -141,6 +141,30 @@ def test_stochastic_rounding_is_unbiased_between_two_neighbours(name, dtype):
         assert abs(errors.mean()) <= 6 * spread, (value, errors.mean(), spread)
 
 
+@pytest.mark.parametrize("name, dtype", [("t10", np.float64), ("bf16", np.float32)])
+def test_stochastic_rounding_of_the_container_range_keeps_signs_and_special_values(name, dtype):
+    # the fast path adds the random bits to the signed bit pattern: signs, zeros, infinities and
+    # NaNs (one with only low payload bits too) must survive, and every finite result is one of
+    # the two neighbours MPFR gives (toward -inf and toward +inf), overflow going to +-inf
+    fmt = get_format(name)
+    info = np.finfo(dtype)
+    uint, exponent_field = (np.uint64, 0x7FF << 52) if dtype == np.float64 else (np.uint32, 0xFF << 23)
+    low_payload_nan = np.array([exponent_field | 1], uint).view(dtype)[0]
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, low_payload_nan], dtype)
+    finite = np.array([info.max, -info.max, info.tiny * 0.75, -info.tiny * 0.3, -1.0 - 3 * info.eps, 5.5e-3], dtype)
+    x = np.concatenate([np.repeat(specials, 64), np.repeat(finite, 64)])
+    got = np.asarray(jax.jit(lambda v, k: round_to(v, fmt, "stochastic", key=k))(x, jax.random.key(5)))
+    n = 64 * len(specials)
+    assert np.all(got[:n:64][:2] == 0) and np.signbit(got[0]) == 0 and np.all(np.signbit(got[64:128]))
+    assert np.all(got[128:192] == np.inf) and np.all(got[192:256] == -np.inf)
+    assert np.all(np.isnan(got[256:n]))
+    lower = np.repeat(mpfr_round(finite, fmt, "down"), 64)
+    upper = np.repeat(mpfr_round(finite, fmt, "up"), 64)
+    rest = got[n:]
+    assert np.all((rest == lower) | (rest == upper)), (rest, lower, upper)
+    assert np.array_equal(np.signbit(rest[rest != 0]), np.signbit(np.repeat(finite, 64)[rest != 0]))
+
+
 def test_stochastic_is_reproducible_and_key_dependent():
     x = jnp.linspace(1.0, 2.0, 4096)
     a = round_to(x, "bf16", "stochastic", key=jax.random.key(1))
