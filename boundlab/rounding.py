@@ -249,8 +249,9 @@ def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container, ra
     target quantum 2^(emin - t + 1) is again 2^(p - t) container quanta.  A carry out of the top
     binade lands on the container's infinity, which is IEEE's overflow for every mode, so only
     NaN needs guarding.  Stochastic rounding (in ``_round_bits``, on the signed pattern: the
-    same bits of the magnitude) adds p - t uniform random bits r to the magnitude and truncates: the carry happens exactly when rem + r >= 2^(p - t), with probability
-    rem / 2^(p - t), away from zero (the general path draws the same probability from the top
+    same bits of the magnitude) adds p - t uniform random bits r to the magnitude and truncates:
+    the carry happens exactly when rem + r >= 2^(p - t), with probability rem / 2^(p - t), away
+    from zero (the general path draws the same probability from the top
     bits of the word instead of the low ones).
     """
     u, p, t = cont.const, cont.precision, fmt.precision
@@ -347,8 +348,8 @@ def random_bits_for(key, shape, dtype) -> jax.Array:
     * 64-bit words (float64 containers): SplitMix64 of the Weyl sequence seed + (i + 1) * golden
       ratio, the seed being the key's words (folded pairwise through SplitMix64 for keys of more
       than two words): one 64-bit multiply-xorshift chain per element.  It replaced two fmix32
-      chains and a third for the high word, which made stochastic rounding 4.7x the
-      round-to-nearest forward (``boundlab bench --only stochastic``).
+      chains and a third for the high word (with a TwoSum per addition, stochastic rounding was
+      3.7x the round-to-nearest forward, ``boundlab bench --only stochastic``; now 1.4x).
     """
     uint = _CONTAINERS[np.dtype(dtype)].uint
     words, _ = _key_words(key)
