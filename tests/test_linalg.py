@@ -1,6 +1,12 @@
 """boundlab.linalg: singular values scaled by a power of two before LAPACK: the same numbers as
 numpy's SVD on ordinary matrices, no overflow or LAPACK message on huge ones, NaN (not a
-message) on non-finite ones, and differentiable."""
+message) on non-finite ones, and differentiable; batched by vmap one matrix at a time on the
+CPU, so jaxlib's batched LAPACK kernels cannot deadlock XLA's thread pool."""
+
+import re
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +15,7 @@ import pytest
 from tolerances import relative_tolerance
 
 from boundlab import analyze, bounds
-from boundlab.linalg import singular_values, spectral_norm
+from boundlab.linalg import singular_values, spectral_norm, symmetric_eigenvalues
 from boundlab.transformer import init
 
 
@@ -50,3 +56,68 @@ def test_differentiable_where_finite():
     u, s, vt = np.linalg.svd(np.asarray(A))
     assert np.allclose(np.asarray(grad), np.outer(u[:, 0], vt[0]), rtol=0, atol=relative_tolerance())
     assert jax.jit(spectral_norm)(A) == pytest.approx(s[0], rel=relative_tolerance())
+
+
+def _lapack_operands(lowered_text, routine):
+    """The operand type of every call of a LAPACK routine in a lowered program."""
+    return [re.search(r":\s*\((tensor<[^>]*>)\)\s*->", line).group(1)
+            for line in lowered_text.splitlines() if f"custom_call @{routine}(" in line]
+
+
+def test_vmap_batches_one_matrix_at_a_time_on_the_cpu_with_the_same_bits():
+    rng = np.random.default_rng(2)
+    A = jnp.asarray(rng.standard_normal((3, 4, 5, 5)))
+    M = A + jnp.swapaxes(A, -1, -2)
+    svd_batched = jax.jit(jax.vmap(jax.vmap(singular_values)))
+    eig_batched = jax.jit(jax.vmap(jax.vmap(symmetric_eigenvalues)))
+    for batched, routine, X in ((svd_batched, "lapack_dgesdd_ffi", A), (eig_batched, "lapack_dsyevd_ffi", M)):
+        operands = _lapack_operands(batched.lower(X).as_text(), routine)
+        assert operands and all(t == "tensor<5x5xf64>" for t in operands), operands
+    # one matrix at a time, or the whole batch: the same LAPACK routine, the same bits
+    want_svd = jnp.linalg.svd(A, compute_uv=False)
+    want_eig = jnp.linalg.eigvalsh(M)
+    assert np.array_equal(np.asarray(svd_batched(A)), np.asarray(want_svd))
+    assert np.array_equal(np.asarray(eig_batched(M)), np.asarray(want_eig))
+    assert np.array_equal(np.asarray(singular_values(A[1, 2])), np.asarray(want_svd[1, 2]))
+
+
+def test_batched_derivatives_are_the_singular_and_eigen_vector_products():
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((4, 3, 3))
+    M = A + np.swapaxes(A, -1, -2)
+    u, _, vt = np.linalg.svd(A)
+    grad_svd = jax.jit(jax.vmap(jax.grad(spectral_norm)))(A)
+    assert np.allclose(np.asarray(grad_svd), u[:, :, :1] * vt[:, :1, :], rtol=0, atol=relative_tolerance())
+    _, vectors = np.linalg.eigh(M)
+    top = vectors[:, :, -1]
+    grad_eig = jax.jit(jax.vmap(jax.grad(lambda m: symmetric_eigenvalues(m)[-1])))(M)
+    assert np.allclose(np.asarray(grad_eig), top[:, :, None] * top[:, None, :], rtol=0, atol=relative_tolerance())
+    forward, reverse = jax.jacfwd(singular_values)(A[0]), jax.jacrev(singular_values)(A[0])
+    assert np.allclose(np.asarray(forward), np.asarray(reverse), rtol=0, atol=relative_tolerance())
+
+
+def test_batched_decompositions_side_by_side_finish():
+    # jnp.linalg.svd and eigvalsh, vmapped and run side by side like this, hang for good on a
+    # 2-core machine (jaxlib 0.10.2's ParallelBatchMap blocks both pool threads); boundlab's
+    # decompositions must finish (a hang fails by the timeout)
+    program = textwrap.dedent("""
+        import jax, jax.numpy as jnp
+        jax.config.update("jax_enable_x64", True)
+        from boundlab.linalg import singular_values, symmetric_eigenvalues
+
+        @jax.jit
+        def f(a, b):
+            parts = []
+            for k in range(1, 5):
+                parts.append(jax.vmap(singular_values)(jnp.sin(a * k)).sum())
+                parts.append(jax.vmap(symmetric_eigenvalues)(jnp.cos(b * k)).sum())
+            return jnp.stack(parts)
+
+        a = jax.random.normal(jax.random.key(0), (256, 24, 24))
+        b = a + a.transpose(0, 2, 1)
+        for i in range(20):
+            f(a + i, b + i).block_until_ready()
+        print("finished")
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "finished" in done.stdout, done.stderr[-2000:]

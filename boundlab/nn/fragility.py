@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from boundlab.errors import ratio
-from boundlab.linalg import singular_values
+from boundlab.linalg import singular_values, symmetric_eigenvalues
 from boundlab.quantities import centre
 
 
@@ -60,7 +60,7 @@ def softmax_sensitivity(scores, probabilities) -> jax.Array:
 
     def column(s, p):
         jacobian = jnp.diag(p) - jnp.outer(p, p)
-        return jnp.linalg.eigvalsh(jacobian)[-1] * jnp.linalg.norm(s) / jnp.linalg.norm(p)
+        return symmetric_eigenvalues(jacobian)[-1] * jnp.linalg.norm(s) / jnp.linalg.norm(p)
 
     return jnp.max(jax.vmap(column, in_axes=(1, 1))(scores, probabilities))
 
