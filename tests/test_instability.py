@@ -10,6 +10,7 @@ from boundlab.experiments import instability
 TINY = dataclasses.replace(instability.QUICK_INSTABILITY, learning_rates=(1e-1,), seeds=(1,), steps=14, warmup=4)
 
 
+@pytest.mark.fast_compile  # a run that diverges and goes on: no bits compared: tests/conftest.py
 def test_a_nonfinite_loss_is_recorded_skipped_and_the_run_goes_on_when_so_configured():
     # (stopping at the onset: the quick study's test, tests/test_training_step.py)
     going = instability._train(TINY, TINY.recipe, False, 1e-1, 1, TINY.steps, instability._data(TINY), stop=False)
