@@ -121,3 +121,14 @@ def test_batched_decompositions_side_by_side_finish():
     """)
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0 and "finished" in done.stdout, done.stderr[-2000:]
+
+
+def test_on_a_gpu_the_batch_goes_to_the_solver_whole():
+    # lowered for CUDA on this machine (jax.export): one batched cusolver call, no loop
+    from jax import export
+
+    for f, routine in ((singular_values, "cusolver_gesvdj_ffi"), (symmetric_eigenvalues, "cusolver_syevd_ffi")):
+        text = export.export(jax.jit(jax.vmap(jax.vmap(f))), platforms=["cuda"])(
+            jax.ShapeDtypeStruct((3, 4, 5, 5), jnp.float32)).mlir_module()
+        operands = _lapack_operands(text, routine)
+        assert operands == ["tensor<3x4x5x5xf32>"] and "stablehlo.while" not in text, (operands, routine)
