@@ -93,6 +93,16 @@ def test_both_variants_from_one_set_of_factors_equal_the_theorem_evaluated_alone
         shared = bounds.theorem_4_30(params, X, norm="layer", u=u, sigma_min_free=free, factors=factors)
         assert float(alone.coefficient) == float(shared.coefficient)
         assert np.array_equal(np.asarray(alone.terms["K_l"]), np.asarray(shared.terms["K_l"]))
+    # computed inside the exact pass over the layers, or from the stacked intermediates of forward
+    from boundlab.arithmetic import Exact
+    from boundlab.transformer import forward
+
+    for norm in ("layer", "rms"):
+        _, stacked = forward(params, X, Exact(), norm, return_intermediates=True, cast=False)
+        one_pass = bounds.network_factors(params, X, norm=norm, u=u)
+        given = bounds.network_factors(params, X, norm=norm, u=u, intermediates=stacked)
+        for a, b in zip(jax.tree.leaves(one_pass), jax.tree.leaves(given), strict=True):
+            assert np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
     with pytest.raises(ValueError, match="unit roundoff"):
         bounds.network_factors(params, X, u=-1.0)
 
