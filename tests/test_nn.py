@@ -289,3 +289,32 @@ def test_a_block_module_is_the_pure_block():
     assert np.array_equal(model.layers[1](X[0]), block(X[0], layer, Exact()))
     out, inter = model.layers[1](X[0], return_intermediates=True)
     assert np.array_equal(inter.outputs, out) and np.array_equal(inter.inputs, X[0])
+
+
+def test_the_softmax_jacobians_top_eigenvalue_without_lapack():
+    from boundlab.nn.fragility import softmax_jacobian_top
+
+    rng = np.random.default_rng(4)
+    for n in (2, 5, 12):
+        scores = rng.standard_normal((50, n)) * 2
+        p = np.exp(scores - scores.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        want = np.array([np.linalg.eigvalsh(np.diag(q) - np.outer(q, q))[-1] for q in p])
+        got = np.asarray(jax.jit(softmax_jacobian_top)(p))
+        assert np.all(relative_difference(got, want) <= relative_tolerance()), n
+    # p = (1 - e, e): lambda = 2 e (1 - e); numpy on the formed matrix loses p_1 - p_1^2 to cancellation
+    e = 1e-10
+    peaked = np.array([1 - e, e])
+    exact = 2 * e * (1 - e)
+    assert relative_difference(float(softmax_jacobian_top(peaked)), exact) <= 2.0**20 * get_format("fp64").unit_roundoff
+    assert relative_difference(np.linalg.eigvalsh(np.diag(peaked) - np.outer(peaked, peaked))[-1], exact) > 1e-8
+    # ties, one-hot and masked columns, a lone entry, NaN
+    cases = {(0.5, 0.5): 0.5, (0.3, 0.3, 0.4): 0.36, (1.0, 0.0, 0.0): 0.0, (0.0, 0.0): 0.0, (0.7, 0.0): 0.7 * 0.3}
+    for q, value in cases.items():
+        assert float(softmax_jacobian_top(np.array(q))) == pytest.approx(value, rel=relative_tolerance(), abs=0.0), q
+    assert np.isnan(float(softmax_jacobian_top(np.array([np.nan, 0.5]))))
+    # d lambda = v^T (diag(dp) - dp p^T - p dp^T) v, against numpy's eigenvector
+    q = np.array([0.1, 0.2, 0.3, 0.4])
+    v = np.linalg.eigh(np.diag(q) - np.outer(q, q))[1][:, -1]
+    grad = jax.grad(softmax_jacobian_top)(q)
+    assert np.allclose(np.asarray(grad), v * v - 2 * v * (v @ q), rtol=0, atol=relative_tolerance())
