@@ -97,16 +97,29 @@ def blocked(raw_term: Callable, k: int, add: Add, round_block: Callable, size: i
             unroll: int):
     """Blocks of ``size`` unrounded terms ``raw_term(j)`` summed exactly in float64, each block
     rounded once (``round_block(block, key)``), the block results added recursively."""
-    blocks = []
-    for start in range(0, k, size):
-        block = raw_term(start).astype(jnp.float64)
-        for j in range(start + 1, min(start + size, k)):
-            block = block + raw_term(j).astype(jnp.float64)  # the fused part: no rounding to t bits
-        blocks.append(block)
-    if len(blocks) <= unroll:
+    count = -(-k // size)
+    if count <= unroll:
+        blocks = []
+        for start in range(0, k, size):
+            block = raw_term(start).astype(jnp.float64)
+            for j in range(start + 1, min(start + size, k)):
+                block = block + raw_term(j).astype(jnp.float64)  # the fused part: no rounding to t bits
+            blocks.append(block)
         total = round_block(blocks[0], keys.next())
         for block in blocks[1:]:
             total = add(total, round_block(block, keys.next()), keys.next())
         return total
-    stacked = jnp.stack(blocks)
-    return recursive(lambda j, key: round_block(take(stacked, j, 0), key), len(blocks), add, keys, unroll)
+
+    # more blocks than unrolled: each block's sum formed inside the loop over the blocks (the same
+    # float64 additions in the same order, so the same bits; no straight-line code over all k
+    # terms, no stack of the blocks, which Pallas's Triton lowering cannot build)
+    def block_sum(b):
+        start = b * size
+
+        def body(i, s):  # past k (the last block): the sum kept as it is, not + 0 (-0 + 0 = +0)
+            return jnp.where(start + i < k, s + raw_term(start + i).astype(jnp.float64), s)
+
+        # static trip count: reverse-mode differentiable (a scan)
+        return lax.fori_loop(1, size, body, raw_term(start).astype(jnp.float64))
+
+    return recursive(lambda b, key: round_block(block_sum(b), key), count, add, keys, unroll)

@@ -164,6 +164,16 @@ def _split(x, e_subnormal: int):
     return s, e
 
 
+def _round_half_even(x):
+    """jnp.round(x) (to the nearest integer, ties to even) from trunc and exact float operations
+    (x - trunc(x) and r / 2 are exact), because Pallas's Triton lowering has no round primitive."""
+    r = jnp.trunc(x)
+    frac = jnp.abs(x - r)
+    odd = r != 2.0 * jnp.trunc(r * 0.5)
+    away = (frac > 0.5) | ((frac == 0.5) & odd)
+    return jnp.where(away, r + jnp.sign(x), r)
+
+
 def _write_back(total, e_max, rule: str):
     """rho(total 2^e_max), as a float64 holding the float32 or float16 result."""
     value = total * _pow2(e_max)
@@ -173,7 +183,7 @@ def _write_back(total, e_max, rule: str):
                                 "RNE-FP16": (10, -14, jnp.float16)}[rule]
     s, e = _split(value, e_subnormal)
     scaled = s * 2.0**bits
-    s = (jnp.round(scaled) if rule == "RNE-FP16" else jnp.trunc(scaled)) * 2.0**-bits
+    s = (_round_half_even(scaled) if rule == "RNE-FP16" else jnp.trunc(scaled)) * 2.0**-bits
     # exact now, or beyond the range: the conversion gives inf, as the hardware model does
     return (s * _pow2(e)).astype(dtype).astype(jnp.float64)
 
@@ -234,12 +244,19 @@ def _gtr_step(unit: MatrixUnit, a, b, e_a, e_b, c, present):
         e = jnp.where(present, e, _ABSENT)
         p = jnp.where(present, p, 0.0)
 
-    def fused(p, e):
-        e_top = jnp.max(e, axis=-1)
-        return jnp.sum(jnp.trunc(p * _scale(unit.F - e_top)[..., None]), axis=-1) * 2.0**-unit.F, e_top
+    # the halves by a parity mask, not strided slices (Pallas's Triton lowering has no slice): an
+    # entry of the other half takes no part in the max (_ABSENT) and adds +0 to the exact
+    # fixed-point sum, which starts from +0 anyway
+    odd_index = lax.broadcasted_iota(jnp.int32, p.shape, p.ndim - 1) % 2 == 1
 
-    s_even, e_even = fused(p[..., ::2], e[..., ::2])
-    s_odd, e_odd = fused(p[..., 1::2], e[..., 1::2])
+    def fused(half):
+        mine = odd_index == half
+        e_top = jnp.max(jnp.where(mine, e, _ABSENT), axis=-1)
+        terms = jnp.where(mine, jnp.trunc(p * _scale(unit.F - e_top)[..., None]), 0.0)
+        return jnp.sum(terms, axis=-1) * 2.0**-unit.F, e_top
+
+    s_even, e_even = fused(False)
+    s_odd, e_odd = fused(True)
     e_dot = jnp.maximum(e_even, e_odd)
     s_dot = jnp.floor(s_even * _pow2(e_even - e_dot + unit.F)) * 2.0**-unit.F
     s_dot = s_dot + jnp.floor(s_odd * _pow2(e_odd - e_dot + unit.F)) * 2.0**-unit.F

@@ -94,9 +94,10 @@ def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
         # on the signed pattern: a carry out of the significand moves the exponent field only
         # (past the largest finite value it lands on +-inf, IEEE's overflow), never the sign bit
         low_mask = u((1 << (p - t)) - 1)
-        rounded = lax.bitcast_convert_type((bits + (random_bits & low_mask)) & ~low_mask, cont.dtype)
+        rounded = lax.bitcast_convert_type(((bits + (random_bits & low_mask)) >> u(p - t)) << u(p - t), cont.dtype)
         return jnp.where(jnp.isnan(x), x, rounded)  # a NaN's payload could be cleared to inf
-    sign = bits & u(1 << (W - 1))
+    # masks as shifts: no constant >= 2^63, which Pallas's Triton lowering cannot hold in an i64
+    sign = (bits >> u(W - 1)) << u(W - 1)
     a = bits ^ sign
     if _same_range_as_container(fmt, cont) and t < p:
         return _round_bits_same_range(a, sign, fmt, mode, cont, random_bits)
@@ -261,7 +262,7 @@ def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container, ra
     negative = sign != 0
     if mode == "nearest":
         kept_is_odd = (a >> u(shift)) & u(1)
-        rounded = (a + (u((1 << (shift - 1)) - 1) + kept_is_odd)) & ~low_mask
+        rounded = ((a + (u((1 << (shift - 1)) - 1) + kept_is_odd)) >> u(shift)) << u(shift)
     else:
         inc = {"zero": jnp.zeros_like(negative), "up": (rem != 0) & ~negative,
                "down": (rem != 0) & negative}[mode]

@@ -15,5 +15,19 @@ def interpret_default(interpret):
     return (not on_accelerator()) if interpret is None else bool(interpret)
 
 
+def compiler_params():
+    """Pallas's compiler parameters: the kernels are written for Triton's programming model (one
+    program per output tile, the tile in registers), so for GPUs they ask for the Triton backend
+    explicitly (jax >= 0.8 lowers ``pallas_call`` to Mosaic GPU unless told otherwise, whose
+    block-shape rules they do not follow).  Interpret mode ignores it; None on TPUs (Mosaic TPU).
+    Chosen by the default backend, not at lowering, so that a program exported for CUDA from a
+    CPU host (``jax.export``) lowers the same kernels a GPU run compiles."""
+    if jax.default_backend() == "tpu":
+        return None
+    from jax.experimental.pallas import triton as pltriton
+
+    return pltriton.CompilerParams()
+
+
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple

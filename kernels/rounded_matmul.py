@@ -20,8 +20,9 @@ after each block.  Inside a block the order and the width of the accumulation ar
 hardware's, so it is not bit-identical to anything; its tests use a tolerance derived from u.
 
 Tiling: a grid over (M / block_m, N / block_n); M and N are padded with exact zeros (sliced off),
-K is padded to a multiple of 16 but the loop stops at the true K, so no term is added that the
-reference would not add.  Batch dimensions go through ``vmap``.  Differentiation: a
+K is padded with zeros to whole k-blocks and a multiple of 16, but the exact modes' loops stop at
+the true K, so no term is added that the reference would not add (the hardware mode's last MMA
+takes the padding's 0 * 0 products: Triton's dot wants power-of-two tiles of at least 16).  Batch dimensions go through ``vmap``.  Differentiation: a
 ``custom_vjp`` whose backward pass is the VJP of the reference (the straight-through convention
 of ``round_to``), so gradients equal the XLA path's bit for bit.
 """
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from boundlab.kernels._common import interpret_default, round_up
+from boundlab.kernels._common import compiler_params, interpret_default, round_up
 from boundlab.rounding import bit_operations_only
 
 BLOCK = 32
@@ -61,8 +62,10 @@ def _kernel_body(arithmetic, k, hardware, a_ref, b_ref, o_ref):
         return
     size = arithmetic.block_size
     acc = None
-    for start in range(0, k, size):  # the authors' kernel: an MMA per k-block, the accumulator rounded
-        stop = min(start + size, k)
+    # the authors' kernel: an MMA per k-block, the accumulator rounded.  K is padded with zeros to
+    # whole blocks (Triton's dot wants power-of-two shapes): the last block's extra terms are 0 * 0.
+    for start in range(0, k, size):
+        stop = start + size
         block = jnp.dot(a_ref[:, start:stop], b_ref[start:stop, :], precision=lax.Precision.HIGHEST,
                         preferred_element_type=o_ref.dtype)
         acc = arithmetic._round_acc(block if acc is None else acc + block, None)
@@ -75,9 +78,13 @@ def _pallas_product(a, b, arithmetic, hardware, block_m, block_n, interpret):
     """(m, k) x (k, n) -> (m, n) for operands that are format numbers in the container."""
     m, k = a.shape
     n = b.shape[1]
-    bm = min(block_m, max(8, pl.next_power_of_2(m)))
-    bn = min(block_n, max(8, pl.next_power_of_2(n)))
-    mp, np_, kp = round_up(m, bm), round_up(n, bn), round_up(k, 16)
+    smallest = 16 if hardware else 8  # Triton's dot: tiles of at least 16 x 16 x 16
+    bm = min(block_m, max(smallest, pl.next_power_of_2(m)))
+    bn = min(block_n, max(smallest, pl.next_power_of_2(n)))
+    mp, np_ = round_up(m, bm), round_up(n, bn)
+    # whole k-blocks (blocked and hardware modes read up to the end of the last block) and a
+    # multiple of 16
+    kp = round_up(round_up(k, arithmetic.block_size), 16)
     a = jnp.pad(a, ((0, mp - m), (0, kp - k)))
     b = jnp.pad(b, ((0, kp - k), (0, np_ - n)))
     out = pl.pallas_call(
@@ -87,6 +94,7 @@ def _pallas_product(a, b, arithmetic, hardware, block_m, block_n, interpret):
         in_specs=[pl.BlockSpec((bm, kp), lambda i, j: (i, 0)), pl.BlockSpec((kp, bn), lambda i, j: (0, j))],
         out_specs=pl.BlockSpec((bm, bn), lambda i, j: (i, j)),
         interpret=interpret,
+        compiler_params=compiler_params(),
         name="rounded_matmul_hardware" if hardware else f"rounded_matmul_{arithmetic.accumulation}",
     )(a, b)
     return out[:m, :n]
@@ -133,9 +141,14 @@ def product(a, b, arithmetic, *, hardware: bool = False, block_m: int = BLOCK, b
         raise ValueError("the Pallas matmul rounds deterministically; stochastic rounding uses kernel='xla'")
     if a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
         raise ValueError(f"matmul: needs (..., m, k) @ (..., k, n) with equal batch shapes, got {a.shape} @ {b.shape}")
+    interpret = interpret_default(interpret)
+    size = arithmetic.block_size
+    if hardware and not interpret and (size < 16 or size & (size - 1)):
+        raise ValueError(f"hardware=True compiles an MMA per k-block, which Triton needs as a power of two >= 16; "
+                         f"got block_size={size} (interpret=True takes any size)")
     # the caller's arithmetic (its unroll too) for the backward pass: gradients equal the XLA path's
     return _product(a, b, dataclasses.replace(arithmetic, kernel="xla"), bool(hardware), int(block_m), int(block_n),
-                    interpret_default(interpret))
+                    interpret)
 
 
 def matmul(a, b, arithmetic, *, hardware: bool = False, block_m: int = BLOCK, block_n: int = BLOCK,

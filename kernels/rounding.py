@@ -19,7 +19,7 @@ from jax.experimental import pallas as pl
 
 from boundlab.formats import Format, get_format
 from boundlab.rounding import MODES, _round_bits, bit_operations_only
-from boundlab.kernels._common import interpret_default, round_up
+from boundlab.kernels._common import compiler_params, interpret_default, round_up
 
 BLOCK = 1024  # elements per program: a power of two, as Triton wants
 
@@ -54,6 +54,7 @@ def _round(x, random_bits, fmt, mode, block, interpret):
         in_specs=[spec] * len(operands),
         out_specs=spec,
         interpret=interpret,
+        compiler_params=compiler_params(),
         name=f"round_{fmt.name or 't' + str(fmt.precision)}_{mode}",
     )(*operands)
     return out[:size].reshape(shape)

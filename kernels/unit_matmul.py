@@ -26,7 +26,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from boundlab.formats import get_format
-from boundlab.kernels._common import interpret_default, round_up
+from boundlab.kernels._common import compiler_params, interpret_default, round_up
 from boundlab.matrix_units import _STEPS, MatrixUnit, _fl32, _layout, _split
 
 BLOCK = 16
@@ -47,7 +47,7 @@ def _kernel(unit: MatrixUnit, k: int, a_ref, bt_ref, o_ref):
             present = lo + lax.iota(jnp.int32, L) < k
             e_a, e_b = _split(a, e_in)[1], _split(b, e_in)[1]
             d = step(unit, a[:, None, :], b[None, :, :], e_a[:, None, :], e_b[None, :, :], c, present)
-            return jnp.where(jnp.any(present), d, c)
+            return jnp.where(lo < k, d, c)  # a chunk past K (split-K padding) adds nothing
 
         return lax.fori_loop(0, steps, body, c)
 
@@ -94,6 +94,7 @@ def _pallas_product(a, bt, unit, block_m, block_n, interpret):
         in_specs=[pl.BlockSpec((bm, kp), lambda i, j: (i, 0)), pl.BlockSpec((bn, kp), lambda i, j: (j, 0))],
         out_specs=pl.BlockSpec((bm, bn), lambda i, j: (i, j)),
         interpret=interpret,
+        compiler_params=compiler_params(),
         name=f"unit_matmul_{unit.kind.replace('-', '_').lower()}",
     )(a, bt)
     return out[:m, :n]

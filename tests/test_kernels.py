@@ -138,7 +138,7 @@ class _KernelSuite:
     def test_hardware_mode_is_within_its_rounding_bound(self):
         from boundlab.kernels import matmul
 
-        size, k = 8, 40
+        size, k = 16, 40  # Triton's dot: k-blocks of at least 16, a power of two
         fp16 = Emulated("fp16", accumulation="blocked", block_size=size)
         a = fp16.cast(jax.random.normal(jax.random.key(5), (6, k)))
         b = fp16.cast(jax.random.normal(jax.random.key(6), (k, 7)))
@@ -206,6 +206,46 @@ class TestKernels(_KernelSuite):
 
 class TestKernelsInterpret(_KernelSuite):
     INTERPRET = True
+
+
+def _lowered_for_cuda(f, *shapes):
+    # the program a GPU run would compile, lowered on this CPU host (jax.export): Pallas's GPU
+    # lowering runs here; only Triton's own compilation to PTX is left to the GPU
+    from jax import export
+
+    triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+    return export.export(jax.jit(f), platforms=["cuda"], disabled_checks=[triton])(
+        *(jax.ShapeDtypeStruct(s, d) for s, d in shapes)).mlir_module()
+
+
+@pytest.mark.parametrize("which", ["round", "recursive", "blocked", "hardware", "unit"])
+def test_each_kernel_lowers_for_cuda_to_one_triton_call(which):
+    # jax >= 0.8 lowers pallas_call on GPUs to Mosaic GPU unless told otherwise, and these kernels
+    # (Triton's model) fail there at lowering; they ask for Triton (kernels._common.compiler_params)
+    import dataclasses
+
+    from boundlab.kernels.rounded_matmul import product
+    from boundlab.kernels.unit_matmul import product as unit_product
+    from boundlab.matrix_units import get_unit
+
+    from boundlab.kernels import round as kernel_round
+
+    t20 = Emulated("t20", unroll=0)
+    f32, f64 = jnp.float32, jnp.float64
+    programs = {
+        "round": (lambda x: kernel_round(x, get_format("fp16"), "nearest", interpret=False), ((3000,), f32)),
+        "recursive": (lambda a, b: product(a, b, t20, interpret=False), ((40, 768), f64), ((768, 50), f64)),
+        "blocked": (lambda a, b: product(a, b, Emulated("bf16", accumulation="blocked", block_size=32, unroll=0),
+                                         interpret=False), ((40, 70), f64), ((70, 50), f64)),
+        "hardware": (lambda a, b: product(a, b, dataclasses.replace(Emulated("fp16", unroll=0), accumulation="blocked",
+                                                                    block_size=32), hardware=True, interpret=False),
+                     ((40, 70), f32), ((70, 50), f32)),
+        "unit": (lambda a, bt: unit_product(a, bt, get_unit("hopper-wgmma-fp8_e4m3-fp32"), interpret=False),
+                 ((40, 70), f64), ((50, 70), f64)),
+    }
+    f, *shapes = programs[which]
+    text = _lowered_for_cuda(f, *shapes)
+    assert text.count("__gpu$xla.gpu.triton") == 1 and "mosaic" not in text.lower(), which
 
 
 def test_dispatch_choices_and_refusals():
