@@ -80,6 +80,17 @@ def _float_bits(value: float, container: _Container) -> int:
     return int(np.array(value, dtype=container.dtype).view(container.uint))
 
 
+def _leading_bit(sig, cont: _Container):
+    """floor(log2(sig)) of an unsigned sig < 2^(p - 1), -1 for 0: W - 1 - clz(sig), or, inside the
+    kernels (``bit_operations_only``; Triton has no count-leading-zeros), the exponent field of
+    sig converted to the container's float, which holds it exactly (p significand bits)."""
+    if not _BIT_OPERATIONS_ONLY.get():
+        return (cont.width - 1) - lax.convert_element_type(lax.clz(sig), jnp.int32)
+    as_float = lax.bitcast_convert_type(lax.convert_element_type(sig, cont.dtype), cont.uint)
+    field = lax.convert_element_type(as_float >> cont.const(cont.precision - 1), jnp.int32)
+    return jnp.where(sig == 0, -1, field - cont.bias)
+
+
 def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
     """The rounding itself, on the bit pattern; see the module docstring."""
     cont = _CONTAINERS[np.dtype(x.dtype)]
@@ -110,7 +121,7 @@ def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
     # Exponent of the leading bit, e(x).  For container subnormals its exact value matters only
     # when the target reaches below the container's normal range (float32 holding t<N>).
     if fmt.emin < cont.emin:
-        leading = (W - 1) - lax.convert_element_type(lax.clz(sig), int32)
+        leading = _leading_bit(sig, cont)
         lead_exp = jnp.where(is_normal, biased_exp - cont.bias, (cont.emin - p + 1) + leading)
     else:
         lead_exp = jnp.where(is_normal, biased_exp - cont.bias, cont.emin - 1)

@@ -21,7 +21,9 @@ def compiler_params():
     explicitly (jax >= 0.8 lowers ``pallas_call`` to Mosaic GPU unless told otherwise, whose
     block-shape rules they do not follow).  Interpret mode ignores it; None on TPUs (Mosaic TPU).
     Chosen by the default backend, not at lowering, so that a program exported for CUDA from a
-    CPU host (``jax.export``) lowers the same kernels a GPU run compiles."""
+    CPU host (``jax.export``) lowers the same kernels a GPU run compiles.  jax 0.11 deprecates
+    Pallas's Triton backend (a DeprecationWarning, seen on an H200 with jax 0.11.2); moving the
+    kernels to Mosaic GPU (``plgpu.kernel``, its own block-shape and memory rules) is open."""
     if jax.default_backend() == "tpu":
         return None
     from jax.experimental.pallas import triton as pltriton

@@ -405,6 +405,12 @@ def _convert(x, params, ctx):
 
 
 def _scan(eqn, invals, params, ctx):
+    if "num_consts" not in params or "num_carry" not in params:
+        # seen with jax 0.11.2 (an H200 machine, 2026-12-04): scan's equation no longer says which
+        # operands are constants and which the carry by their counts
+        raise NotImplementedError(
+            f"boundlab.emulate reads lax.scan's num_consts/num_carry parameters, which jax {jax.__version__} "
+            f"does not give (parameters: {sorted(params)}); install jax < 0.11 (pip install 'jax<0.11' 'jaxlib<0.11')")
     n_consts, n_carry = params["num_consts"], params["num_carry"]
     consts, init, xs = invals[:n_consts], invals[n_consts:n_consts + n_carry], invals[n_consts + n_carry:]
     body = params["jaxpr"]
