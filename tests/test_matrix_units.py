@@ -317,3 +317,17 @@ def test_flax_modules_take_a_unit_unchanged():
     y = np.asarray(linear(X.T.astype(jnp.float32)), np.float64)
     operands = [round_to(jnp.asarray(v, jnp.float64), "bf16") for v in (X.T, linear.kernel[...])]
     assert np.array_equal(y, np.asarray(round_to(product(unit, *operands), "bf16")))
+
+
+def test_exact_powers_of_two_and_round_half_even_without_libm():
+    # the unit steps' 2^e and round-half-even are built from bits and trunc (Triton has neither a
+    # round primitive nor, on a GPU, a pow that must be exact): numpy's ldexp and round, bit for bit
+    from boundlab.matrix_units import _pow2, _round_half_even
+
+    e = np.arange(-1200, 1200)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(np.asarray(jax.jit(_pow2)(jnp.asarray(e, jnp.int32))), np.ldexp(1.0, e))
+    halves = np.arange(-4000, 4000) / 4.0
+    x = np.concatenate([halves, np.random.default_rng(0).normal(size=5000) * 3000, [0.0, -0.0, 2.0**52 + 1, -(2.0**60)]])
+    got, want = np.asarray(jax.jit(_round_half_even)(x)), np.round(x)
+    assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))
