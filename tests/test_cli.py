@@ -36,6 +36,16 @@ def test_bench_json_reports_ratios_to_the_copy(capsys):
         nearest["seconds"] / rows["jit(x * 1.0) float64"]["seconds"])
 
 
+def test_bench_only_takes_a_comma_separated_list_of_known_parts(capsys):
+    from boundlab.cli import BENCH_PARTS, _bench_parts
+
+    assert _bench_parts("kernels, figure1") == {"kernels", "figure1"} and _bench_parts("model") == {"model"}
+    assert set(BENCH_PARTS) >= {"rounding", "kernels", "figure1", "model", "training"}
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "--only", "kernels,figure9"])
+    assert stop.value.code == 2 and "unknown part(s) figure9" in capsys.readouterr().err
+
+
 def test_bad_format_is_a_one_line_error_with_status_2(capsys):
     assert main(["bench", "--size", "100", "--format", "fp12", "--no-peers"]) == 2
     err = capsys.readouterr().err.strip()
