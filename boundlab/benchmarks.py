@@ -7,6 +7,7 @@ reported as ratios to a baseline timed in the same run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -281,12 +282,16 @@ def figure1_benchmark(inits: int = 5000, L: int = 40, d: int = 20, precisions=(1
     if first_order_samples:
         # the three-way comparison's autodiff column: one first_order per sample and precision,
         # timed apart (it was hidden in the row above, 337 s of it at 200 samples)
+        name = f"autodiff first-order bound on {first_order_samples} inits (+ Theorem 4.30, sweep)"
         start = time.perf_counter()
-        figure1(dc.replace(config, inits=first_order_samples, bound_samples=first_order_samples,
-                           first_order_samples=first_order_samples), progress=False)
+        try:
+            figure1(dc.replace(config, inits=first_order_samples, bound_samples=first_order_samples,
+                               first_order_samples=first_order_samples), progress=False)
+        except NotImplementedError as error:  # emulate cannot run here (jax 0.11's scan): keep the rows above
+            rows.append(Timing(name, math.nan, math.nan, None, note=f"not run: {error}"))
+            return rows
         with_first = time.perf_counter() - start
-        rows.append(Timing(f"autodiff first-order bound on {first_order_samples} inits (+ Theorem 4.30, sweep)",
-                           with_first, with_first, with_first / base,
+        rows.append(Timing(name, with_first, with_first, with_first / base,
                            note=f"boundlab figure 1's three-way column; its default is {Figure1().first_order_samples} "
                                 f"samples, each {len(precisions)} first_order calls of one network"))
     return rows

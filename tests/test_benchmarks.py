@@ -52,6 +52,25 @@ def test_figure1_benchmark_times_the_first_order_samples_apart_from_the_theorem(
     assert [(c.inits, c.bound_samples, c.first_order_samples) for c in configs] == [(6, 0, 0), (5, 5, 0), (2, 2, 2)]
 
 
+def test_figure1_benchmark_keeps_its_sweep_rows_when_first_order_cannot_run(monkeypatch):
+    # on jax 0.11.2 (a lent H200) emulate's interpreter refused lax.scan and the whole section,
+    # its goal row included, was lost; now the first-order row says why and the rest stays
+    import math
+
+    import boundlab.experiments
+    from boundlab.benchmarks import figure1_benchmark
+
+    def figure1(config, progress):
+        if config.first_order_samples:
+            raise NotImplementedError("boundlab.emulate reads lax.scan's num_consts")
+
+    monkeypatch.setattr(boundlab.experiments, "figure1", figure1)
+    monkeypatch.setattr("boundlab.experiments.sweeps.sweep", lambda *args, **kwargs: None)
+    rows = figure1_benchmark(inits=6, L=2, d=3, precisions=(10, 16), chunk=4, bound_samples=5, first_order_samples=2)
+    assert [row.name for row in rows[:2]] == ["float64 forward of the same inits", "Figure 1 sweep, all precisions"]
+    assert math.isnan(rows[-1].seconds) and rows[-1].ratio is None and "num_consts" in rows[-1].note
+
+
 def test_analyze_benchmark_times_analyze_beside_one_forward(monkeypatch):
     import boundlab.analysis
     from boundlab.benchmarks import analyze_benchmark
