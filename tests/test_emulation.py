@@ -209,3 +209,27 @@ def test_scatter_add_rounds_each_update_in_index_order_as_float16_does():
 
     record = first_order(g, bf16)(w)
     assert np.all(np.abs(np.asarray(emulated, np.float64) - np.asarray(record.value)) <= np.asarray(record.bound))
+
+
+def test_scan_operands_by_counts_and_by_jax_0_11s_flat_tree():
+    # jax 0.11 dropped scan's num_consts/num_carry for ft_in, a flat tree of (consts, init, xs)
+    # (a lent H200 ran jax 0.11.2 and emulate failed on every scan); a stand-in with its two methods
+    from boundlab.emulation.interpreter import _scan_operands
+
+    class FlatTree:
+        def __init__(self, counts, values=()):
+            self.counts, self.values = counts, list(values)
+
+        def update(self, values):
+            assert len(values) == sum(self.counts)
+            return FlatTree(self.counts, values)
+
+        def unpack(self):
+            ends = np.cumsum(self.counts)
+            return tuple(self.values[end - count:end] for count, end in zip(self.counts, ends, strict=True))
+
+    invals = list(range(6))
+    by_counts = _scan_operands({"num_consts": 1, "num_carry": 2}, invals)
+    assert by_counts == _scan_operands({"ft_in": FlatTree((1, 2, 3))}, invals) == ([0], [1, 2], [3, 4, 5])
+    with pytest.raises(NotImplementedError, match="jax < 0.11"):
+        _scan_operands({"jaxpr": None, "length": 3}, invals)

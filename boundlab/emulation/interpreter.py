@@ -404,15 +404,25 @@ def _convert(x, params, ctx):
     return x.astype(new)
 
 
+def _scan_operands(params, invals) -> tuple[list, list, list]:
+    """(consts, init, xs) of a scan equation's operands: by ``num_consts``/``num_carry`` (jax up to
+    0.10), or by ``ft_in``, the flat tree of the three groups that jax 0.11 gives instead (read
+    from jax's source, ``lax.control_flow.loops``; a lent H200 ran jax 0.11.2, where the counts
+    were gone)."""
+    if "num_consts" in params and "num_carry" in params:
+        n_consts, n_carry = params["num_consts"], params["num_carry"]
+        return list(invals[:n_consts]), list(invals[n_consts:n_consts + n_carry]), list(invals[n_consts + n_carry:])
+    if "ft_in" in params:
+        consts, init, xs = params["ft_in"].update(list(invals)).unpack()
+        return list(consts), list(init), list(xs)
+    raise NotImplementedError(
+        f"boundlab.emulate cannot tell lax.scan's constants, carry and scanned operands apart in jax "
+        f"{jax.__version__} (parameters: {sorted(params)}); install jax < 0.11 (pip install 'jax<0.11' 'jaxlib<0.11')")
+
+
 def _scan(eqn, invals, params, ctx):
-    if "num_consts" not in params or "num_carry" not in params:
-        # seen with jax 0.11.2 (an H200 machine, 2026-12-04): scan's equation no longer says which
-        # operands are constants and which the carry by their counts
-        raise NotImplementedError(
-            f"boundlab.emulate reads lax.scan's num_consts/num_carry parameters, which jax {jax.__version__} "
-            f"does not give (parameters: {sorted(params)}); install jax < 0.11 (pip install 'jax<0.11' 'jaxlib<0.11')")
-    n_consts, n_carry = params["num_consts"], params["num_carry"]
-    consts, init, xs = invals[:n_consts], invals[n_consts:n_consts + n_carry], invals[n_consts + n_carry:]
+    consts, init, xs = _scan_operands(params, invals)
+    n_carry = len(init)
     body = params["jaxpr"]
 
     recording = ctx.handler.recorder is not None and ctx.handler.records_loops
@@ -428,8 +438,9 @@ def _scan(eqn, invals, params, ctx):
             return (index + 1, out[:n_carry]), (out[n_carry:], [o for _, outs in sink for o in outs])
         return (index + 1, out[:n_carry]), out[n_carry:]
 
+    unroll = params.get("unroll", 1)  # jax 0.11: 0 means every iteration unrolled
     (_, carry), ys = lax.scan(step, (jnp.int32(0), list(init)), list(xs), length=params["length"],
-                              reverse=params["reverse"], unroll=params.get("unroll", 1))
+                              reverse=params["reverse"], unroll=True if unroll == 0 else unroll)
     if recording:
         ys, stacked = ys
         stacked = iter(stacked)
