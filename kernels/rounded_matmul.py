@@ -23,8 +23,9 @@ Tiling: a grid over (M / block_m, N / block_n); M and N are padded with exact ze
 K is padded with zeros to whole k-blocks and a multiple of 16, but the exact modes' loops stop at
 the true K, so no term is added that the reference would not add (the hardware mode's last MMA
 takes the padding's 0 * 0 products: Triton's dot wants power-of-two tiles of at least 16).
-Batch dimensions go through ``vmap``.  Differentiation: a ``custom_vjp`` whose backward pass is the VJP of the reference (the straight-through convention
-of ``round_to``), so gradients equal the XLA path's bit for bit.
+Batch dimensions go through ``vmap``.  Differentiation: a ``custom_vjp`` whose backward pass is
+the VJP of the reference (the straight-through convention of ``round_to``), so gradients equal
+the XLA path's bit for bit.
 """
 
 from __future__ import annotations
