@@ -99,36 +99,25 @@ _BLOCK_UNROLL = 64  # block sizes up to this are summed in straight-line code
 def blocked(raw_term: Callable, k: int, add: Add, round_block: Callable, size: int, keys: KeyStream,
             unroll: int):
     """Blocks of ``size`` unrounded terms ``raw_term(j)`` summed exactly in float64, each block
-    rounded once (``round_block(block, key)``), the block results added recursively."""
-    count = -(-k // size)
-    if count <= unroll:
-        blocks = []
-        for start in range(0, k, size):
-            block = raw_term(start).astype(jnp.float64)
-            for j in range(start + 1, min(start + size, k)):
-                block = block + raw_term(j).astype(jnp.float64)  # the fused part: no rounding to t bits
-            blocks.append(block)
-        total = round_block(blocks[0], keys.next())
-        for block in blocks[1:]:
-            total = add(total, round_block(block, keys.next()), keys.next())
-        return total
+    rounded once (``round_block(block, key)``), the block results added recursively.
 
-    # more blocks than unrolled: each block's sum formed inside the loop over the blocks (the same
-    # float64 additions in the same order, so the same bits; no straight-line code over all k
-    # terms, no stack of the blocks, which Pallas's Triton lowering cannot build)
+    Each block's sum is formed where ``recursive`` asks for the block (unrolled, or inside its
+    loop over the blocks): the same float64 additions in the same order, so the same bits either
+    way; no straight-line code over all k terms and no stack of the blocks (which Pallas's Triton
+    lowering cannot build)."""
     def block_sum(b):
         start = b * size
 
         def body(i, s):  # past k (the last block): the sum kept as it is, not + 0 (-0 + 0 = +0)
-            if isinstance(start + i, int):  # the first block, its indices known
+            if isinstance(start + i, int):  # an unrolled block, its indices known
                 return s + raw_term(start + i).astype(jnp.float64) if start + i < k else s
             return jnp.where(start + i < k, s + raw_term(start + i).astype(jnp.float64), s)
 
-        total = raw_term(start).astype(jnp.float64)
+        total = raw_term(start).astype(jnp.float64)  # the fused part: no rounding to t bits
         if size <= _BLOCK_UNROLL:  # straight-line inside the block: XLA fuses it (3x faster at 16)
             for i in range(1, size):
                 total = body(i, total)
             return total
         return lax.fori_loop(1, size, body, total)  # static trip count: reverse-mode differentiable
 
-    return recursive(lambda b, key: round_block(block_sum(b), key), count, add, keys, unroll)
+    return recursive(lambda b, key: round_block(block_sum(b), key), -(-k // size), add, keys, unroll)

@@ -155,7 +155,7 @@ def _pow2(e):
     built from the bit pattern: jnp.ldexp multiplies by 2.0 ** e, a pow that a GPU's libm (the
     Pallas kernels' Triton) need not compute exactly."""
     e = e.astype(jnp.int64)
-    normal = lax.bitcast_convert_type((jnp.clip(e, -1022, 1023) + 1023) << 52, jnp.float64)
+    normal = _scale(e)
     subnormal = lax.bitcast_convert_type(jnp.int64(1) << jnp.clip(e + 1074, 0, 51), jnp.float64)
     return jnp.where(e > 1023, jnp.inf, jnp.where(e >= -1022, normal, jnp.where(e >= -1074, subnormal, 0.0)))
 
