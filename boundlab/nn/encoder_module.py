@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from boundlab import _random
 from boundlab.arithmetic import Exact
 from boundlab.nn.encoder import EncoderConfig, check_params, encode_batch
 
@@ -33,7 +34,7 @@ def init_params(config: EncoderConfig, vocab: int, positions: int, key, dtype=jn
     keys = iter(jax.random.split(key, 16))
 
     def normal(*shape):
-        return 0.02 * jax.random.normal(next(keys), shape, dtype)
+        return 0.02 * _random.normal(next(keys), shape, dtype)
 
     embeddings = {"word": normal(vocab, d), "position": normal(positions, d), "type": normal(2, d),
                   "ln_gamma": jnp.ones((d,), dtype), "ln_beta": jnp.zeros((d,), dtype)}

@@ -18,13 +18,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from boundlab import _random
 from boundlab.arithmetic import Exact
 from boundlab.transformer.layers import NORMS
 from boundlab.transformer.network import Params, block, forward
 
 
 def _normal(rngs: nnx.Rngs, shape, variance: float, dtype):
-    return jnp.sqrt(jnp.asarray(variance, dtype)) * jax.random.normal(rngs.params(), shape, dtype)
+    return jnp.sqrt(jnp.asarray(variance, dtype)) * _random.normal(rngs.params(), shape, dtype)
 
 
 def _check_norm(norm: str) -> None:

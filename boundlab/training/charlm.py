@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from boundlab import _random
 from boundlab.nn.fragility import layer_norm_indicators, softmax_sensitivity, spread
 from boundlab.transformer.layers import softmax
 
@@ -111,7 +112,7 @@ def init_params(config: CharLMConfig, vocab: int, key, dtype=jnp.float64) -> dic
     residual = 0.02 / math.sqrt(2 * L)
 
     def normal(scale, *shape):
-        return scale * jax.random.normal(next(keys), shape, dtype)
+        return scale * _random.normal(next(keys), shape, dtype)
 
     layers = {"Wq": normal(0.02, L, d, d), "Wk": normal(0.02, L, d, d), "Wv": normal(0.02, L, d, d),
               "Wo": normal(residual, L, d, d), "W1": normal(0.02, L, F, d), "b1": jnp.zeros((L, F), dtype),

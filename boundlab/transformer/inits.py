@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from boundlab import _random
 from boundlab._x64 import require_x64
 from boundlab.transformer.network import Params
 
@@ -42,7 +43,7 @@ def init(key, scheme: str = "figure1", *, d: int = 20, n: int = 20, D: int = 20,
     k = jax.random.split(key, 10)
 
     def normal(k_, shape, variance):
-        return jnp.sqrt(jnp.asarray(variance, dtype)) * jax.random.normal(k_, shape, dtype)
+        return jnp.sqrt(jnp.asarray(variance, dtype)) * _random.normal(k_, shape, dtype)
 
     mlp_variance = 0.1 if scheme == "figure4" else 1.0 / jnp.sqrt(jnp.asarray(d, dtype))
     A1 = normal(k[3], (L, D, d), mlp_variance)
@@ -59,8 +60,8 @@ def init(key, scheme: str = "figure1", *, d: int = 20, n: int = 20, D: int = 20,
         Wk = normal(k[1], (L, d, d), attention_variance)
         Wv = normal(k[2], (L, d, d), attention_variance)
         if scheme in ("figure1", "figure2"):
-            left = jax.random.uniform(k[7], (L, 1, d), dtype, 0.25, 4.0)
-            right = jax.random.uniform(k[8], (L, 1, d), dtype, 0.25, 4.0)
+            left = _random.uniform(k[7], (L, 1, d), dtype, 0.25, 4.0)
+            right = _random.uniform(k[8], (L, 1, d), dtype, 0.25, 4.0)
             Wk = Wk * left
             Wq = Wq * right
         if scheme == "figure2":
