@@ -54,10 +54,11 @@ def test_matmul_is_the_dot_of_rows_and_columns_and_vmaps():
     rng = np.random.default_rng(0)
     A = np.asarray(rng.standard_normal((3, 20)), np.float16).astype(np.float64)
     B = np.asarray(rng.standard_normal((20, 2)), np.float16).astype(np.float64)
-    D = np.asarray(matmul(unit, A, B))
+    D = np.asarray(jax.jit(matmul, static_argnums=0)(unit, A, B))
+    one = jax.jit(dot, static_argnums=0)
     for i in range(3):
         for j in range(2):
-            assert D[i, j] == float(dot(unit, A[i], B[:, j]))
+            assert D[i, j] == float(one(unit, A[i], B[:, j]))
     batched = jax.vmap(lambda a: matmul(unit, a, B))(np.stack([A, -A]))
     assert np.array_equal(np.asarray(batched[1]), -D)
 
@@ -314,9 +315,14 @@ def test_flax_modules_take_a_unit_unchanged():
     assert np.array_equal(out, np.asarray(jax.jit(lambda p, x: forward(p, x, policy))(to_params(model), X)))
     assert np.all(np.isfinite(out))
     linear = nnx.Linear(8, 4, use_bias=False, dot_general=policy.dot_general, rngs=nnx.Rngs(2))  # flax's own layer
-    y = np.asarray(linear(X.T.astype(jnp.float32)), np.float64)
-    operands = [round_to(jnp.asarray(v, jnp.float64), "bf16") for v in (X.T, linear.kernel[...])]
-    assert np.array_equal(y, np.asarray(round_to(product(unit, *operands), "bf16")))
+    y = np.asarray(nnx.jit(lambda m, x: m(x))(linear, X.T.astype(jnp.float32)), np.float64)
+
+    @jax.jit
+    def reference(x, kernel):
+        operands = [round_to(jnp.asarray(v, jnp.float64), "bf16") for v in (x, kernel)]
+        return round_to(product(unit, *operands), "bf16")
+
+    assert np.array_equal(y, np.asarray(reference(X.T, linear.kernel[...])))
 
 
 def test_exact_powers_of_two_and_round_half_even_without_libm():
