@@ -4,6 +4,8 @@ Each hypothesis example draws a size and a seed; the lemma is then checked on a 
 of BATCH inputs, and EXAMPLES examples run, so every lemma sees EXAMPLES * BATCH >= 1000 inputs.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,21 +54,28 @@ def norms(J):
             jnp.max(jnp.sum(jnp.abs(J), axis=0)))
 
 
+def batched(check, in_axes=0):
+    """``check`` vmapped over the batch and compiled: one program per shape, which the examples
+    of a size share (eagerly, every operation of every example would be dispatched on its own)."""
+    return jax.jit(jax.vmap(check, in_axes=in_axes))
+
+
+@batched
+def rms_norm_case(v):
+    closed = closed_forms.rms_norm(v)
+    J = jacobian(layers.rms_norm, v)
+    n22, n1inf, ninf, n11 = norms(J)
+    return (J, closed.jacobian, n22, closed.norm_22, n1inf, closed.norm_1inf_bound, ninf, n11,
+            closed.norm_inf_bound, normwise(layers.rms_norm, v).value, closed.kappa_22,
+            mixed(layers.rms_norm, v).value, closed.kappa_c_inf, componentwise(layers.rms_norm, v).value,
+            closed.kappa_cc)
+
+
 @settings(max_examples=EXAMPLES)
 @given(d=sizes, seed=seeds)
 def test_lemma_3_6_rms_norm(d, seed):
-    x = random_vectors(seed, d)
-
-    def check(v):
-        closed = closed_forms.rms_norm(v)
-        J = jacobian(layers.rms_norm, v)
-        n22, n1inf, ninf, n11 = norms(J)
-        return (J, closed.jacobian, n22, closed.norm_22, n1inf, closed.norm_1inf_bound, ninf, n11,
-                closed.norm_inf_bound, normwise(layers.rms_norm, v).value, closed.kappa_22,
-                mixed(layers.rms_norm, v).value, closed.kappa_c_inf, componentwise(layers.rms_norm, v).value,
-                closed.kappa_cc)
-
-    (J, Jc, n22, c22, n1inf, b1inf, ninf, n11, binf, k22, c_k22, kmix, c_kmix, kcc, c_kcc) = jax.vmap(check)(x)
+    (J, Jc, n22, c22, n1inf, b1inf, ninf, n11, binf, k22, c_k22, kmix, c_kmix, kcc, c_kcc) = \
+        rms_norm_case(random_vectors(seed, d))
     assert_same_matrix(J, Jc)
     assert_equal_rel(n22, c22)
     assert_bound(b1inf, n1inf)
@@ -78,21 +87,22 @@ def test_lemma_3_6_rms_norm(d, seed):
     assert np.all(np.asarray(c_kcc) <= 2)
 
 
+@batched
+def centring_case(v):
+    f = layers.centring
+    closed = closed_forms.centring(v)
+    J = jacobian(f, v)
+    n22, n1inf, ninf, n11 = norms(J)
+    return (J, closed.jacobian, n22, n1inf, closed.norm_1inf, ninf, closed.norm_inf,
+            normwise(f, v).value, closed.kappa_22, mixed(f, v).value, closed.kappa_c_inf,
+            componentwise(f, v).value, closed.kappa_cc, closed.kappa_cc_bound)
+
+
 @settings(max_examples=EXAMPLES)
 @given(d=sizes, seed=seeds)
 def test_lemma_3_7_centring(d, seed):
-    x = random_vectors(seed, d)
-    f = lambda v: layers.centring(v)  # noqa: E731
-
-    def check(v):
-        closed = closed_forms.centring(v)
-        J = jacobian(f, v)
-        n22, n1inf, ninf, n11 = norms(J)
-        return (J, closed.jacobian, n22, n1inf, closed.norm_1inf, ninf, closed.norm_inf,
-                normwise(f, v).value, closed.kappa_22, mixed(f, v).value, closed.kappa_c_inf,
-                componentwise(f, v).value, closed.kappa_cc, closed.kappa_cc_bound)
-
-    (J, Jc, n22, n1inf, c1inf, ninf, cinf, k22, ck22, kmix, ckmix, kcc, ckcc, bound) = jax.vmap(check)(x)
+    (J, Jc, n22, n1inf, c1inf, ninf, cinf, k22, ck22, kmix, ckmix, kcc, ckcc, bound) = \
+        centring_case(random_vectors(seed, d))
     assert_same_matrix(J, Jc)
     assert_equal_rel(n22, np.ones_like(n22))
     assert_equal_rel(n1inf, c1inf)
@@ -103,21 +113,22 @@ def test_lemma_3_7_centring(d, seed):
     assert np.all(np.asarray(bound) > np.asarray(kcc))
 
 
+@batched
+def layer_norm_case(v):
+    f = layers.layer_norm
+    closed = closed_forms.layer_norm(v)
+    J = jacobian(f, v)
+    n22, n1inf, ninf, _ = norms(J)
+    return (J, closed.jacobian, n22, closed.norm_22, n1inf, closed.norm_1inf_bound, ninf, closed.norm_inf_bound,
+            normwise(f, v).value, closed.kappa_22, mixed(f, v).value, closed.kappa_c_inf_bound,
+            componentwise(f, v).value, closed.kappa_cc_bound, closed.kappa_cc_simple_bound)
+
+
 @settings(max_examples=EXAMPLES)
 @given(d=sizes.filter(lambda d: d >= 3), seed=seeds)
 def test_lemma_3_8_layer_norm(d, seed):
-    x = random_vectors(seed, d)
-    f = lambda v: layers.layer_norm(v)  # noqa: E731
-
-    def check(v):
-        closed = closed_forms.layer_norm(v)
-        J = jacobian(f, v)
-        n22, n1inf, ninf, _ = norms(J)
-        return (J, closed.jacobian, n22, closed.norm_22, n1inf, closed.norm_1inf_bound, ninf, closed.norm_inf_bound,
-                normwise(f, v).value, closed.kappa_22, mixed(f, v).value, closed.kappa_c_inf_bound,
-                componentwise(f, v).value, closed.kappa_cc_bound, closed.kappa_cc_simple_bound)
-
-    (J, Jc, n22, c22, n1inf, b1inf, ninf, binf, k22, ck22, kmix, bmix, kcc, bcc, bsimple) = jax.vmap(check)(x)
+    (J, Jc, n22, c22, n1inf, b1inf, ninf, binf, k22, ck22, kmix, bmix, kcc, bcc, bsimple) = \
+        layer_norm_case(random_vectors(seed, d))
     assert_same_matrix(J, Jc)
     assert_equal_rel(n22, c22)
     assert_bound(b1inf, n1inf)
@@ -145,6 +156,18 @@ def test_lemma_3_8_errata():
     assert float(kmix) <= float(closed.kappa_c_inf_bound) and float(kcc) <= float(closed.kappa_cc_bound)
 
 
+@functools.partial(batched, in_axes=(0, None, None, None, None))
+def perceptron_case(v, A1, b1, A2, b2):
+    def mlp(v):
+        return layers.perceptron(v[:, None], A1, b1, A2, b2)[:, 0]
+
+    closed = closed_forms.perceptron(A1, b1, A2, b2, v)
+    offset = mlp(v) - closed.jacobian @ v
+    affine = closed_forms.affine(closed.jacobian, offset, v)
+    return (jacobian(mlp, v), closed.jacobian, componentwise(mlp, v).value, affine.kappa_cc,
+            mixed(mlp, v).value, affine.kappa_c_inf, normwise(mlp, v).value, affine.kappa_22)
+
+
 @settings(max_examples=EXAMPLES)
 @given(d=sizes, seed=seeds)
 def test_lemma_3_10_perceptron_jacobian_and_lemma_3_4(d, seed):
@@ -152,25 +175,14 @@ def test_lemma_3_10_perceptron_jacobian_and_lemma_3_4(d, seed):
     D = d + 3
     A1, b1 = jnp.asarray(rng.standard_normal((D, d))), jnp.asarray(rng.standard_normal(D))
     A2, b2 = jnp.asarray(rng.standard_normal((d, D))), jnp.asarray(rng.standard_normal(d))
-    x = random_vectors(seed + 1, d)
-
-    def mlp(v):
-        return layers.perceptron(v[:, None], A1, b1, A2, b2)[:, 0]
-
-    def check(v):
-        closed = closed_forms.perceptron(A1, b1, A2, b2, v)
-        offset = mlp(v) - closed.jacobian @ v
-        affine = closed_forms.affine(closed.jacobian, offset, v)
-        return (jacobian(mlp, v), closed.jacobian, componentwise(mlp, v).value, affine.kappa_cc,
-                mixed(mlp, v).value, affine.kappa_c_inf, normwise(mlp, v).value, affine.kappa_22)
-
-    J, Jc, kcc, ckcc, kmix, ckmix, k22, ck22 = jax.vmap(check)(x)
+    J, Jc, kcc, ckcc, kmix, ckmix, k22, ck22 = perceptron_case(random_vectors(seed + 1, d), A1, b1, A2, b2)
     assert_same_matrix(J, Jc)
     assert_equal_rel(kcc, ckcc)
     assert_equal_rel(kmix, ckmix)
     assert_equal_rel(k22, ck22)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def attention_case(seed, d, n, batch=BATCH):
     keys = jax.random.split(jax.random.key(seed), batch)
     params, X = jax.vmap(lambda k: init(k, "figure4", d=d, n=n, D=d, L=1))(keys)
@@ -178,23 +190,39 @@ def attention_case(seed, d, n, batch=BATCH):
     return params.Wq[:, 0], params.Wk[:, 0], params.Wv[:, 0], X * scale
 
 
+@batched
+def scores_case(X, Wq, Wk):
+    f = lambda Y: layers.scores(Y, Wq, Wk)[:, -1]  # noqa: E731  S(X) for the last query
+    closed = closed_forms.scores(X, Wq, Wk)
+    J = jacobian(f, X)
+    return (J, closed.jacobian, jnp.max(jnp.sum(jnp.abs(J), axis=1)), closed.norm_inf_bound,
+            mixed(f, X).value, closed.kappa_c_inf_bound, componentwise(f, X).value, closed.kappa_cc_bound)
+
+
 @settings(max_examples=EXAMPLES)
 @given(d=st.sampled_from([2, 3, 4]), n=st.sampled_from([2, 3, 5]), seed=seeds)
 def test_lemma_3_12_scores(d, n, seed):
     Wq, Wk, _, X = attention_case(seed, d, n)
-
-    def check(X, Wq, Wk):
-        f = lambda Y: layers.scores(Y, Wq, Wk)[:, -1]  # noqa: E731  S(X) for the last query
-        closed = closed_forms.scores(X, Wq, Wk)
-        J = jacobian(f, X)
-        return (J, closed.jacobian, jnp.max(jnp.sum(jnp.abs(J), axis=1)), closed.norm_inf_bound,
-                mixed(f, X).value, closed.kappa_c_inf_bound, componentwise(f, X).value, closed.kappa_cc_bound)
-
-    J, Jc, ninf, binf, kmix, bmix, kcc, bcc = jax.vmap(check)(X, Wq, Wk)
+    J, Jc, ninf, binf, kmix, bmix, kcc, bcc = scores_case(X, Wq, Wk)
     assert_same_matrix(J, Jc)
     assert_bound(binf, ninf)
     assert_bound(bmix, kmix)
     assert_bound(bcc, kcc)
+
+
+@batched
+def softmax_conditions(v):
+    closed = closed_forms.softmax(v)
+    return componentwise(layers.softmax, v).value, closed.kappa_cc, closed.kappa_cc_bound
+
+
+@batched
+def softmax_jacobians(v):
+    closed = closed_forms.softmax(v)
+    J = jacobian(layers.softmax, v)
+    n22, n1inf, ninf, n11 = norms(J)
+    return (J, closed.jacobian, n22, closed.norm_22_bound, n1inf, closed.norm_1inf, ninf, n11, closed.norm_inf,
+            mixed(layers.softmax, v).value, closed.kappa_c_inf)
 
 
 @settings(max_examples=EXAMPLES)
@@ -205,23 +233,10 @@ def test_lemma_3_13_softmax(n, seed):
     # error u / (1 - psi_i)), which no tolerance derived from u can cover.
     wide = random_vectors(seed, n)
     moderate = jnp.tanh(wide / 4) * 4
-    f = lambda v: layers.softmax(v)  # noqa: E731
-
-    def conditions(v):
-        closed = closed_forms.softmax(v)
-        return componentwise(f, v).value, closed.kappa_cc, closed.kappa_cc_bound
-
-    def jacobians(v):
-        closed = closed_forms.softmax(v)
-        J = jacobian(f, v)
-        n22, n1inf, ninf, n11 = norms(J)
-        return (J, closed.jacobian, n22, closed.norm_22_bound, n1inf, closed.norm_1inf, ninf, n11, closed.norm_inf,
-                mixed(f, v).value, closed.kappa_c_inf)
-
-    kcc, ckcc, bcc = jax.vmap(conditions)(wide)
+    kcc, ckcc, bcc = softmax_conditions(wide)
     assert_equal_rel(kcc, ckcc)
     assert_bound(bcc, kcc)
-    J, Jc, n22, b22, n1inf, c1inf, ninf, n11, cinf, kmix, ckmix = jax.vmap(jacobians)(moderate)
+    J, Jc, n22, b22, n1inf, c1inf, ninf, n11, cinf, kmix, ckmix = softmax_jacobians(moderate)
     assert_equal_rel(kmix, ckmix)
     assert_same_matrix(J, Jc)
     assert_bound(b22, n22)
@@ -230,22 +245,23 @@ def test_lemma_3_13_softmax(n, seed):
     assert_equal_rel(ninf, cinf)
 
 
+@batched
+def attention_jacobian_case(X, Wq, Wk, Wv):
+    f = lambda Y: layers.attention(Y, Wq, Wk, Wv)  # noqa: E731
+    closed = closed_forms.attention(X, Wq, Wk, Wv)
+    J = jacobian(f, X)
+    return (J, closed.jacobian, jnp.max(jnp.sum(jnp.abs(J), axis=1)), closed.norm_inf_bound,
+            mixed(f, X).value, closed.kappa_c_inf_bound, componentwise(f, X).value, closed.kappa_cc_bound,
+            closed.remark_3_15_bound, closed.remark_3_15_normalised_bound, closed.normalised)
+
+
 @settings(max_examples=EXAMPLES)
 @given(d=st.sampled_from([2, 3, 4]), n=st.sampled_from([2, 3, 5]), seed=seeds, normalise=st.booleans())
 def test_lemma_3_14_and_remark_3_15_attention(d, n, seed, normalise):
     Wq, Wk, Wv, X = attention_case(seed, d, n)
     if normalise:
-        X = jax.vmap(layers.layer_norm)(X)
-
-    def check(X, Wq, Wk, Wv):
-        f = lambda Y: layers.attention(Y, Wq, Wk, Wv)  # noqa: E731
-        closed = closed_forms.attention(X, Wq, Wk, Wv)
-        J = jacobian(f, X)
-        return (J, closed.jacobian, jnp.max(jnp.sum(jnp.abs(J), axis=1)), closed.norm_inf_bound,
-                mixed(f, X).value, closed.kappa_c_inf_bound, componentwise(f, X).value, closed.kappa_cc_bound,
-                closed.remark_3_15_bound, closed.remark_3_15_normalised_bound, closed.normalised)
-
-    J, Jc, ninf, binf, kmix, bmix, kcc, bcc, r315, r315n, normalised = jax.vmap(check)(X, Wq, Wk, Wv)
+        X = batched(layers.layer_norm)(X)
+    J, Jc, ninf, binf, kmix, bmix, kcc, bcc, r315, r315n, normalised = attention_jacobian_case(X, Wq, Wk, Wv)
     assert_same_matrix(J, Jc)
     # block lower-triangular: block (t, j) vanishes for j > t
     J = np.asarray(J).reshape(BATCH, n, d, n, d)
