@@ -158,7 +158,8 @@ class _KernelSuite:
             xla = Emulated("bf16", accumulation=accumulation, block_size=2, kernel="xla")
             pallas = Emulated("bf16", accumulation=accumulation, block_size=2, kernel="pallas")
             assert pallas.uses_kernel and not xla.uses_kernel
-            assert _same(forward(params, X, pallas), forward(params, X, xla))
+            run = jax.jit(forward, static_argnums=2)
+            assert _same(run(params, X, pallas), run(params, X, xla))
 
     def test_figure_1_is_the_same_with_the_kernel(self):
         import dataclasses
@@ -184,8 +185,10 @@ class _KernelSuite:
             unit = get_unit(name, **(recipe if UNITS[name].group <= 16 else {}))
             a = fixtures[f"a/{unit.inputs}"][:12].astype(np.float64)  # ragged K = 44, the adversarial rows
             bt = fixtures[f"b/{unit.inputs}"][5:14].astype(np.float64)
-            want = _recipe_dot(unit, a[:, None, :], bt[None, :, :], jnp.zeros((12, 9), jnp.float64))
-            got = product(a, bt, unit, block_m=8, block_n=8, interpret=self.INTERPRET)
+            # both compiled (eagerly each operation of the reference would be dispatched on its own)
+            want = jax.jit(_recipe_dot, static_argnums=0)(unit, a[:, None, :], bt[None, :, :],
+                                                          jnp.zeros((12, 9), jnp.float64))
+            got = jax.jit(lambda a, bt: product(a, bt, unit, block_m=8, block_n=8, interpret=self.INTERPRET))(a, bt)
             assert _same(got, want), (name, recipe)
 
     def test_emulated_on_a_unit_runs_the_transformer_with_the_kernel(self):
@@ -197,7 +200,8 @@ class _KernelSuite:
                 "hopper-wgmma-fp8_e4m3-fp32", scaling=scaling, promote_every=32)
             xla = Emulated("bf16", accumulation=unit, kernel="xla")
             pallas = Emulated("bf16", accumulation=unit, kernel="pallas")
-            assert _same(forward(params, X, pallas), forward(params, X, xla))
+            run = jax.jit(forward, static_argnums=2)
+            assert _same(run(params, X, pallas), run(params, X, xla))
 
 
 class TestKernels(_KernelSuite):
