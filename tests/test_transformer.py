@@ -229,12 +229,12 @@ def test_compare_measures_against_the_rounded_operands():
     params, X = init(jax.random.key(12), "figure1", d=4, n=3, D=5, L=2)
     arithmetic = Emulated("t12")
     result = compare(params, X, arithmetic, against_original=True)
-    rounded = forward(jax.tree.map(lambda a: arithmetic.cast(a).astype(jnp.float64), params),
-                      arithmetic.cast(X).astype(jnp.float64), Exact(), cast=False)
+    rounded = jax.jit(lambda p, x: forward(p, x, Exact(), cast=False))(
+        jax.tree.map(lambda a: arithmetic.cast(a).astype(jnp.float64), params), arithmetic.cast(X).astype(jnp.float64))
     assert np.array_equal(np.asarray(result.exact), np.asarray(rounded))
     assert float(result.componentwise) == float(errors.relative_componentwise(result.emulated, rounded))
     assert 0 < float(result.normwise) < 1 and float(result.normwise_original) > 0
-    batched = jax.vmap(lambda k: compare(*init(k, "figure1", d=4, n=3, D=5, L=2), arithmetic))(
+    batched = jax.jit(jax.vmap(lambda k: compare(*init(k, "figure1", d=4, n=3, D=5, L=2), arithmetic)))(
         jax.random.split(jax.random.key(0), 3))
     assert batched.componentwise.shape == (3,) and batched.exact_original is None
 
