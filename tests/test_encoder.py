@@ -111,8 +111,9 @@ def test_scan_and_unrolled_layers_agree_bit_for_bit():
     params = random_params(config)
     arithmetic = Emulated("bf16", unroll=0)  # (Exact's native sums follow XLA's order, not bits)
     p = jax.tree.map(arithmetic.cast, params)
-    a = encode_batch(p, IDS, VALID, config, arithmetic, return_layers=True)
-    b = encode_batch(p, IDS, VALID, config, arithmetic, return_layers=True, unroll_layers=False)
+    run = jax.jit(lambda p, unroll: encode_batch(p, IDS, VALID, config, arithmetic, return_layers=True,
+                                                 unroll_layers=unroll), static_argnums=1)
+    a, b = run(p, True), run(p, False)  # compiled, as users run them
     for x, y in zip(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
