@@ -603,11 +603,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     # SIGTERM, like Ctrl-C, marks an output folder incomplete (run_folder); the handlers are the
-    # caller's again afterwards (main also runs inside other programs: tests, notebooks)
+    # caller's again afterwards (main also runs inside other programs: tests, notebooks). As the
+    # command-line program (argv from sys.argv) a signal also ends a run stuck in compiled code.
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
         previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-        install_signal_handlers()
+        install_signal_handlers(watch=argv is None)
     try:
         return args.run(args)
     except KeyboardInterrupt as error:

@@ -210,6 +210,44 @@ def test_an_interrupted_reproduce_says_so_in_its_marker_index_and_exit_status(tm
     assert (out / "index.md").read_text().splitlines()[2].startswith("**INCOMPLETE")
 
 
+STUCK = """
+import sys, jax
+from jax import lax
+from boundlab.experiments.run_folder import install_signal_handlers, run_folder
+install_signal_handlers(watch=True)
+spin = jax.jit(lambda n: lax.fori_loop(0, n, lambda i, x: x * 1.0000001 + 1e-9, 1.0))
+spin(3).block_until_ready()
+with run_folder(sys.argv[1], "figure"):
+    spin(2**31 - 1).block_until_ready()  # seconds to minutes in compiled code, where no Python handler runs
+"""
+
+
+def test_a_signal_while_the_main_thread_is_in_compiled_code_ends_the_run_within_the_grace(tmp_path):
+    import os
+    import signal
+    import time
+
+    from boundlab.experiments.run_folder import GRACE
+
+    out = tmp_path / "stuck"
+    process = subprocess.Popen([sys.executable, "-c", STUCK, str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = time.monotonic() + 120
+    while not (out / "INCOMPLETE").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the compiled loop
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    waited = time.monotonic() - sent
+    assert process.returncode == 143, err
+    assert f"boundlab figure: interrupted by SIGTERM; {out} is marked incomplete ({out}/INCOMPLETE)" in err.splitlines()
+    assert "the main thread was in compiled code" in err and waited < GRACE + 30  # not the loop's minutes
+    marker = json.loads((out / "INCOMPLETE").read_text())
+    assert marker["status"] == "interrupted" and marker["why"] == "interrupted by SIGTERM"
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+
+
 @pytest.mark.parametrize("name, status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_during_a_figure_run_leaves_a_folder_marked_incomplete(tmp_path, name, status):
     import os

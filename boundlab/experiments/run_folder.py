@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 
 MARKER = "INCOMPLETE"
 SUMMARY = "summary.json"
@@ -37,30 +38,85 @@ class Interrupted(KeyboardInterrupt):
 
 
 _received: list[str] = []  # the signals received since the handlers were installed
+GRACE = 3.0  # seconds the main thread has to act on a signal before the watcher ends the run itself
+_lock = threading.RLock()  # one writer of the ended marker: the main thread or the watcher
+_active: list[dict] = []  # the folder being written: out, marker, summary, state, command
+_handled = threading.Event()  # the main thread's handler ran: it acts on the signal itself
+_watch: dict = {}
 
 
-def install_signal_handlers() -> None:
+def install_signal_handlers(watch: bool = False) -> None:
     """SIGTERM (and SIGINT) raise ``Interrupted`` in the main thread, as Ctrl-C raises
     KeyboardInterrupt, so that an interrupted run marks its folder before it exits.
 
     Python may swallow an exception raised by a signal handler (when the signal lands in a
     garbage-collection callback or a ``__del__``, it prints "Exception ignored" and goes on), so
     the signal is also remembered: ``checkpoint()`` (each chunk of a sweep, each progress step)
-    and the end of ``run_folder`` raise it again."""
+    and the end of ``run_folder`` raise it again.
+
+    Python runs a handler only when the main thread is back in Python: inside a long XLA
+    compilation or a long compiled program a Ctrl-C would wait for it (a minute, measured).  So
+    with ``watch`` (the command-line program, not ``main`` called inside a notebook or a test) a
+    watcher thread learns of the signal at once (``signal.set_wakeup_fd``); if the main thread
+    has not acted on it within ``GRACE`` seconds, the watcher marks the folder interrupted,
+    prints the command's one line and ends the process with 128 + the signal's number."""
     _received.clear()
+    _handled.clear()
 
     def handler(number, frame):
         name = signal.Signals(number).name
         _received.append(name)
+        _handled.set()  # the main thread is back in Python and acts on it: the watcher stands down
         raise Interrupted(name)
 
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, handler)
+    if watch and threading.current_thread() is threading.main_thread() and not _watch:
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        thread = threading.Thread(target=_watcher, args=(read,), name="boundlab-signal-watcher", daemon=True)
+        _watch.update(read=read, write=write, previous=previous, thread=thread)
+        thread.start()
+
+
+def _watcher(read: int) -> None:
+    while True:
+        try:
+            data = os.read(read, 1)
+        except OSError:
+            return
+        if not data:  # the write end closed: the handlers were taken down
+            return
+        number = data[0]
+        if number not in (signal.SIGINT, signal.SIGTERM):
+            continue
+        if _handled.wait(GRACE):
+            continue
+        with _lock:
+            name = signal.Signals(number).name
+            where = ""
+            if _active:
+                run = _active[-1]
+                _mark(run, "interrupted", f"interrupted by {name}")
+                where = f"; {run['out']} is marked incomplete ({run['marker']})"
+                command = run["command"].split()[0]
+            else:
+                command = "run"
+            print(f"boundlab {command}: interrupted by {name}{where}\n(the main thread was in compiled code; "
+                  f"ended {GRACE:g} s after the signal)", file=sys.stderr, flush=True)
+            os._exit(128 + number)
 
 
 def forget_signals() -> None:
-    """Forget the signals received (when the handlers are taken down again)."""
+    """Forget the signals received (when the handlers are taken down again) and stop the watcher."""
     _received.clear()
+    if _watch and threading.current_thread() is threading.main_thread():
+        signal.set_wakeup_fd(_watch["previous"])
+        os.close(_watch["write"])  # the watcher reads the end of the pipe and returns
+        _watch["thread"].join(timeout=1)
+        os.close(_watch["read"])
+        _watch.clear()
 
 
 def checkpoint() -> None:
@@ -108,6 +164,8 @@ def run_folder(out: str, command: str, force: bool = False):
              "pid": os.getpid()}
     _write_json(marker, state)
     _write_json(summary, {**state, "note": "the run has not finished; this file is replaced when it does"})
+    run = {"out": out, "marker": marker, "summary": summary, "state": state, "command": command}
+    _active.append(run)
     try:
         yield out
         checkpoint()  # a swallowed signal: the run is not what the user let finish
@@ -118,12 +176,11 @@ def run_folder(out: str, command: str, force: bool = False):
             status, why = "interrupted", "interrupted by SIGINT"
         else:
             status, why = "failed", f"failed: {type(error).__name__}: {error}"
-        ended = {**state, "status": status, "why": why, "ended": _now(), "kept": sorted(os.listdir(out))}
-        _write_json(marker, ended)
-        if _placeholder(summary):
-            _write_json(summary, {**ended, "note": "the run did not finish; the files listed in 'kept' are what it "
-                                                   "wrote before it stopped"})
+        with _lock:  # not while the watcher marks it
+            _mark(run, status, why)
         raise
+    finally:
+        _active.remove(run)
     if _placeholder(summary):
         os.remove(summary)  # the command writes no top-level summary of its own
     elif os.path.exists(summary):
@@ -132,6 +189,16 @@ def run_folder(out: str, command: str, force: bool = False):
         if isinstance(data, dict):
             _write_json(summary, {"status": "complete", **data})
     os.remove(marker)
+
+
+def _mark(run: dict, status: str, why: str) -> None:
+    """Write the ended marker (and the placeholder summary, if the command wrote none)."""
+    out, marker, summary = run["out"], run["marker"], run["summary"]
+    ended = {**run["state"], "status": status, "why": why, "ended": _now(), "kept": sorted(os.listdir(out))}
+    _write_json(marker, ended)
+    if _placeholder(summary):
+        _write_json(summary, {**ended, "note": "the run did not finish; the files listed in 'kept' are what it "
+                                               "wrote before it stopped"})
 
 
 def _placeholder(path) -> bool:
