@@ -201,7 +201,7 @@ def test_lumped_first_order_bound_dominates_the_detailed_one_and_the_measured_er
 def test_encoder_is_differentiable_vmappable_and_traced_once():
     config = TWO
     params = random_params(config)
-    grad = jax.grad(lambda p: jnp.sum(encode_batch(p, IDS, VALID, config) ** 2))(params)
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(encode_batch(p, IDS, VALID, config) ** 2)))(params)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grad))
 
     @jax.jit

@@ -226,15 +226,19 @@ def test_emulated_dot_general_is_the_unit_product_rounded_into_the_format():
         policy = Emulated(fmt, accumulation=unit if fmt != "fp8_e4m3" else unit.name)  # a name works too
         assert policy.unit == unit
         got = np.asarray(jax.jit(policy.dot_general, static_argnums=2)(A, B, (((1,), (0,)), ((), ()))), np.float64)
-        a = round_to(round_to(A, fmt), unit.inputs)  # operands into the format, then into the unit's input
-        b = round_to(round_to(B, fmt), unit.inputs)
-        want = np.asarray(round_to(matmul_jit(unit, a, b), fmt))
+        @jax.jit
+        def reference(A, B):
+            a = round_to(round_to(A, fmt), unit.inputs)  # operands into the format, then into the unit's input
+            b = round_to(round_to(B, fmt), unit.inputs)
+            return round_to(matmul_jit(unit, a, b), fmt)
+
+        want = np.asarray(reference(A, B))
         assert np.array_equal(got, want, equal_nan=True), (fmt, unit.name)
     # batched by vmap: the same numbers
     batched = jax.jit(jax.vmap(lambda x: policy.matmul(policy.cast(x), policy.cast(B))))(np.stack([A, 2 * A]))
     assert np.array_equal(np.asarray(batched[0], np.float64), got)
     # differentiable: straight through, the derivative of the exact product
-    grad = jax.grad(lambda x: jnp.sum(policy.matmul(policy.cast(x), policy.cast(B)).astype(jnp.float64)))(A)
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(policy.matmul(policy.cast(x), policy.cast(B)).astype(jnp.float64))))(A)
     assert np.allclose(np.asarray(grad), np.broadcast_to(np.sum(np.asarray(policy.cast(B), np.float64), axis=1), A.shape))
 
 
