@@ -96,20 +96,23 @@ def test_coefficients_do_not_depend_on_u_and_bounds_scale_linearly():
     # the propagated block lemma carries the emulated network's own errors: into layer l the
     # error of layer l - 1's output (none into the first), out of the last the network's error
     propagated = raw["statements"]["Lemma 4.29 (propagated)"]
-    network = compare(params, X, Emulated("t12", unroll=0), "rms").componentwise
+    compared = jax.jit(compare, static_argnums=(2, 3))  # compiled, as measure's own run is
+    network = compared(params, X, Emulated("t12", unroll=0), "rms").componentwise
     assert float(propagated["measured"][-1]) == float(raw["measured"])
     assert relative_difference(float(raw["measured"]), float(network)) < relative_tolerance()
     assert float(propagated["input_error"][0]) == 0.0
     assert float(propagated["input_error"][1]) == float(propagated["measured"][0]) > 0
+    theorem = jax.jit(lambda p, x, u: bounds.theorem_4_30(p, x, norm="rms", u=u).coefficient)
+    columns = jax.jit(lambda x, p, u: bounds.lemma_4_17_columns(rms_norm(x), p.Wq, p.Wk, u=u).coefficient)
     for u in (2.0**-12, 2.0**-20):  # a few statements evaluated directly at another u: same coefficients
-        assert float(bounds.theorem_4_30(params, X, norm="rms", u=u).coefficient) == float(raw["theorem"].coefficient)
+        assert float(theorem(params, X, u)) == float(raw["theorem"].coefficient)
         first = jax.tree.map(lambda a: a[0], params)
-        lemma = bounds.lemma_4_17_columns(rms_norm(X), first.Wq, first.Wk, u=u)
-        assert np.all(relative_difference(lemma.coefficient, raw["statements"]["Lemma 4.17"]["coefficient"][0])
+        coefficient = columns(X, first, u)
+        assert np.all(relative_difference(coefficient, raw["statements"]["Lemma 4.17"]["coefficient"][0])
                       < relative_tolerance())
     record = raw["theorem"]
     assert float(record.value(2.0**-12)) == 2**8 * float(record.value(2.0**-20))
-    fine = compare(params, X, Emulated("t20", unroll=0), "rms").componentwise  # the error shrinks with u, under the bound
+    fine = compared(params, X, Emulated("t20", unroll=0), "rms").componentwise  # the error shrinks with u, under the bound
     assert float(fine) < float(raw["measured"])
     assert float(fine) <= float(record.terms["layerwise"]) * 2.0**-20
     assert float(raw["measured"]) <= float(record.terms["layerwise"]) * 2.0**-12
