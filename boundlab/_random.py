@@ -42,22 +42,23 @@ def _cut(flat, shape):
     return jax.device_put(part, flat.sharding) if flat.committed else jax.device_put(part)
 
 
-def normal(key, shape, dtype=None):
-    """``jax.random.normal(key, shape, dtype)``, bit for bit (see the module docstring)."""
+def _draw(sample, key, shape, dtype, bucketable: bool = True):
+    """``sample(key, shape, dtype)`` (a draw of jax.random), bucketed where it can be."""
     shape = tuple(shape)
     dtype = jax.dtypes.canonicalize_dtype(dtype if dtype is not None else float)
-    length = _bucket(key, shape, dtype)
+    length = _bucket(key, shape, dtype) if bucketable else None
     if length is None:
-        return jax.random.normal(key, shape, dtype)
-    return _cut(jax.random.normal(key, (length,), dtype), shape)
+        return sample(key, shape, dtype)
+    return _cut(sample(key, (length,), dtype), shape)
+
+
+def normal(key, shape, dtype=None):
+    """``jax.random.normal(key, shape, dtype)``, bit for bit (see the module docstring)."""
+    return _draw(jax.random.normal, key, shape, dtype)
 
 
 def uniform(key, shape, dtype=None, minval=0.0, maxval=1.0):
-    """``jax.random.uniform(key, shape, dtype, minval, maxval)`` for Python-number bounds, bit
-    for bit (see the module docstring)."""
-    shape = tuple(shape)
-    dtype = jax.dtypes.canonicalize_dtype(dtype if dtype is not None else float)
-    length = _bucket(key, shape, dtype)
-    if length is None or not all(isinstance(v, (int, float)) for v in (minval, maxval)):
-        return jax.random.uniform(key, shape, dtype, minval, maxval)
-    return _cut(jax.random.uniform(key, (length,), dtype, minval, maxval), shape)
+    """``jax.random.uniform(key, shape, dtype, minval, maxval)``, bit for bit (see the module
+    docstring); bucketed for Python-number bounds only."""
+    return _draw(lambda k, s, d: jax.random.uniform(k, s, d, minval, maxval), key, shape, dtype,
+                 bucketable=all(isinstance(v, (int, float)) for v in (minval, maxval)))

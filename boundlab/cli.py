@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from boundlab.experiments.run_folder import forget_signals, install_signal_handlers, run_folder
+from boundlab.experiments.run_folder import forget_signals, install_signal_handlers, interrupted_line, run_folder
 
 
 def _version() -> str:
@@ -613,10 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except KeyboardInterrupt as error:
         name = getattr(error, "signal_name", "SIGINT")
-        folder = getattr(args, "out", None)
-        where = f"; {folder} is marked incomplete ({folder}/INCOMPLETE)" if folder and os.path.exists(
-            os.path.join(folder, "INCOMPLETE")) else ""
-        print(f"boundlab {args.command}: interrupted by {name}{where}", file=sys.stderr)
+        print(interrupted_line(args.command, name, getattr(args, "out", None)), file=sys.stderr)
         return 128 + int(getattr(signal.Signals, name))
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"boundlab {args.command}: error: {error}", file=sys.stderr)

@@ -39,7 +39,7 @@ class Interrupted(KeyboardInterrupt):
 
 _received: list[str] = []  # the signals received since the handlers were installed
 GRACE = 3.0  # seconds the main thread has to act on a signal before the watcher ends the run itself
-_lock = threading.RLock()  # one writer of the ended marker: the main thread or the watcher
+_lock = threading.Lock()  # one writer of the ended marker: the main thread or the watcher
 _active: list[dict] = []  # the folder being written: out, marker, summary, state, command
 _handled = threading.Event()  # the main thread's handler ran: it acts on the signal itself
 _watch: dict = {}
@@ -95,17 +95,20 @@ def _watcher(read: int) -> None:
             continue
         with _lock:
             name = signal.Signals(number).name
-            where = ""
-            if _active:
-                run = _active[-1]
+            run = _active[-1] if _active else None
+            if run is not None:
                 _mark(run, "interrupted", f"interrupted by {name}")
-                where = f"; {run['out']} is marked incomplete ({run['marker']})"
-                command = run["command"].split()[0]
-            else:
-                command = "run"
-            print(f"boundlab {command}: interrupted by {name}{where}\n(the main thread was in compiled code; "
-                  f"ended {GRACE:g} s after the signal)", file=sys.stderr, flush=True)
+            command = run["command"].split()[0] if run is not None else "run"
+            print(f"{interrupted_line(command, name, run and run['out'])}\n(the main thread was in compiled "
+                  f"code; ended {GRACE:g} s after the signal)", file=sys.stderr, flush=True)
             os._exit(128 + number)
+
+
+def interrupted_line(command: str, name: str, out: str | None) -> str:
+    """The one line an interrupted command prints (naming its folder if it marked one)."""
+    marked = out and os.path.exists(os.path.join(out, MARKER))
+    return f"boundlab {command}: interrupted by {name}" + (
+        f"; {out} is marked incomplete ({os.path.join(out, MARKER)})" if marked else "")
 
 
 def forget_signals() -> None:
