@@ -50,6 +50,14 @@ def pytest_runtest_setup(item):
         jax.config.update("jax_disable_most_optimizations", fast)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests marked ``long`` (a minute or two each: the CLI studies, the notebooks, the README)
+    run first: xdist's work stealing hands each worker half of the run in this order and lets an
+    idle worker take pending tests from the other, which evens out short tests, never a long one
+    that starts last. The order is otherwise the collection order (stable)."""
+    items[:] = sorted(items, key=lambda item: item.get_closest_marker("long") is None)
+
+
 def pytest_unconfigure(config):
     """Remove the run's compilation cache in the process that made it."""
     if os.environ.get("BOUNDLAB_TEST_CACHE_OWNER") == str(os.getpid()):

@@ -109,6 +109,7 @@ TINY = {
 }
 
 
+@pytest.mark.long
 def test_reproduce_writes_figures_csv_summaries_and_an_index(tmp_path):
     from boundlab.experiments.coverage import Coverage
 

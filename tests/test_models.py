@@ -161,6 +161,7 @@ def test_every_head_has_rank_32_and_the_score_bound_holds_on_real_text(minilm):
 
 
 @needs_model
+@pytest.mark.long
 def test_model_command_writes_plots_tables_and_a_strict_summary(tmp_path, capsys):
     out = tmp_path / "model"
     assert main(["model", "minilm", "--quick", "--layers", "1", "--sentences", "1", "--formats", "bf16",

@@ -1,4 +1,4 @@
-"""The notebooks run top to bottom in a fresh kernel at their small size, their .ipynb matches
+"""The notebooks run top to bottom (each from an empty namespace, with JAX's defaults) at their small size, their .ipynb matches
 its jupytext twin, and no stale outputs are stored."""
 
 import os
@@ -29,29 +29,69 @@ def test_ipynb_matches_its_py_twin_and_holds_no_outputs(name):
             assert not cell.get("outputs") and cell.get("execution_count") is None, f"{name}.ipynb stores outputs"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs(name, tmp_path):
+# Each notebook runs top to bottom as its first cell after this one, in a kernel whose user
+# namespace is empty (%reset), whose JAX configuration is back at its defaults, with no figure
+# open and in a directory of its own: what a fresh kernel gives it, except that the modules are
+# imported once and the programs the notebooks share are traced and compiled once (one kernel
+# for all nine takes about 80 % of nine kernels' time).
+_SETUP = """
+import sys, types, jax
+defaults = types.ModuleType("_boundlab_notebook_defaults")
+defaults.values = {name: jax.config.values[name] for name in jax.config.values}
+sys.modules[defaults.__name__] = defaults
+del sys, types, jax, defaults
+"""
+_RESET = """%reset -f
+import os as _os, sys as _sys, jax as _jax
+for _name, _value in _sys.modules["_boundlab_notebook_defaults"].values.items():
+    if _jax.config.values[_name] != _value:
+        _jax.config.update(_name, _value)
+if "matplotlib.pyplot" in _sys.modules:
+    _sys.modules["matplotlib.pyplot"].close("all")
+_os.chdir({path!r})
+del _os, _sys, _jax
+"""
+
+
+@pytest.mark.long
+def test_notebooks_run(tmp_path):
     # the notebooks print and plot, they assert nothing bit for bit: compiling with less XLA
     # optimisation roughly halves their (compile-dominated) run time in the test, and with the same
     # options as the in-process tests that check files and tables (tests/conftest.py), so programs
     # they share are compiled once per run
+    import nbformat
+    from jupyter_client import KernelManager
+
     env = {"MPLBACKEND": "Agg", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
     previous = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
+    kernel = KernelManager(kernel_name="python3")
+    failures = []
     try:
-        # a cell that times out fails the test at once: the notebook's cell 4 in 09 once did in CI,
-        # twice in a row, and the cause was no kernel trouble but a real hang (jaxlib's batched
-        # LAPACK kernels deadlocking XLA's 2-thread pool, see boundlab.linalg), which a retry only delays
-        notebook = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
-        client = nbclient.NotebookClient(notebook, timeout=150, kernel_name="python3",
-                                         resources={"metadata": {"path": str(tmp_path)}})
-        client.execute()  # raises CellExecutionError or CellTimeoutError naming the cell
+        kernel.start_kernel(cwd=str(tmp_path))
+        setup = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_SETUP)])
+        nbclient.NotebookClient(setup, km=kernel, timeout=150, kernel_name="python3").execute()
+        for name in NAMES:
+            # a cell that times out fails the notebook at once: the notebook's cell 4 in 09 once did
+            # in CI, twice in a row, and the cause was no kernel trouble but a real hang (jaxlib's
+            # batched LAPACK kernels deadlocking XLA's 2-thread pool, see boundlab.linalg), which a
+            # retry only delays
+            (tmp_path / name).mkdir()
+            notebook = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
+            notebook.cells.insert(0, nbformat.v4.new_code_cell(_RESET.format(path=str(tmp_path / name))))
+            try:
+                nbclient.NotebookClient(notebook, km=kernel, timeout=150, kernel_name="python3").execute()
+            except nbclient.exceptions.CellTimeoutError as error:  # the kernel is busy for good: stop
+                failures.append(f"{name}: {error}")
+                break
+            except nbclient.exceptions.CellExecutionError as error:  # names the cell; the next notebook runs
+                failures.append(f"{name}: {error}")
     finally:
+        if kernel.has_kernel:
+            kernel.shutdown_kernel(now=True)
         for key, value in previous.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    errors = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
-              if output.get("output_type") == "error"]
-    assert not errors
+    assert not failures, "\n\n".join(failures)
