@@ -63,8 +63,8 @@ def _tap_fwd(x, e, flags, z, w, q):
 def _tap_bwd(residuals, g):
     e, flags, z, w, q = residuals
     contribution = jnp.abs(g) * e
-    return (g, jnp.zeros_like(e), jnp.zeros_like(flags), _fit(contribution, z.shape),
-            _fit(contribution * contribution, w.shape), flags.astype(q.dtype))
+    return (g, None, None, _fit(contribution, z.shape), _fit(contribution * contribution, w.shape),
+            flags.astype(q.dtype))
 
 
 tap.defvjp(_tap_fwd, _tap_bwd)
@@ -84,11 +84,24 @@ def _tap_sum_fwd(x, e, e2, flags, z, w, q):
 
 def _tap_sum_bwd(residuals, g):
     e, e2, flags, z, w, q = residuals
-    return (g, jnp.zeros_like(e), jnp.zeros_like(e2), jnp.zeros_like(flags), _fit(jnp.abs(g) * e, z.shape),
-            _fit(g * g * e2, w.shape), flags.astype(q.dtype))
+    return (g, None, None, None, _fit(jnp.abs(g) * e, z.shape), _fit(g * g * e2, w.shape), flags.astype(q.dtype))
 
 
 tap_sum.defvjp(_tap_sum_fwd, _tap_sum_bwd)
+
+
+@jax.custom_jvp
+def _recursive_total(terms):
+    """sum_j terms[j] added in the order j = 1, 2, ..., k (the last partial sum: the loop's value in
+    float64, bit for bit), with the derivative of the sum (its tangent sum_j dterms[j], whose
+    transpose is a broadcast, where cumsum's is a reversed cumulative sum over every cotangent)."""
+    return jnp.cumsum(terms, axis=0)[-1]
+
+
+@_recursive_total.defjvp
+def _recursive_total_jvp(primals, tangents):
+    (terms,), (dterms,) = primals, tangents
+    return _recursive_total(terms), jnp.sum(dterms, axis=0)
 
 
 class TapPolicy(_Policy):
@@ -140,8 +153,8 @@ class TapPolicy(_Policy):
         if self._sum_order != "recursive" or k < 1:
             return super()._reduce(term, k, key, products)
         terms = jax.vmap(term)(jnp.arange(k))  # (k, ...) exact terms
-        partial = jnp.cumsum(terms, axis=0)
-        total = partial[-1]
+        partial = jnp.cumsum(terms, axis=0)  # the partial sums' local bounds (no cotangent flows into them)
+        total = _recursive_total(terms)
         u = effective_unit_roundoff(self.fmt, self.mode)
         u_acc = effective_unit_roundoff(self.accumulator or self.fmt, self.mode)
         pieces = [u_acc * jnp.abs(partial[1:])]
