@@ -1,5 +1,5 @@
-"""The notebooks run top to bottom (each from an empty namespace, with JAX's defaults) at their small size, their .ipynb matches
-its jupytext twin, and no stale outputs are stored."""
+"""The notebooks run top to bottom (each from an empty namespace, with JAX's defaults) at their
+small size, their .ipynb matches its jupytext twin, and no stale outputs are stored."""
 
 import os
 from pathlib import Path

@@ -148,3 +148,45 @@ def test_vectorised_recursive_sums_give_the_loops_bound(arithmetic, monkeypatch)
         np.testing.assert_allclose(getattr(fast, name), getattr(loop, name), rtol=64 * 2.0**-53)
     np.testing.assert_allclose(fast.value, loop.value, rtol=64 * 2.0**-53)
     assert [s.primitive for s in fast.sites] == [s.primitive for s in loop.sites]
+
+
+
+def _equations(jaxpr):
+    """A jaxpr's equations and those of the jaxprs inside them (jit, scan, custom rules, ...)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        found.append(eqn)
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's Jaxpr
+                if hasattr(inner, "eqns"):
+                    found += _equations(inner)
+    return found
+
+
+def test_the_reverse_pass_carries_no_cotangent_into_local_bounds_or_partial_sums():
+    # first_order's batched VJPs should run the network's reverse pass and nothing else (README,
+    # "first_order"): a tap passes its cotangent g through to v untouched (no contribution of its
+    # local bound e = u |v| or of its flags is added: their cotangents are symbolic zeros), and a
+    # recursive sum's total is differentiated as a sum (a broadcast), not as the last entry of a
+    # cumulative sum (a padded, reversed cumulative sum per cotangent). Both reverted: 5x slower
+    from boundlab.sensitivity.taps import _recursive_total, tap, zero_channel
+
+    def tapped(x):
+        channel = zero_channel(x.shape)
+        e = 2.0**-8 * jnp.abs(x)
+        flags = jnp.stack([0.0, jnp.any(jnp.abs(x) > 1.0).astype(jnp.float64), 0.0])
+        return jnp.sum(jnp.sin(tap(x, e, flags, channel["z"], channel["w"], channel["q"])))
+
+    x = jnp.linspace(-1.0, 1.0, 7)
+    names = [eqn.primitive.name for eqn in _equations(jax.make_jaxpr(jax.grad(tapped))(x).jaxpr)]
+    assert "add_any" not in names and "select_n" not in names, names
+    np.testing.assert_array_equal(jax.grad(tapped)(x), jnp.cos(x))
+    terms = jax.random.normal(jax.random.key(0), (5, 3))
+    total = lambda t: jnp.sum(jnp.sin(_recursive_total(t)))  # noqa: E731
+    eqns = _equations(jax.make_jaxpr(jax.grad(total))(terms).jaxpr)
+    reversed_sums = [eqn for eqn in eqns if eqn.primitive.name == "cumsum" and eqn.params["reverse"]]
+    assert not reversed_sums and "pad" not in [eqn.primitive.name for eqn in eqns]
+    np.testing.assert_array_equal(_recursive_total(terms), jnp.cumsum(terms, axis=0)[-1])
+    expected = jnp.broadcast_to(jnp.cos(jnp.cumsum(terms, axis=0)[-1]), (5, 3))
+    np.testing.assert_array_equal(jax.grad(total)(terms), expected)
