@@ -31,25 +31,17 @@ def test_ipynb_matches_its_py_twin_and_holds_no_outputs(name):
 
 # Each notebook runs top to bottom as its first cell after this one, in a kernel whose user
 # namespace is empty (%reset), whose JAX configuration is back at its defaults, with no figure
-# open and in a directory of its own: what a fresh kernel gives it, except that the modules are
-# imported once and the programs the notebooks share are traced and compiled once (one kernel
-# for all nine takes about 80 % of nine kernels' time).
-_SETUP = """
-import sys, types, jax
-defaults = types.ModuleType("_boundlab_notebook_defaults")
-defaults.values = {name: jax.config.values[name] for name in jax.config.values}
-sys.modules[defaults.__name__] = defaults
-del sys, types, jax, defaults
+# open and in a directory of its own (tests/fresh_state.py): what a fresh kernel gives it, except
+# that the modules are imported once and the programs the notebooks share are traced and compiled
+# once (one kernel for all nine takes about 80 % of nine kernels' time).
+_SETUP = f"""
+import sys
+sys.path.append({str(Path(__file__).parent)!r})  # after everything else: it shadows nothing
+import fresh_state
+del sys, fresh_state
 """
 _RESET = """%reset -f
-import os as _os, sys as _sys, jax as _jax
-for _name, _value in _sys.modules["_boundlab_notebook_defaults"].values.items():
-    if _jax.config.values[_name] != _value:
-        _jax.config.update(_name, _value)
-if "matplotlib.pyplot" in _sys.modules:
-    _sys.modules["matplotlib.pyplot"].close("all")
-_os.chdir({path!r})
-del _os, _sys, _jax
+__import__("fresh_state").reset({path!r})
 """
 
 

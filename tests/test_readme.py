@@ -20,29 +20,24 @@ def python_blocks():
 
 # The blocks run one after another in one fresh interpreter, each in a namespace of its own, in a
 # directory of its own, with JAX's configuration back at its defaults (standard dtype promotion, no
-# x64 unless the block turns it on) and no figure left open: what a user running the block alone
-# gets, except that the modules boundlab imports are imported once, and the programs the blocks
-# share (analyze's, the figure sweeps') are traced and compiled once (about 25 % of the blocks'
-# time in fourteen interpreters). A failing block is reported with its traceback; the others still run.
+# x64 unless the block turns it on) and no figure left open (tests/fresh_state.py): what a user
+# running the block alone gets, except that the modules boundlab imports are imported once, and
+# the programs the blocks share (analyze's, the figure sweeps') are traced and compiled once (about
+# 25 % of the blocks' time in fourteen interpreters). A failing block is reported with its
+# traceback; the others still run.
 _RUNNER = r"""
 import json, os, sys, traceback
-import jax
+sys.path.append(sys.argv[1])  # after everything else: it shadows nothing
+import fresh_state
 blocks, root = json.loads(sys.stdin.read()), os.getcwd()
-defaults = {name: jax.config.values[name] for name in jax.config.values}
 for index, block in enumerate(blocks):
-    for name, value in defaults.items():
-        if jax.config.values[name] != value:
-            jax.config.update(name, value)
     os.makedirs(os.path.join(root, str(index)))
-    os.chdir(os.path.join(root, str(index)))
+    fresh_state.reset(os.path.join(root, str(index)))
     try:
         exec(compile(block, f"<README.md python block {index}>", "exec"), {"__name__": "__main__"})
         failure = None
     except BaseException:
         failure = traceback.format_exc()[-3000:]
-    finally:
-        if "matplotlib.pyplot" in sys.modules:
-            sys.modules["matplotlib.pyplot"].close("all")
     print("BLOCK " + json.dumps({"index": index, "failure": failure}), flush=True)
 """
 
@@ -55,7 +50,8 @@ def test_readme_examples_run(tmp_path):
     blocks = python_blocks()
     assert len(blocks) >= 10
     env = {**os.environ, "MPLBACKEND": "Agg", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
-    result = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(blocks), cwd=tmp_path, env=env,
+    result = subprocess.run([sys.executable, "-c", _RUNNER, str(Path(__file__).parent)], input=json.dumps(blocks),
+                            cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=1800)
     reports = [json.loads(line[len("BLOCK "):]) for line in result.stdout.splitlines() if line.startswith("BLOCK ")]
     assert result.returncode == 0 and len(reports) == len(blocks), \

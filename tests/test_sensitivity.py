@@ -150,7 +150,6 @@ def test_vectorised_recursive_sums_give_the_loops_bound(arithmetic, monkeypatch)
     assert [s.primitive for s in fast.sites] == [s.primitive for s in loop.sites]
 
 
-
 def _equations(jaxpr):
     """A jaxpr's equations and those of the jaxprs inside them (jit, scan, custom rules, ...)."""
     found = []
