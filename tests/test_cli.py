@@ -210,37 +210,62 @@ def test_an_interrupted_reproduce_says_so_in_its_marker_index_and_exit_status(tm
     assert (out / "index.md").read_text().splitlines()[2].startswith("**INCOMPLETE")
 
 
-STUCK = """
-import sys, jax
+SPIN = """
+import sys, time, jax
 from jax import lax
-from boundlab.experiments.run_folder import install_signal_handlers, run_folder
+from boundlab.experiments.run_folder import Interrupted, install_signal_handlers, run_folder
 install_signal_handlers(watch=True)
 spin = jax.jit(lambda n: lax.fori_loop(0, n, lambda i, x: x * 1.0000001 + 1e-9, 1.0))
 spin(3).block_until_ready()
+"""
+STUCK = SPIN + """
 with run_folder(sys.argv[1], "figure"):
     spin(2**31 - 1).block_until_ready()  # seconds to minutes in compiled code, where no Python handler runs
 """
+STUCK_AGAIN = SPIN + """
+with run_folder(sys.argv[1], "figure"):
+    try:
+        while True:
+            time.sleep(0.01)  # in Python: the handler acts on the first signal at once
+    except Interrupted:
+        print("handled", flush=True)
+        spin(2**31 - 1).block_until_ready()  # a cleanup stuck in compiled code
+"""
 
 
-def test_a_signal_while_the_main_thread_is_in_compiled_code_ends_the_run_within_the_grace(tmp_path):
+def _signalled(script, out, first_signal_after):
+    """Run ``script`` on the folder ``out``; once it holds INCOMPLETE, send SIGTERM, and a second
+    one once ``first_signal_after`` (a line on stdout) if given. -> (exit status, stderr, seconds
+    from the last signal to the exit)."""
     import os
     import signal
     import time
 
-    from boundlab.experiments.run_folder import GRACE
-
-    out = tmp_path / "stuck"
-    process = subprocess.Popen([sys.executable, "-c", STUCK, str(out)], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     deadline = time.monotonic() + 120
     while not (out / "INCOMPLETE").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # inside the compiled loop
-    sent = time.monotonic()
+    time.sleep(0.5)  # inside the compiled loop (or the Python one)
     process.send_signal(signal.SIGTERM)
+    if first_signal_after:
+        assert process.stdout.readline().strip() == first_signal_after
+        time.sleep(0.5)  # inside the compiled cleanup
+        process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
     _, err = process.communicate(timeout=120)
-    waited = time.monotonic() - sent
-    assert process.returncode == 143, err
+    return process.returncode, err, time.monotonic() - sent
+
+
+@pytest.mark.parametrize("script, first_signal_after", [(STUCK, None), (STUCK_AGAIN, "handled")],
+                         ids=["stuck", "stuck-again-in-the-cleanup"])
+def test_a_signal_while_the_main_thread_is_in_compiled_code_ends_the_run_within_the_grace(
+        tmp_path, script, first_signal_after):
+    from boundlab.experiments.run_folder import GRACE
+
+    out = tmp_path / "stuck"
+    status, err, waited = _signalled(script, out, first_signal_after)
+    assert status == 143, err
     assert f"boundlab figure: interrupted by SIGTERM; {out} is marked incomplete ({out}/INCOMPLETE)" in err.splitlines()
     assert "the main thread was in compiled code" in err and waited < GRACE + 30  # not the loop's minutes
     marker = json.loads((out / "INCOMPLETE").read_text())

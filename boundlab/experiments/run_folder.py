@@ -41,7 +41,8 @@ _received: list[str] = []  # the signals received since the handlers were instal
 GRACE = 3.0  # seconds the main thread has to act on a signal before the watcher ends the run itself
 _lock = threading.Lock()  # one writer of the ended marker: the main thread or the watcher
 _active: list[dict] = []  # the folder being written: out, marker, summary, state, command
-_handled = threading.Event()  # the main thread's handler ran: it acts on the signal itself
+_signals = threading.Condition()  # guards _counts
+_counts = {"seen": 0, "handled": 0}  # SIGINT/SIGTERM the watcher has read / the main thread's handler has run
 _watch: dict = {}
 
 
@@ -59,14 +60,21 @@ def install_signal_handlers(watch: bool = False) -> None:
     with ``watch`` (the command-line program, not ``main`` called inside a notebook or a test) a
     watcher thread learns of the signal at once (``signal.set_wakeup_fd``); if the main thread
     has not acted on it within ``GRACE`` seconds, the watcher marks the folder interrupted,
-    prints the command's one line and ends the process with 128 + the signal's number."""
+    prints the command's one line and ends the process with 128 + the signal's number.  Each
+    signal counts on its own: a second one while the main thread is stuck again (say, in compiled
+    code during the cleanup after the first) is forced as well.  (Two signals that land before
+    the main thread looks run its handler once, so the second counts as not acted upon: two
+    Ctrl-Cs end the run within ``GRACE`` whatever the main thread does.)"""
     _received.clear()
-    _handled.clear()
+    with _signals:
+        _counts.update(seen=0, handled=0)
 
     def handler(number, frame):
         name = signal.Signals(number).name
         _received.append(name)
-        _handled.set()  # the main thread is back in Python and acts on it: the watcher stands down
+        with _signals:  # the main thread is back in Python and acts on it: the watcher stands down
+            _counts["handled"] += 1
+            _signals.notify_all()
         raise Interrupted(name)
 
     for number in (signal.SIGINT, signal.SIGTERM):
@@ -91,8 +99,11 @@ def _watcher(read: int) -> None:
         number = data[0]
         if number not in (signal.SIGINT, signal.SIGTERM):
             continue
-        if _handled.wait(GRACE):
-            continue
+        with _signals:  # each signal read needs a run of the handler of its own (which may come first)
+            _counts["seen"] += 1
+            seen = _counts["seen"]
+            if _signals.wait_for(lambda: _counts["handled"] >= seen, GRACE):
+                continue
         with _lock:
             name = signal.Signals(number).name
             run = _active[-1] if _active else None
