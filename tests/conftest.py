@@ -52,10 +52,16 @@ def pytest_runtest_setup(item):
 
 def pytest_collection_modifyitems(config, items):
     """The tests marked ``long`` (a minute or two each: the CLI studies, the notebooks, the README)
-    run first: xdist's work stealing hands each worker half of the run in this order and lets an
-    idle worker take pending tests from the other, which evens out short tests, never a long one
-    that starts last. The order is otherwise the collection order (stable)."""
-    items[:] = sorted(items, key=lambda item: item.get_closest_marker("long") is None)
+    run first: xdist's work stealing hands each worker a contiguous half of the run in this order
+    and lets an idle worker take the tail of the other's queue, which evens out short tests, never a
+    long one that starts last. Then the ``fast_compile`` tests, then the others: a worker that moves
+    between the two kinds clears JAX's in-memory caches (``pytest_runtest_setup``), so each kind is
+    kept together and shared programs are traced and compiled once per worker and kind rather than
+    once per module boundary. The order is otherwise the collection order (stable), so a module's
+    tests of one kind stay together (a marked test in an unmarked module uses no module-scoped
+    fixture, see above)."""
+    items[:] = sorted(items, key=lambda item: (item.get_closest_marker("long") is None,
+                                               item.get_closest_marker("fast_compile") is None))
 
 
 def pytest_unconfigure(config):
