@@ -54,22 +54,20 @@ def mpfr_round(values: np.ndarray, fmt, mode: str) -> np.ndarray:
     for the mode.  A result too large for a float32 container becomes inf there.
     """
     ctx = mpfr_context(fmt, mode)
-    out = np.empty(values.shape, dtype=np.float64)
-    flat = out.reshape(-1)
-    for i, v in enumerate(values.astype(np.float64).reshape(-1).tolist()):
-        if math.isnan(v):
-            flat[i] = math.nan
-        elif math.isinf(v):
-            flat[i] = v if fmt.infinities else math.nan
-        else:
-            r = float(ctx.plus(v))  # gmpy2 converts a Python float exactly (53 bits)
-            if abs(r) > fmt.max_finite:
-                r = _overflow_value(v < 0, fmt, mode)
-            if r == 0 and not fmt.negative_zero:
-                r = 0.0  # FNUZ formats: -0's code is NaN, every zero is +0
-            flat[i] = r
+    flat = values.astype(np.float64).reshape(-1)
+    out = np.empty_like(flat)
+    finite = np.isfinite(flat)
+    plus = ctx.plus  # gmpy2 converts a Python float exactly (53 bits); one MPFR call per value
+    out[finite] = [float(plus(v)) for v in flat[finite].tolist()]
+    out[np.isnan(flat)] = math.nan
+    infinite = np.isinf(flat)
+    out[infinite] = flat[infinite] if fmt.infinities else math.nan
+    over = finite & (np.abs(out) > fmt.max_finite)
+    out[over] = [_overflow_value(v < 0, fmt, mode) for v in flat[over].tolist()]
+    if not fmt.negative_zero:
+        out[finite & (out == 0)] = 0.0  # FNUZ formats: -0's code is NaN, every zero is +0
     with np.errstate(over="ignore"):
-        return out.astype(values.dtype)
+        return out.reshape(values.shape).astype(values.dtype)
 
 
 def _representable_in(values: np.ndarray, dtype) -> np.ndarray:
