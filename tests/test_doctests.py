@@ -7,10 +7,15 @@ import pkgutil
 import pytest
 
 import boundlab
+import boundlab.kernels
 
 pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(boundlab.__path__, "boundlab.") if m.name != "boundlab.__main__")
+# boundlab.kernels is the top-level kernels/ folder mapped into the package (pyproject.toml): in an
+# editable install it is not under boundlab.__path__, so it is walked on its own (an installed
+# package would find it twice; the set keeps one)
+MODULES = sorted({m.name for path, prefix in ((boundlab.__path__, "boundlab."), (boundlab.kernels.__path__, "boundlab.kernels."))
+                  for m in pkgutil.walk_packages(path, prefix)} - {"boundlab.__main__"} | {"boundlab.kernels"})
 
 
 @pytest.mark.parametrize("name", MODULES)
