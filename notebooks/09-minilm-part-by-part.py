@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -77,7 +79,6 @@ plt.show()
 
 # %%
 optimizer = nnx.Optimizer(model, optax.sgd(1e-2), wrt=nnx.Param)
-metric = ModelMetric(model_diagnostics(model, ids, valid, formats=("bf16",), condition=False, first_order=False))
 
 
 @nnx.jit
@@ -91,7 +92,8 @@ def step(model, optimizer):
     return value, model_diagnostics(model, ids, valid, formats=("bf16",), condition=False, first_order=False)
 
 
-for _ in range(3):
+for i in range(3):
     value, diagnosed = step(model, optimizer)
+    metric = ModelMetric(diagnosed) if i == 0 else metric  # its names from the step's own diagnostics
     metric.update(diagnostics=diagnosed)
     print(float(value), float(diagnosed.output["error_normwise/bf16"]))

@@ -266,6 +266,7 @@ def test_a_gradient_that_jumps_across_a_relu_kink_is_not_checked_and_says_why():
     # flips, inside a lax.scan as a model's layers are.
     from jax import lax
 
+    from boundlab.arithmetic import Emulated
     from boundlab.training import check_gradient
 
     def kink_loss(params, batch):
@@ -282,3 +283,5 @@ def test_a_gradient_that_jumps_across_a_relu_kink_is_not_checked_and_says_why():
     assert v["relative_error"] > 0.5 and v["holds"] is None and "comparisons flipped" in v["verdict"]
     smooth = check_gradient(kink_loss, get_recipe("bf16-mixed"), params, jnp.array([1.0, 1.0, 1.0, 0.0]))
     assert smooth["decisions_flipped"] == 0 and all(t["holds"] is not False for t in smooth["tensors"].values())
+    with pytest.raises(ValueError, match="rounds stochastically"):  # one emulated run: no expectation to bound
+        check_gradient(kink_loss, Emulated("bf16", mode="stochastic"), params, jnp.ones(4))

@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boundlab.emulation import emulate
 from boundlab.sensitivity import first_order
 from boundlab.training.recipes import Mixed, Recipe
 from boundlab.verdicts import holds, verdict
@@ -58,8 +57,9 @@ def _gradient_function(loss_fn, loss_scale: float):
 COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 
 
-def _decisions(fn, arithmetic, args) -> list:
-    """The boolean outputs of every comparison of ``fn(*args)`` evaluated through ``arithmetic``."""
+def _decisions(fn, arithmetic, args) -> tuple:
+    """(``fn(*args)`` evaluated through ``arithmetic``, as ``boundlab.emulate`` evaluates it, and
+    the boolean outputs of every comparison it made)."""
     from boundlab.emulation.api import interpret
     from boundlab.emulation.interpreter import Handler
 
@@ -67,22 +67,25 @@ def _decisions(fn, arithmetic, args) -> list:
     handler = Handler(arithmetic)
     handler.records_loops = True  # a model's layers in a lax.scan: their ReLUs too
     handler.recorder = lambda eqn, outs: found.append(outs[0]) if eqn.primitive.name in COMPARISONS else None
-    interpret(fn, handler, args, None)
-    return found
+    return interpret(fn, handler, args, None), found
 
 
 @functools.lru_cache(maxsize=64)
-def _flip_counter(grad_fn, compute):
-    """A jitted (params, batch) -> number of comparisons whose outcome differs between ``compute``
-    and exact arithmetic (one compilation per gradient function and arithmetic)."""
+def _emulated_with_flips(grad_fn, compute):
+    """A jitted (params, batch) -> (the gradient evaluated in ``compute``, the number of
+    comparisons whose outcome differs between ``compute`` and exact arithmetic): one program per
+    gradient function and arithmetic, where ``emulate`` and a separate count were two (the
+    emulated gradient is the counted run's output, the same bits as ``emulate``'s)."""
     from boundlab.arithmetic import Exact
 
-    def count(params, batch):
-        emulated = _decisions(grad_fn, compute, (params, batch))
-        exact = _decisions(grad_fn, Exact(), (params, batch))
-        return sum((jnp.sum(a != b, dtype=jnp.int32) for a, b in zip(emulated, exact, strict=True)), jnp.zeros((), jnp.int32))
+    def run(params, batch):
+        value, emulated = _decisions(grad_fn, compute, (params, batch))
+        _, exact = _decisions(grad_fn, Exact(), (params, batch))
+        flips = sum((jnp.sum(a != b, dtype=jnp.int32) for a, b in zip(emulated, exact, strict=True)),
+                    jnp.zeros((), jnp.int32))
+        return value, flips
 
-    return jax.jit(count)
+    return jax.jit(run)
 
 
 @functools.lru_cache(maxsize=64)
@@ -109,8 +112,12 @@ def check_gradient(loss_fn, compute, params, batch, *, loss_scale: float = 1.0, 
     if isinstance(compute, Mixed):
         raise ValueError("check_gradient bounds the gradient in one arithmetic (first_order); a Mixed compute has "
                          "two: check its low and its high arithmetic separately")
+    if getattr(compute, "mode", "nearest") == "stochastic":
+        raise ValueError(f"{compute} rounds stochastically: check_gradient compares one emulated run with its bound; "
+                         f"pass a round-to-nearest or directed-rounding arithmetic")
     grad_fn = _gradient_function(loss_fn, float(loss_scale))
-    emulated = emulate(grad_fn, compute)(params, batch)
+    emulated, flips = _emulated_with_flips(grad_fn, compute)(params, batch)
+    flips = int(flips)
     named = jax.tree_util.tree_leaves_with_path(emulated)
     g_hats = [np.asarray(leaf, np.float64) / loss_scale for _, leaf in named]
     if entries is None:
@@ -125,7 +132,6 @@ def check_gradient(loss_fn, compute, params, batch, *, loss_scale: float = 1.0, 
         bounds = np.split(np.asarray(record.bound, np.float64) / loss_scale, splits)
         g_hats = [g.ravel()[p] for g, p in zip(g_hats, picks, strict=True)]
     flags = record.flags
-    flips = int(_flip_counter(grad_fn, compute)(params, batch))
     result = {"tensors": {}, "sites_underflow": bool(np.any(np.asarray(flags.get("underflow", False)))),
               "sites_overflow": bool(np.any(np.asarray(flags.get("overflow", False)))),
               "decisions_flipped": flips, "entries": "all" if entries is None else int(entries)}
