@@ -107,14 +107,18 @@ def check_gradient(loss_fn, compute, params, batch, *, loss_scale: float = 1.0, 
     bound (see the module docstring).  ``compute``: an arithmetic or a ``Recipe`` (its
     ``compute``).  One VJP per bounded gradient entry (in chunks of ``chunk``): every entry, or
     with ``entries`` a fixed random subset of that many entries per tensor (``seed``), for models
-    too large to bound entry by entry at every checkpoint."""
+    too large to bound entry by entry at every checkpoint.  A stochastic ``compute`` raises
+    ``ValueError``: the emulated run would need a PRNG key, which this check does not take (the
+    bound of ``first_order(grad_fn, compute)`` holds for every draw; compare a draw of
+    ``emulate(grad_fn, compute)(..., key=...)`` with it)."""
     compute = compute.compute if isinstance(compute, Recipe) else compute
     if isinstance(compute, Mixed):
         raise ValueError("check_gradient bounds the gradient in one arithmetic (first_order); a Mixed compute has "
                          "two: check its low and its high arithmetic separately")
     if getattr(compute, "mode", "nearest") == "stochastic":
-        raise ValueError(f"{compute} rounds stochastically: check_gradient compares one emulated run with its bound; "
-                         f"pass a round-to-nearest or directed-rounding arithmetic")
+        raise ValueError(f"{compute} rounds stochastically and check_gradient takes no PRNG key: pass a "
+                         f"round-to-nearest or directed-rounding arithmetic, or compare a draw of "
+                         f"boundlab.emulate(grad_fn, compute)(..., key=...) with first_order's bound")
     grad_fn = _gradient_function(loss_fn, float(loss_scale))
     emulated, flips = _emulated_with_flips(grad_fn, compute)(params, batch)
     flips = int(flips)
