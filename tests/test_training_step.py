@@ -283,5 +283,12 @@ def test_a_gradient_that_jumps_across_a_relu_kink_is_not_checked_and_says_why():
     assert v["relative_error"] > 0.5 and v["holds"] is None and "comparisons flipped" in v["verdict"]
     smooth = check_gradient(kink_loss, get_recipe("bf16-mixed"), params, jnp.array([1.0, 1.0, 1.0, 0.0]))
     assert smooth["decisions_flipped"] == 0 and all(t["holds"] is not False for t in smooth["tensors"].values())
-    with pytest.raises(ValueError, match="rounds stochastically"):  # one emulated run: no expectation to bound
+    # the emulated gradient comes from the program that counts the flips: emulate's bits
+    from boundlab.emulation import emulate
+    from boundlab.training.gradients import _emulated_with_flips, _gradient_function
+
+    grad_fn = _gradient_function(kink_loss, 1.0)
+    counted, flips = _emulated_with_flips(grad_fn, get_recipe("bf16-mixed").compute)(params, jnp.ones(4))
+    assert int(flips) == 1 and _equal(counted, emulate(grad_fn, get_recipe("bf16-mixed").compute)(params, jnp.ones(4)))
+    with pytest.raises(ValueError, match="rounds stochastically and check_gradient takes no PRNG key"):
         check_gradient(kink_loss, Emulated("bf16", mode="stochastic"), params, jnp.ones(4))
