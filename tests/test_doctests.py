@@ -14,8 +14,9 @@ pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conf
 # boundlab.kernels is the top-level kernels/ folder mapped into the package (pyproject.toml): in an
 # editable install it is not under boundlab.__path__, so it is walked on its own (an installed
 # package would find it twice; the set keeps one)
-MODULES = sorted({m.name for path, prefix in ((boundlab.__path__, "boundlab."), (boundlab.kernels.__path__, "boundlab.kernels."))
-                  for m in pkgutil.walk_packages(path, prefix)} - {"boundlab.__main__"} | {"boundlab.kernels"})
+_FOUND = {m.name for path, prefix in ((boundlab.__path__, "boundlab."), (boundlab.kernels.__path__, "boundlab.kernels."))
+          for m in pkgutil.walk_packages(path, prefix)}
+MODULES = sorted((_FOUND | {"boundlab.kernels"}) - {"boundlab.__main__"})
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -287,8 +287,8 @@ def test_a_gradient_that_jumps_across_a_relu_kink_is_not_checked_and_says_why():
     from boundlab.emulation import emulate
     from boundlab.training.gradients import _emulated_with_flips, _gradient_function
 
-    grad_fn = _gradient_function(kink_loss, 1.0)
-    counted, flips = _emulated_with_flips(grad_fn, get_recipe("bf16-mixed").compute)(params, jnp.ones(4))
-    assert int(flips) == 1 and _equal(counted, emulate(grad_fn, get_recipe("bf16-mixed").compute)(params, jnp.ones(4)))
+    grad_fn, compute, batch = _gradient_function(kink_loss, 1.0), get_recipe("bf16-mixed").compute, jnp.ones(4)
+    counted, flips = _emulated_with_flips(grad_fn, compute)(params, batch)
+    assert int(flips) == 1 and _equal(counted, emulate(grad_fn, compute)(params, batch))
     with pytest.raises(ValueError, match="rounds stochastically and check_gradient takes no PRNG key"):
         check_gradient(kink_loss, Emulated("bf16", mode="stochastic"), params, jnp.ones(4))

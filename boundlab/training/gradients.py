@@ -47,7 +47,7 @@ def _name(path) -> str:
 @functools.lru_cache(maxsize=64)
 def _gradient_function(loss_fn, loss_scale: float):
     """The scaled gradient of ``loss_fn`` (divided by the scale outside, in float64): one function
-    object per loss and scale, so that ``first_order`` and ``emulate`` compile it once."""
+    object per loss and scale, so that ``first_order`` and ``_emulated_with_flips`` compile it once."""
     def grad_fn(params, batch):
         return jax.grad(lambda p, b: loss_fn(p, b) * loss_scale)(params, batch)
 
