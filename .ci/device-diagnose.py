@@ -17,14 +17,14 @@ jaxpr = jax.make_jaxpr(lambda w, c: lax.fori_loop(0, 3, lambda i, c: c * w, c))(
 print("FORI", [(e.primitive.name, sorted(e.params)) for e in jaxpr.eqns])
 # 2. the unit kernel on the GPU vs the XLA path: mismatches per unit and recipe, twice
 from boundlab.kernels.unit_matmul import product
-from boundlab.matrix_units import UNITS, _recipe_dot, get_unit
+from boundlab.matrix_units import UNITS, recipe_dot, get_unit
 fixtures = np.load(pathlib.Path("tests/data/mma_fixtures.npz"))
 for recipe in ({}, {"promote_every": 16}, {"split_k": 2}):
     for name in ("ada-mma-fp8_e4m3-fp32", "turing-mma-fp16-fp16", "cdna3-mfma-bf16-fp32", "hopper-wgmma-fp8_e4m3-fp32"):
         unit = get_unit(name, **(recipe if UNITS[name].group <= 16 else {}))
         a = fixtures[f"a/{unit.inputs}"][:12].astype(np.float64)
         bt = fixtures[f"b/{unit.inputs}"][5:14].astype(np.float64)
-        want = np.asarray(_recipe_dot(unit, a[:, None, :], bt[None, :, :], jnp.zeros((12, 9), jnp.float64)))
+        want = np.asarray(recipe_dot(unit, a[:, None, :], bt[None, :, :], jnp.zeros((12, 9), jnp.float64)))
         runs = [np.asarray(product(a, bt, unit, block_m=8, block_n=8)) for _ in range(2)]
         bad = [np.argwhere(~((r == want) | (np.isnan(r) & np.isnan(want)))) for r in runs]
         same = np.array_equal(runs[0], runs[1], equal_nan=True)

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from boundlab import bounds as bounds
 from boundlab import condition as condition
 from boundlab import errors as errors
-from boundlab import transformer as transformer
+from boundlab.models import paper as transformer  # the paper's network, as before: boundlab.transformer.forward, ...
 from boundlab.analysis import Analysis as Analysis
 from boundlab.analysis import analyze as analyze
 from boundlab.arithmetic import ACCUMULATIONS as ACCUMULATIONS
@@ -23,9 +23,9 @@ from boundlab.formats import Format as Format
 from boundlab.formats import digits as digits
 from boundlab.formats import gamma as gamma
 from boundlab.formats import get_format as get_format
-from boundlab.interchange import load_case as load_case
+from boundlab.models.paper.interchange import load_case as load_case
 from boundlab.sensitivity import first_order as first_order
-from boundlab.interchange import save_case as save_case
+from boundlab.models.paper.interchange import save_case as save_case
 from boundlab.rounding import MODES as MODES
 from boundlab.rounding import round_to as round_to
 

@@ -48,8 +48,8 @@ import numpy as np
 from jax import lax
 
 from boundlab import accumulation, elementary, matrix_units
-from boundlab._x64 import require_x64, x64_enabled
-from boundlab.accumulation import ACCUMULATIONS, KeyStream, fold_key, take
+from boundlab.runtime.x64 import require_x64, x64_enabled
+from boundlab.accumulation import ACCUMULATIONS, KeyStream, take
 from boundlab.formats import Format, get_format
 from boundlab.matrix_units import MatrixUnit
 from boundlab.rounding import MODES, random_bits_for, round_bits, round_scalar
@@ -92,7 +92,7 @@ def _cast(x, fmt: Format, wide: np.dtype, container: np.dtype) -> jax.Array:
     return round_bits(jnp.asarray(x).astype(wide), fmt, "nearest").astype(container)
 
 
-class _Policy:
+class Policy:
     """Operations shared by the policies; subclasses set the fields used here."""
 
     fmt: Format
@@ -270,7 +270,11 @@ class _Policy:
         a, b = a.astype(jnp.float64), b.astype(jnp.float64)
         kernel = self.unit.scaling != "block" and (
             self.kernel == "pallas" or (self.kernel == "auto" and jax.default_backend() in ("gpu", "cuda", "rocm")))
-        out = matrix_units.product(self.unit, a, b, kernel=kernel)
+        if kernel:
+            from boundlab.kernels.unit_matmul import product as chains
+        else:
+            chains = None
+        out = matrix_units.product(self.unit, a, b, chains=chains)
         # straight through, as every rounding in boundlab: the value is the unit's, the derivative
         # that of the exact product (truncation and floors would otherwise give a zero gradient)
         out = _straight_through(out, jnp.matmul(a, b, precision=lax.Precision.HIGHEST))
@@ -443,7 +447,7 @@ def _check_common(policy, accumulation_choices):
 
 
 @dataclasses.dataclass(frozen=True)
-class Exact(_Policy):
+class Exact(Policy):
     """float64 arithmetic: the reference against which emulated errors are measured.
 
     ``accumulation="native"`` (default) lets XLA evaluate sums and dot products (fastest; the
@@ -502,7 +506,7 @@ class Exact(_Policy):
 
 
 @dataclasses.dataclass(frozen=True)
-class Emulated(_Policy):
+class Emulated(Policy):
     """Every scalar operation rounded to ``fmt`` (Model 4.1), in a chosen accumulation order.
 
     Args:

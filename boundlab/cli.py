@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from boundlab.experiments.run_folder import forget_signals, install_signal_handlers, interrupted_line, run_folder
+from boundlab.output.run_folder import forget_signals, install_signal_handlers, interrupted_line, run_folder
 
 
 def _version() -> str:
@@ -36,7 +36,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from boundlab.benchmarks import (analyze_benchmark, diagnostics_benchmark, emulate_benchmark, figure1_benchmark,
+    from boundlab.bench import (analyze_benchmark, diagnostics_benchmark, emulate_benchmark, figure1_benchmark,
                                      forward_benchmark, hardware_benchmark, kernels_benchmark, model_benchmark,
                                      rounding_benchmark, soak_benchmark, stochastic_benchmark, theorem_benchmark,
                                      training_benchmark)
@@ -128,7 +128,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _kernel_goal_sizes(quick: bool) -> dict:
     """Issue 22's GPU goals (K = 768; a GPT-2-sized layer): compiled kernels only, since on the CPU
     Pallas interprets, which at these sizes takes hours."""
-    from boundlab.kernels._common import on_accelerator
+    from boundlab.kernels.common import on_accelerator
 
     if not on_accelerator():
         return {}
@@ -151,7 +151,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.case is None:
         raise ValueError("give an interchange .npz case, or --model FILE.py:FACTORY for your own model")
     from boundlab.analysis import analyze
-    from boundlab.interchange import load_case
+    from boundlab.models.paper.interchange import load_case
 
     params, X = load_case(args.case)
     if X.shape[0] < 2:
@@ -194,7 +194,9 @@ def _analyze_model(args: argparse.Namespace) -> int:
     diagnostic of a user's own model, part by part, written as a report."""
     import numpy as np
 
-    from boundlab.nn import load_state, model_diagnostics, write_report
+    from boundlab.analysis import model_diagnostics, write_report
+
+    from boundlab.models import load_state
 
     if args.input is None:
         raise ValueError("--model needs --input: the batch (.npy, or .npz whose arrays are the arguments in order)")
@@ -227,7 +229,6 @@ def _enable_x64():
 
 
 def _figure_config(number: int, args: argparse.Namespace):
-    import dataclasses
 
     from boundlab.experiments import CONFIGS
 
@@ -264,7 +265,7 @@ def _figure_config(number: int, args: argparse.Namespace):
 def _headline(result) -> str:
     import json
 
-    from boundlab.experiments.stats import strict_json
+    from boundlab.output.strict_json import strict_json
 
     summary = strict_json(result.summary)
     keep = {k: v for k, v in summary.items() if k in ("headline", "reading", "theorem_4_30", "theorem_4_30_variant_a")}
@@ -354,11 +355,10 @@ def _at_least(value: int, name: str, minimum: int, why: str = "") -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     _enable_x64()
-    import dataclasses
 
     if args.recipes:
         return _train_recipes(args)
-    from boundlab.experiments.training import QUICK, TrainStudy, train
+    from boundlab.experiments.training_study import QUICK, TrainStudy, train
 
     config = QUICK if args.quick else TrainStudy()
     changes = {}
@@ -380,9 +380,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_recipes(args: argparse.Namespace) -> int:
-    import dataclasses
 
-    from boundlab.experiments.recipes import QUICK_RECIPES, RecipeStudy, recipes_study
+    from boundlab.experiments.recipe_study import QUICK_RECIPES, RecipeStudy, recipes_study
 
     config = QUICK_RECIPES if args.quick else RecipeStudy()
     changes = {"recipes": tuple(part.strip() for part in args.recipes.split(",") if part.strip())}
@@ -418,7 +417,6 @@ def _train_recipes(args: argparse.Namespace) -> int:
 
 def _cmd_hardware(args: argparse.Namespace) -> int:
     _enable_x64()
-    import dataclasses
 
     from boundlab.experiments.hardware import QUICK, HardwareStudy, hardware
 
@@ -489,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("case", nargs="?", help="interchange .npz file (the paper's network)")
     analyze.add_argument("--model", help="your own model instead: FILE.py:FACTORY (or MODULE:FACTORY), a function "
                                          "that builds it; writes report.md, parts.csv, summary.json and PNGs")
-    analyze.add_argument("--state", help="with --model: weights saved by boundlab.nn.save_state (.npz)")
+    analyze.add_argument("--state", help="with --model: weights saved by boundlab.models.save_state (.npz)")
     analyze.add_argument("--input", help="with --model: the batch, .npy (one argument) or .npz (arguments in order)")
     analyze.add_argument("--formats", default="bf16,fp16", help="with --model: formats (default bf16,fp16)")
     analyze.add_argument("--out", help="with --model: report folder (default boundlab-model-report)")

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from boundlab._x64 import x64_enabled
+from boundlab.runtime.x64 import x64_enabled
 from boundlab.formats import Format
 from boundlab.rounding import round_bits
 

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from boundlab._x64 import X64_HINT, x64_enabled
+from boundlab.runtime.x64 import X64_HINT, x64_enabled
 from boundlab.formats import Format, get_format
 
 MODES = ("nearest", "zero", "up", "down", "stochastic")
@@ -91,7 +91,7 @@ def _leading_bit(sig, cont: _Container):
     return jnp.where(sig == 0, -1, field - cont.bias)
 
 
-def _round_bits(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
+def round_bit_pattern(x: jax.Array, fmt: Format, mode: str, random_bits) -> jax.Array:
     """The rounding itself, on the bit pattern; see the module docstring."""
     cont = _CONTAINERS[np.dtype(x.dtype)]
     U, W, p, t = cont.uint, cont.width, cont.precision, fmt.precision
@@ -260,7 +260,7 @@ def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container, ra
     The number of dropped bits is p - t for every finite input: for container subnormals the
     target quantum 2^(emin - t + 1) is again 2^(p - t) container quanta.  A carry out of the top
     binade lands on the container's infinity, which is IEEE's overflow for every mode, so only
-    NaN needs guarding.  Stochastic rounding (in ``_round_bits``, on the signed pattern: the
+    NaN needs guarding.  Stochastic rounding (in ``round_bit_pattern``, on the signed pattern: the
     same bits of the magnitude) adds p - t uniform random bits r to the magnitude and truncates:
     the carry happens exactly when rem + r >= 2^(p - t), with probability rem / 2^(p - t), away
     from zero (the general path draws the same probability from the top
@@ -285,14 +285,14 @@ def _round_bits_same_range(a, sign, fmt: Format, mode: str, cont: _Container, ra
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
 def _round_straight_through(x, fmt, mode, random_bits):
-    return _round_bits(x, fmt, mode, random_bits)
+    return round_bit_pattern(x, fmt, mode, random_bits)
 
 
 @_round_straight_through.defjvp
 def _round_straight_through_jvp(fmt, mode, primals, tangents):
     x, random_bits = primals
     x_dot, _ = tangents
-    return _round_bits(x, fmt, mode, random_bits), x_dot
+    return round_bit_pattern(x, fmt, mode, random_bits), x_dot
 
 
 def round_bits(x: jax.Array, fmt: Format, mode: str, random_bits=None) -> jax.Array:

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from boundlab.kernels._common import compiler_params, interpret_default, round_up
+from boundlab.kernels.common import compiler_params, interpret_default, round_up
 from boundlab.rounding import bit_operations_only
 
 BLOCK = 32

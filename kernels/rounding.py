@@ -1,6 +1,6 @@
 """``round(x, fmt, mode)``: the bit-level rounding of ``boundlab.rounding`` as a Pallas kernel.
 
-The kernel body is the reference itself (``boundlab.rounding._round_bits``, integer operations
+The kernel body is the reference itself (``boundlab.rounding.round_bit_pattern``, integer operations
 on the bit pattern), applied to blocks of the flattened array: one pass over memory, fused, on
 every backend.  Stochastic rounding takes its random bits as an array of the container's width
 (``random_bits``), so it is portable (Pallas's own ``stochastic_round`` is TPU v5+ only).  The
@@ -18,8 +18,8 @@ import numpy as np
 from jax.experimental import pallas as pl
 
 from boundlab.formats import Format, get_format
-from boundlab.rounding import MODES, _round_bits, bit_operations_only
-from boundlab.kernels._common import compiler_params, interpret_default, round_up
+from boundlab.rounding import MODES, round_bit_pattern, bit_operations_only
+from boundlab.kernels.common import compiler_params, interpret_default, round_up
 
 BLOCK = 1024  # elements per program: a power of two, as Triton wants
 
@@ -32,10 +32,10 @@ def _kernel(fmt, mode, x_ref, *refs):
 def _kernel_body(fmt, mode, x_ref, *refs):
     if mode == "stochastic":
         bits_ref, o_ref = refs
-        o_ref[...] = _round_bits(x_ref[...], fmt, mode, bits_ref[...])
+        o_ref[...] = round_bit_pattern(x_ref[...], fmt, mode, bits_ref[...])
     else:
         (o_ref,) = refs
-        o_ref[...] = _round_bits(x_ref[...], fmt, mode, None)
+        o_ref[...] = round_bit_pattern(x_ref[...], fmt, mode, None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))

@@ -26,17 +26,18 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from boundlab.formats import get_format
-from boundlab.kernels._common import compiler_params, interpret_default, round_up
-from boundlab.matrix_units import _STEPS, MatrixUnit, _fl32, _layout, _split
+from boundlab.kernels.common import compiler_params, interpret_default, round_up
+from boundlab.matrix_units.chain import STEPS, fl32, layout, split
+from boundlab.matrix_units.unit import MatrixUnit
 
 BLOCK = 16
 
 
 def _kernel(unit: MatrixUnit, k: int, a_ref, bt_ref, o_ref):
-    step = _STEPS[unit.kind]
+    step = STEPS[unit.kind]
     e_in = get_format(unit.inputs).emin
     recipe = unit.promote_every is not None or unit.split_k > 1
-    slices, per_slice, length = _layout(unit, k)
+    slices, per_slice, length = layout(unit, k)
     L = min(length if recipe else k, unit.group)
     zeros = jnp.zeros(o_ref.shape, jnp.float64)
 
@@ -45,7 +46,7 @@ def _kernel(unit: MatrixUnit, k: int, a_ref, bt_ref, o_ref):
             lo = start + j * L
             a, b = a_ref[:, pl.ds(lo, L)], bt_ref[:, pl.ds(lo, L)]
             present = lo + lax.iota(jnp.int32, L) < k
-            e_a, e_b = _split(a, e_in)[1], _split(b, e_in)[1]
+            e_a, e_b = split(a, e_in)[1], split(b, e_in)[1]
             d = step(unit, a[:, None, :], b[None, :, :], e_a[:, None, :], e_b[None, :, :], c, present)
             return jnp.where(lo < k, d, c)  # a chunk past K (split-K padding) adds nothing
 
@@ -57,7 +58,7 @@ def _kernel(unit: MatrixUnit, k: int, a_ref, bt_ref, o_ref):
     steps = length // L
 
     def fold_chunks(first_chunk, count, total):
-        return lax.fori_loop(0, count, lambda i, t: _fl32(t + chain((first_chunk + i) * length, steps, zeros)), total)
+        return lax.fori_loop(0, count, lambda i, t: fl32(t + chain((first_chunk + i) * length, steps, zeros)), total)
 
     if slices == 1:
         o_ref[...] = fold_chunks(0, per_slice, zeros)
@@ -68,14 +69,14 @@ def _kernel(unit: MatrixUnit, k: int, a_ref, bt_ref, o_ref):
             return chain(s * length, steps, zeros)
         return fold_chunks(s * per_slice, per_slice, zeros)
 
-    o_ref[...] = lax.fori_loop(0, slices, lambda s, t: _fl32(t + slice_total(s)), zeros)
+    o_ref[...] = lax.fori_loop(0, slices, lambda s, t: fl32(t + slice_total(s)), zeros)
 
 
 def _padded_length(unit: MatrixUnit, k: int) -> int:
     if unit.promote_every is None and unit.split_k == 1:
         L = min(k, unit.group)
         return -(-k // L) * L
-    slices, per_slice, length = _layout(unit, k)
+    slices, per_slice, length = layout(unit, k)
     return slices * per_slice * length
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 import boundlab
 from boundlab import Emulated, get_format, round_to
-from boundlab.transformer import compare, init
+from boundlab.models.paper import compare, init
 
 # %% [markdown]
 # ## Formats

@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from boundlab.condition import closed_forms, componentwise, condition_report, format_report, mixed
-from boundlab.transformer import init, layer_norm, rms_norm
+from boundlab.models.paper import init, layer_norm, rms_norm
 
 # %% [markdown]
 # ## One vector: RMS norm (Lemma 3.6) and layer norm (Lemma 3.8)

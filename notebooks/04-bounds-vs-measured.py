@@ -34,7 +34,7 @@ import boundlab
 from boundlab import bounds
 from boundlab.condition import closed_forms, mixed
 from boundlab.quantities import score_magnitude
-from boundlab.transformer import init, layer_norm, scores
+from boundlab.models.paper import init, layer_norm, scores
 
 # %%
 params, X = init(jax.random.key(1), "figure4", d=d, n=n, D=D, L=L)

@@ -33,9 +33,11 @@ import optax
 from flax import nnx
 
 from boundlab import Emulated
-from boundlab.experiments.training import load_digits_tokens
-from boundlab.nn import SequenceClassifier, bound_penalty, diagnostics, to_params
-from boundlab.transformer import forward
+from boundlab.experiments.training_study import load_digits_tokens
+from boundlab.analysis import diagnostics
+from boundlab.models import SequenceClassifier, to_params
+from boundlab.training import bound_penalty
+from boundlab.models.paper import forward
 
 (train_x, train_y), (test_x, test_y) = load_digits_tokens(test_samples=300)
 held_out = jnp.asarray(test_x[:16])
@@ -43,7 +45,7 @@ held_out = jnp.asarray(test_x[:16])
 # %% [markdown]
 # ## The module is the paper's network
 # The same weights run exactly or emulated by passing an arithmetic; the result is
-# `boundlab.transformer.forward` bit for bit.
+# `boundlab.models.paper.forward` bit for bit.
 
 # %%
 model = SequenceClassifier(8, 8, 10, width, 2 * width, 2, rngs=nnx.Rngs(0))

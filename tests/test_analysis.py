@@ -17,8 +17,8 @@ from boundlab import Emulated, bounds
 from boundlab.analysis import measure
 from boundlab.analysis.measurement import RANGE_FLAG
 from boundlab.cli import main
-from boundlab.interchange import save_case
-from boundlab.transformer import compare, init, rms_norm
+from boundlab.models.paper.interchange import save_case
+from boundlab.models.paper import compare, init, rms_norm
 
 pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
 
@@ -265,7 +265,7 @@ def test_cli_analyze_prints_json_and_refuses_bad_files(tmp_path, capsys):
 
 def test_analyze_runs_the_exact_forward_of_the_case_once(monkeypatch):
     from boundlab.analysis import measurement as measure_module
-    from boundlab.transformer import network
+    from boundlab.models.paper import network
 
     calls = []
     original = network.forward

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 import boundlab
 from boundlab import Emulated, bounds, emulate, first_order
 from boundlab.formats import get_format
-from boundlab.interchange import load_case
-from boundlab.nn.monitoring import diagnose
-from boundlab.transformer import init
-from boundlab.transformer.network import PARAM_NAMES
+from boundlab.models.paper.interchange import load_case
+from boundlab.analysis.monitoring import diagnose
+from boundlab.models.paper import init
+from boundlab.models.paper.network import PARAM_NAMES
 
 pytestmark = pytest.mark.fast_compile  # flags, errors and inequalities: tests/conftest.py
 
@@ -57,7 +57,7 @@ def perturb(perturbation, base=BASE):
     elif kind in ("zero column", "constant column"):
         column = i % X.shape[1]
         X[:, column] = 0.0 if kind == "zero column" else 2.0
-    return boundlab.transformer.Params(**params), X
+    return boundlab.models.paper.Params(**params), X
 
 
 def finite_input(params, X):

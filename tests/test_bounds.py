@@ -15,7 +15,7 @@ import pytest
 from tolerances import relative_tolerance
 
 from boundlab import Emulated, Exact, bounds, errors
-from boundlab.transformer import attention, centring, layer_norm, perceptron, rms_norm, scores, softmax
+from boundlab.models.paper import attention, centring, layer_norm, perceptron, rms_norm, scores, softmax
 
 pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
 
@@ -254,7 +254,7 @@ def test_an_exactly_singular_score_matrix_is_flagged():
 
 
 def test_an_eager_statement_is_one_compiled_program_per_shape_and_the_checks_still_raise():
-    from boundlab.bounds.modules import lemma_4_11
+    from boundlab.bounds.components import lemma_4_11
 
     program = lemma_4_11.jitted
     before = program._cache_size()

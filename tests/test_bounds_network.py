@@ -10,7 +10,7 @@ import pytest
 
 from boundlab import Emulated, bounds
 from boundlab.bounds import theorem_4_30
-from boundlab.transformer import compare, init
+from boundlab.models.paper import compare, init
 
 pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
 
@@ -95,7 +95,7 @@ def test_both_variants_from_one_set_of_factors_equal_the_theorem_evaluated_alone
         assert np.array_equal(np.asarray(alone.terms["K_l"]), np.asarray(shared.terms["K_l"]))
     # computed inside the exact pass over the layers, or from the stacked intermediates of forward
     from boundlab.arithmetic import Exact
-    from boundlab.transformer import forward
+    from boundlab.models.paper import forward
 
     for norm in ("layer", "rms"):
         _, stacked = forward(params, X, Exact(), norm, return_intermediates=True, cast=False)

@@ -78,7 +78,7 @@ def test_bad_case_files_are_named_in_one_line(capsys, tmp_path):
     import numpy as np
 
     from boundlab import save_case
-    from boundlab.transformer import init
+    from boundlab.models.paper import init
 
     params, X = init(jax.random.key(0), "figure1", d=3, n=2, D=4, L=1)
     text = tmp_path / "notes.npz"
@@ -142,7 +142,9 @@ def test_analyze_a_saved_user_model_writes_its_report(tmp_path, capsys):
     import numpy as np
     from flax import nnx
 
-    from boundlab.nn import model_diagnostics, save_state
+    from boundlab.analysis import model_diagnostics
+
+    from boundlab.models import save_state
 
     source = tmp_path / "mymodel.py"
     source.write_text(MODEL_SOURCE)
@@ -213,7 +215,7 @@ def test_an_interrupted_reproduce_says_so_in_its_marker_index_and_exit_status(tm
 SPIN = """
 import sys, time, jax
 from jax import lax
-from boundlab.experiments.run_folder import Interrupted, install_signal_handlers, run_folder
+from boundlab.output.run_folder import Interrupted, install_signal_handlers, run_folder
 install_signal_handlers(watch=True)
 spin = jax.jit(lambda n: lax.fori_loop(0, n, lambda i, x: x * 1.0000001 + 1e-9, 1.0))
 spin(3).block_until_ready()
@@ -261,7 +263,7 @@ def _signalled(script, out, first_signal_after):
                          ids=["stuck", "stuck-again-in-the-cleanup"])
 def test_a_signal_while_the_main_thread_is_in_compiled_code_ends_the_run_within_the_grace(
         tmp_path, script, first_signal_after):
-    from boundlab.experiments.run_folder import GRACE
+    from boundlab.output.run_folder import GRACE
 
     out = tmp_path / "stuck"
     status, err, waited = _signalled(script, out, first_signal_after)

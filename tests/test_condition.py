@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from tolerances import relative_difference, relative_tolerance
 
 from boundlab.condition import Condition, closed_forms, componentwise, condition_report, jacobian, mixed, normwise
-from boundlab.transformer import init, layers
+from boundlab.models import blocks
+from boundlab.models.paper import init
 
 pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
 
@@ -70,9 +71,9 @@ def vector_case(f, closed_form):
     return batched(case)
 
 
-rms_norm_case = vector_case(layers.rms_norm, closed_forms.rms_norm)
-centring_case = vector_case(layers.centring, closed_forms.centring)
-layer_norm_case = vector_case(layers.layer_norm, closed_forms.layer_norm)
+rms_norm_case = vector_case(blocks.rms_norm, closed_forms.rms_norm)
+centring_case = vector_case(blocks.centring, closed_forms.centring)
+layer_norm_case = vector_case(blocks.layer_norm, closed_forms.layer_norm)
 
 
 @settings(max_examples=EXAMPLES)
@@ -123,14 +124,14 @@ def test_lemma_3_8_errata():
     x = jnp.array([1.0, 2.0, 3.0, 10.0])
     x = x.at[2].set((1.0 + 2.0 + 10.0) / 3 + 1e-9)  # x_3 sits next to the mean of the others
     closed = closed_forms.layer_norm(x)
-    kcc = componentwise(layers.layer_norm, x).value
+    kcc = componentwise(blocks.layer_norm, x).value
     assert float(kcc) > float(closed.kappa_cc_simple_bound_as_printed)
     assert float(kcc) <= float(closed.kappa_cc_simple_bound)
     # 2. |c^T x| (always ||c||_2^2) instead of |c|^T |x| breaks the mixed and componentwise bounds.
     x = jnp.array([-3.996049, -3.814150, -3.859147, -3.854888, -3.857548, -3.856964, -3.860170, -3.894501])
     closed = closed_forms.layer_norm(x)
     assert float(jnp.abs(closed_forms.centre(x) @ x) / jnp.sum(closed_forms.centre(x) ** 2)) == pytest.approx(1.0)
-    kmix, kcc = mixed(layers.layer_norm, x).value, componentwise(layers.layer_norm, x).value
+    kmix, kcc = mixed(blocks.layer_norm, x).value, componentwise(blocks.layer_norm, x).value
     assert float(kmix) > float(closed.kappa_c_inf_bound_as_printed) or float(kcc) > float(closed.kappa_cc_bound_as_printed)
     assert float(kmix) <= float(closed.kappa_c_inf_bound) and float(kcc) <= float(closed.kappa_cc_bound)
 
@@ -138,7 +139,7 @@ def test_lemma_3_8_errata():
 @functools.partial(batched, in_axes=(0, None, None, None, None))
 def perceptron_case(v, A1, b1, A2, b2):
     def mlp(v):
-        return layers.perceptron(v[:, None], A1, b1, A2, b2)[:, 0]
+        return blocks.perceptron(v[:, None], A1, b1, A2, b2)[:, 0]
 
     closed = closed_forms.perceptron(A1, b1, A2, b2, v)
     offset = mlp(v) - closed.jacobian @ v
@@ -171,7 +172,7 @@ def attention_case(seed, d, n, batch=BATCH):
 
 @batched
 def scores_case(X, Wq, Wk):
-    f = lambda Y: layers.scores(Y, Wq, Wk)[:, -1]  # noqa: E731  S(X) for the last query
+    f = lambda Y: blocks.scores(Y, Wq, Wk)[:, -1]  # noqa: E731  S(X) for the last query
     closed = closed_forms.scores(X, Wq, Wk)
     J = jacobian(f, X)
     return (J, closed.jacobian, jnp.max(jnp.sum(jnp.abs(J), axis=1)), closed.norm_inf_bound,
@@ -192,10 +193,10 @@ def test_lemma_3_12_scores(d, n, seed):
 @batched
 def softmax_conditions(v):
     closed = closed_forms.softmax(v)
-    return componentwise(layers.softmax, v).value, closed.kappa_cc, closed.kappa_cc_bound
+    return componentwise(blocks.softmax, v).value, closed.kappa_cc, closed.kappa_cc_bound
 
 
-softmax_case = vector_case(layers.softmax, closed_forms.softmax)
+softmax_case = vector_case(blocks.softmax, closed_forms.softmax)
 
 
 @settings(max_examples=EXAMPLES)
@@ -220,7 +221,7 @@ def test_lemma_3_13_softmax(n, seed):
 
 @batched
 def attention_jacobian_case(X, Wq, Wk, Wv):
-    f = lambda Y: layers.attention(Y, Wq, Wk, Wv)  # noqa: E731
+    f = lambda Y: blocks.attention(Y, Wq, Wk, Wv)  # noqa: E731
     closed = closed_forms.attention(X, Wq, Wk, Wv)
     J = jacobian(f, X)
     return (J, closed.jacobian, jnp.max(jnp.sum(jnp.abs(J), axis=1)), closed.norm_inf_bound,
@@ -233,7 +234,7 @@ def attention_jacobian_case(X, Wq, Wk, Wv):
 def test_lemma_3_14_and_remark_3_15_attention(d, n, seed, normalise):
     Wq, Wk, Wv, X = attention_case(seed, d, n)
     if normalise:
-        X = batched(layers.layer_norm)(X)
+        X = batched(blocks.layer_norm)(X)
     J, Jc, ninf, binf, kmix, bmix, kcc, bcc, r315, r315n, normalised = attention_jacobian_case(X, Wq, Wk, Wv)
     assert_same_matrix(J, Jc)
     # block lower-triangular: block (t, j) vanishes for j > t
@@ -251,14 +252,14 @@ def test_lemma_3_14_and_remark_3_15_attention(d, n, seed, normalise):
 
 def test_degenerate_inputs_give_inf_and_a_flag_never_nan():
     zero, constant = jnp.zeros(4), jnp.full(4, 3.0)
-    for condition in (componentwise(layers.rms_norm, zero), mixed(layers.rms_norm, zero),
-                      normwise(layers.rms_norm, zero), componentwise(layers.layer_norm, constant)):
+    for condition in (componentwise(blocks.rms_norm, zero), mixed(blocks.rms_norm, zero),
+                      normwise(blocks.rms_norm, zero), componentwise(blocks.layer_norm, constant)):
         assert condition.value == jnp.inf and not condition.defined
     assert all(np.all(np.asarray(v) == np.inf) for v in closed_forms.rms_norm(zero)[:-1])
     assert not closed_forms.layer_norm(constant).generic and closed_forms.layer_norm(constant).kappa_cc_bound == jnp.inf
     # a zero entry of x: R(x) is not generic, kappa_cc undefined (Lemma 3.6)
     with_zero = jnp.array([1.0, 0.0, -2.0])
-    assert componentwise(layers.rms_norm, with_zero).value == jnp.inf
+    assert componentwise(blocks.rms_norm, with_zero).value == jnp.inf
     assert closed_forms.rms_norm(with_zero).kappa_cc == jnp.inf
     # ReLU kink: L_1(x) has a zero entry, Lemma 3.10 does not apply
     A1, b1 = jnp.eye(2), jnp.array([-1.0, 0.0])
@@ -274,7 +275,7 @@ def test_autodiff_modes_vec_convention_and_jit():
     np.testing.assert_array_equal(np.diag(np.asarray(J)), [1, 1, 2, 2, 3, 3])
     f = lambda v: jnp.sum(v**2)[None]  # noqa: E731
     np.testing.assert_allclose(np.asarray(jacobian(f, X, "fwd")), np.asarray(jacobian(f, X, "rev")))
-    jitted = jax.jit(lambda v: componentwise(layers.rms_norm, v).value)(jnp.array([1.0, 2.0, -3.0]))
+    jitted = jax.jit(lambda v: componentwise(blocks.rms_norm, v).value)(jnp.array([1.0, 2.0, -3.0]))
     assert float(jitted) == float(closed_forms.rms_norm(jnp.array([1.0, 2.0, -3.0])).kappa_cc)
     with pytest.raises(ValueError, match="closed form"):
         normwise(lambda v: v, jnp.ones(2), p=2, q=1)
@@ -297,7 +298,7 @@ def test_closed_forms_and_autodiff_numbers_compile_once_per_shape():
     rng = np.random.default_rng(1)
     before = closed_forms.layer_norm.jitted._cache_size(), componentwise.jitted._cache_size()
     closed = [closed_forms.layer_norm(jnp.asarray(rng.standard_normal(7))) for _ in range(3)]
-    auto = [componentwise(layers.layer_norm, jnp.asarray(rng.standard_normal(7))) for _ in range(3)]
+    auto = [componentwise(blocks.layer_norm, jnp.asarray(rng.standard_normal(7))) for _ in range(3)]
     after = closed_forms.layer_norm.jitted._cache_size(), componentwise.jitted._cache_size()
     assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1  # at most one new program each, not three
     assert all(bool(c.generic) for c in closed) and all(bool(a.defined) for a in auto)

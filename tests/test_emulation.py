@@ -11,8 +11,8 @@ from interpreter import forward as interpret
 
 from boundlab import Emulated, Exact, get_format
 from boundlab.emulation import UnsupportedPrimitive, emulate
-from boundlab.transformer import forward, init
-from boundlab.transformer.plain import plain_forward
+from boundlab.models.paper import forward, init
+from boundlab.models.paper.plain import plain_forward
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_wrapping_again_in_a_loop_does_not_retrace():
 def test_flax_nnx_modules_as_function_and_as_argument(network):
     from flax import nnx
 
-    from boundlab.nn import Transformer, from_params
+    from boundlab.models import Transformer, from_params
 
     params, X = network
     model = from_params(params, norm="layer")

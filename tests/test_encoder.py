@@ -1,4 +1,4 @@
-"""The general encoder family (boundlab.nn.encoder), mixed precision (boundlab.emulation.mixed_precision) and
+"""The general encoder family (boundlab.models.encoder.network), mixed precision (boundlab.emulation.mixed_precision) and
 the lumped first-order bound, on small random models (no real weights needed)."""
 
 import dataclasses
@@ -13,7 +13,7 @@ from tolerances import relative_tolerance
 
 from boundlab import Emulated, Exact, emulate, first_order
 from boundlab.emulation import Choice, mixed, mixed_by_mask, sites
-from boundlab.nn.encoder import EncoderConfig, check_params, encode, encode_batch
+from boundlab.models.encoder.network import EncoderConfig, check_params, encode_batch
 
 
 def random_params(config: EncoderConfig, vocab=20, positions=12, seed=0):

@@ -1,7 +1,6 @@
-"""boundlab.nn.encoder_module: the encoder family as an NNX module, bit for bit the pure
+"""boundlab.models.encoder.module: the encoder family as an NNX module, bit for bit the pure
 function, trainable with optax and diagnosed inside the training step."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -10,8 +9,9 @@ from flax import nnx
 from test_encoder import IDS, VALID, random_params
 
 from boundlab import Emulated, Exact
-from boundlab.nn import Encoder, model_diagnostics
-from boundlab.nn.encoder import EncoderConfig, encode_batch
+from boundlab.analysis import model_diagnostics
+from boundlab.models import Encoder
+from boundlab.models.encoder.network import EncoderConfig, encode_batch
 
 CONFIG = EncoderConfig(d=8, heads=2, ffn=12, layers=2)
 

@@ -17,21 +17,21 @@ import pytest
 from boundlab import Emulated, Exact
 from boundlab.cli import main
 from boundlab.experiments import Figure1, Figure2, Figure3, Figure4, figure1
-from boundlab.experiments.layers import layer_errors, post_norm_block
+from boundlab.experiments.per_layer import layer_errors, post_norm_block
 from boundlab.experiments.reproduce import reproduce
 from boundlab.experiments.stats import growth_fit, power_fit
 from boundlab.experiments.sweeps import sweep
-from boundlab.transformer import init, layer_norm, perceptron
-from boundlab.transformer import attention as attention_fn
+from boundlab.models.paper import init, layer_norm, perceptron
+from boundlab.models.paper import attention as attention_fn
 
 pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
 
 SWEEP_SOURCE = """
 import jax, jax.numpy as jnp
 from boundlab import Emulated
-from boundlab.experiments.layers import layer_errors
+from boundlab.experiments.per_layer import layer_errors
 from boundlab.experiments.sweeps import sweep
-from boundlab.transformer import init
+from boundlab.models.paper import init
 ARITHMETICS = (Emulated("t10", unroll=0),)
 def one(key, index):
     params, X = init(key, "figure1", d=3, n=4, D=5, L=2)
@@ -165,7 +165,7 @@ def test_figure_1_three_way_comparison_orders_measured_first_order_and_theorem()
     # an independent check of one sample: the first-order coefficient is that of boundlab.first_order itself
     from boundlab import first_order
     from boundlab.errors import ratio
-    from boundlab.transformer.plain import plain_forward
+    from boundlab.models.paper.plain import plain_forward
 
     params, X = config.narrow(init(jax.random.fold_in(jax.random.key(config.seed), 0), "figure1", d=4, n=4, D=4, L=3))
     record = first_order(plain_forward, Emulated("t24"))(params, X)
@@ -233,9 +233,10 @@ def test_a_check_on_no_sample_is_not_reported_as_true():
 
 
 def test_figure_2_marks_overflowed_points_and_labels_its_axes(overflowing_figure2):
-    from boundlab.experiments.plots import _figure2, _pyplot
+    from boundlab.experiments.plots import _figure2
+    from boundlab.output.pyplot import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     figure = _figure2(plt, overflowing_figure2)
     try:
         assert type(figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"  # no overlapping text
@@ -283,13 +284,14 @@ def _labels_overlap(figure):
 @pytest.mark.parametrize("number", [1, 3, 4])
 def test_figures_have_labelled_axes_and_no_overlapping_titles(number):
     from boundlab.experiments import figure3, figure4
-    from boundlab.experiments.plots import _figure1, _figure3, _figure4, _pyplot
+    from boundlab.experiments.plots import _figure1, _figure3, _figure4
+    from boundlab.output.pyplot import pyplot
 
     # the reproduce test's configurations: the same programs, so the run's compilation cache
     # (tests/conftest.py) serves whichever of the two tests comes second
     run, draw = {1: (figure1, _figure1), 3: (figure3, _figure3), 4: (figure4, _figure4)}[number]
     config = TINY[number]
-    plt = _pyplot()
+    plt = pyplot()
     figure = draw(plt, run(config, progress=False))
     try:
         assert type(figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"

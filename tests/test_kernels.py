@@ -151,7 +151,7 @@ class _KernelSuite:
         assert np.all(np.abs(np.asarray(got, np.float64) - exact) <= tolerance)
 
     def test_emulated_with_the_kernel_runs_the_transformer_unchanged(self):
-        from boundlab.transformer import forward, init
+        from boundlab.models.paper import forward, init
 
         params, X = init(jax.random.key(7), "figure1", d=4, n=3, D=5, L=2)
         for accumulation in ("recursive", "blocked"):
@@ -178,7 +178,7 @@ class _KernelSuite:
     @pytest.mark.parametrize("recipe", [{}, {"promote_every": 16}, {"split_k": 2}, {"promote_every": 16, "split_k": 2}])
     def test_unit_kernel_is_the_xla_path_bit_for_bit(self, recipe):
         from boundlab.kernels.unit_matmul import product
-        from boundlab.matrix_units import UNITS, _recipe_dot, get_unit
+        from boundlab.matrix_units import UNITS, recipe_dot, get_unit
 
         fixtures = np.load(__import__("pathlib").Path(__file__).parent / "data" / "mma_fixtures.npz")
         for name in ("ada-mma-fp8_e4m3-fp32", "turing-mma-fp16-fp16", "cdna3-mfma-bf16-fp32"):
@@ -186,13 +186,13 @@ class _KernelSuite:
             a = fixtures[f"a/{unit.inputs}"][:12].astype(np.float64)  # ragged K = 44, the adversarial rows
             bt = fixtures[f"b/{unit.inputs}"][5:14].astype(np.float64)
             # both compiled (eagerly each operation of the reference would be dispatched on its own)
-            want = jax.jit(_recipe_dot, static_argnums=0)(unit, a[:, None, :], bt[None, :, :],
+            want = jax.jit(recipe_dot, static_argnums=0)(unit, a[:, None, :], bt[None, :, :],
                                                           jnp.zeros((12, 9), jnp.float64))
             got = jax.jit(lambda a, bt: product(a, bt, unit, block_m=8, block_n=8, interpret=self.INTERPRET))(a, bt)
             assert _same(got, want), (name, recipe)
 
     def test_emulated_on_a_unit_runs_the_transformer_with_the_kernel(self):
-        from boundlab.transformer import forward, init
+        from boundlab.models.paper import forward, init
 
         params, X = init(jax.random.key(8), "figure4", d=4, n=3, D=5, L=1)
         for scaling in (None, "tensor"):
@@ -225,7 +225,7 @@ def _lowered_for_cuda(f, *shapes):
 @pytest.mark.parametrize("which", ["round", "recursive", "blocked", "hardware", "unit"])
 def test_each_kernel_lowers_for_cuda_to_one_triton_call(which):
     # jax >= 0.8 lowers pallas_call on GPUs to Mosaic GPU unless told otherwise, and these kernels
-    # (Triton's model) fail there at lowering; they ask for Triton (kernels._common.compiler_params)
+    # (Triton's model) fail there at lowering; they ask for Triton (kernels.common.compiler_params)
     import dataclasses
 
     from boundlab.kernels.rounded_matmul import product

@@ -16,7 +16,7 @@ from tolerances import relative_tolerance
 
 from boundlab import analyze, bounds
 from boundlab.linalg import singular_values, spectral_norm, symmetric_eigenvalues
-from boundlab.transformer import init
+from boundlab.models.paper import init
 
 
 def test_ordinary_matrices_match_numpys_svd():

@@ -245,9 +245,9 @@ def test_emulated_dot_general_is_the_unit_product_rounded_into_the_format():
 def test_the_paper_network_runs_on_a_unit_as_emulate_runs_it_and_first_order_bounds_it():
     import boundlab
     from boundlab import Emulated, Exact
-    from boundlab.transformer.inits import init
-    from boundlab.transformer.network import forward
-    from boundlab.transformer.plain import plain_forward
+    from boundlab.models.paper.inits import init
+    from boundlab.models.paper.network import forward
+    from boundlab.models.paper.plain import plain_forward
 
     params, X = init(jax.random.key(0), "figure4", d=8, n=8, D=8, L=1)
     exact = np.asarray(forward(params, X, Exact()))
@@ -306,10 +306,10 @@ def test_flax_modules_take_a_unit_unchanged():
 
     from boundlab import Emulated, round_to
     from boundlab.matrix_units import product
-    from boundlab.nn import Transformer
+    from boundlab.models import Transformer
 
-    from boundlab.nn import to_params
-    from boundlab.transformer import forward
+    from boundlab.models import to_params
+    from boundlab.models.paper import forward
 
     unit = get_unit(HOPPER_FP8, scaling="tensor")
     policy = Emulated("bf16", accumulation=unit)
@@ -332,12 +332,12 @@ def test_flax_modules_take_a_unit_unchanged():
 def test_exact_powers_of_two_and_round_half_even_without_libm():
     # the unit steps' 2^e and round-half-even are built from bits and trunc (Triton has neither a
     # round primitive nor, on a GPU, a pow that must be exact): numpy's ldexp and round, bit for bit
-    from boundlab.matrix_units import _pow2, _round_half_even
+    from boundlab.matrix_units.chain import pow2, round_half_even
 
     e = np.arange(-1200, 1200)
     with np.errstate(over="ignore"):
-        assert np.array_equal(np.asarray(jax.jit(_pow2)(jnp.asarray(e, jnp.int32))), np.ldexp(1.0, e))
+        assert np.array_equal(np.asarray(jax.jit(pow2)(jnp.asarray(e, jnp.int32))), np.ldexp(1.0, e))
     halves = np.arange(-4000, 4000) / 4.0
     x = np.concatenate([halves, np.random.default_rng(0).normal(size=5000) * 3000, [0.0, -0.0, 2.0**52 + 1, -(2.0**60)]])
-    got, want = np.asarray(jax.jit(_round_half_even)(x)), np.round(x)
+    got, want = np.asarray(jax.jit(round_half_even)(x)), np.round(x)
     assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))

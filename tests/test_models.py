@@ -70,7 +70,7 @@ def test_tokenizer_matches_sentence_transformers_and_refuses_bad_sentences(minil
 
 @needs_model
 def test_exact_forward_matches_the_stored_reference_embeddings(minilm, reference):
-    from boundlab.nn.encoder import check_params, encode_batch
+    from boundlab.models.encoder.network import check_params, encode_batch
 
     check_params(minilm.params, minilm.config)
     ids, valid = models_api.tokenize(minilm, list(reference["sentences"]))
@@ -96,7 +96,7 @@ def test_minilm_runs_with_its_gemms_on_a_tensor_core_unit(minilm):
     # issue 24: a matrix unit as the accumulation runs a real model unchanged
     from boundlab.experiments.real_model import truncated
     from boundlab.matrix_units import get_unit
-    from boundlab.nn.encoder import encode_batch
+    from boundlab.models.encoder.network import encode_batch
 
     ids, valid = models_api.tokenize(minilm, ["A cat sat on the mat.", "Rounding errors add up."])
     config, params = truncated(minilm, 1)
@@ -131,7 +131,7 @@ def test_minilm_runs_with_its_gemms_on_a_tensor_core_unit(minilm):
 @needs_model
 def test_every_head_has_rank_32_and_the_score_bound_holds_on_real_text(minilm):
     from boundlab.experiments.real_model import score_bound, weight_rank
-    from boundlab.nn.encoder import embed, multi_head_attention
+    from boundlab.models.encoder.network import embed, multi_head_attention
 
     config, params = minilm.config, minilm.params
     layer = jax.tree.map(lambda a: jnp.asarray(a[0], jnp.float64), params["layers"])

@@ -11,11 +11,11 @@ from flax import nnx
 from boundlab import Emulated, Exact, get_format
 from boundlab.bounds import theorem_4_30
 from boundlab.errors import relative_normwise
-from boundlab.nn import SequenceClassifier, Transformer, from_params, to_params
-from boundlab.nn.monitoring import FragilityMetric, diagnostics
-from boundlab.nn.fragility import layer_diagnostics
-from boundlab.nn.penalty import bound_penalty, log10_bound
-from boundlab.transformer import forward, init
+from boundlab.models import SequenceClassifier, Transformer, from_params, to_params
+from boundlab.analysis.monitoring import FragilityMetric, diagnostics
+from boundlab.fragility import layer_diagnostics
+from boundlab.training.penalty import bound_penalty, log10_bound
+from boundlab.models.paper import forward, init
 from tolerances import relative_difference, relative_tolerance
 
 D_MODEL, D_HIDDEN, LAYERS, TOKENS, BATCH = 5, 7, 2, 4, 3
@@ -284,7 +284,7 @@ def test_fragility_metric_keeps_the_worst_batch_and_all_flags(diagnosed):
 
 
 def test_a_block_module_is_the_pure_block():
-    from boundlab.transformer import block
+    from boundlab.models.paper import block
 
     model, X = model_and_batch(seed=3)
     layer = jax.tree.map(lambda a: a[1], to_params(model))
@@ -294,7 +294,7 @@ def test_a_block_module_is_the_pure_block():
 
 
 def test_the_softmax_jacobians_top_eigenvalue_without_lapack():
-    from boundlab.nn.fragility import softmax_jacobian_top
+    from boundlab.fragility import softmax_jacobian_top
 
     rng = np.random.default_rng(4)
     for n in (2, 5, 12):

@@ -1,4 +1,4 @@
-"""boundlab.nn.part_diagnostics (model_diagnostics) and the penalty on any model, against independent references:
+"""boundlab.analysis.part_diagnostics (model_diagnostics) and the penalty on any model, against independent references:
 the paper's Lemma 3.8 Jacobian, NumPy float64 attention statistics, boundlab.emulate, finite
 differences."""
 
@@ -13,7 +13,9 @@ from user_models import GPT, MLP, RMS, Attention, Mine
 
 from boundlab import Emulated, emulate, get_format
 from boundlab.condition.closed_forms import layer_norm as layer_norm_closed_form
-from boundlab.nn import Transformer, bound_penalty, diagnostics, model_diagnostics
+from boundlab.analysis import diagnostics, model_diagnostics
+from boundlab.models import Transformer
+from boundlab.training import bound_penalty
 
 pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
 
@@ -207,7 +209,7 @@ def test_bad_input_gets_one_line_errors():
 def test_report_and_metric(mine_result, tmp_path):
     import json
 
-    from boundlab.nn import ModelMetric, write_report
+    from boundlab.analysis import ModelMetric, write_report
 
     _, _, result = mine_result
     paths = write_report(result, str(tmp_path))

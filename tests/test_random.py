@@ -1,11 +1,11 @@
-"""boundlab._random: draws cut from a bucketed flat draw are jax.random's draws, bit for bit."""
+"""boundlab.runtime.draws: draws cut from a bucketed flat draw are jax.random's draws, bit for bit."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from boundlab import _random
+from boundlab.runtime import draws
 
 SHAPES = [(1,), (4, 6), (3, 5, 7), (65,)]  # one entry, matrices, a stack, just past a bucket
 
@@ -15,14 +15,14 @@ def test_normal_and_uniform_are_jax_randoms_draws_bit_for_bit(dtype):
     for i, shape in enumerate(SHAPES):
         key = jax.random.key(i)
         want = np.asarray(jax.random.normal(key, shape, dtype))
-        got = _random.normal(key, shape, dtype)
+        got = draws.normal(key, shape, dtype)
         assert got.shape == shape and got.dtype == jnp.dtype(dtype)
         assert np.array_equal(np.asarray(got), want), shape
         want = np.asarray(jax.random.uniform(key, shape, dtype, 0.25, 4.0))
-        assert np.array_equal(np.asarray(_random.uniform(key, shape, dtype, 0.25, 4.0)), want), shape
+        assert np.array_equal(np.asarray(draws.uniform(key, shape, dtype, 0.25, 4.0)), want), shape
     # a legacy uint32 key, the default dtype
     legacy = jax.random.PRNGKey(7)
-    assert np.array_equal(np.asarray(_random.normal(legacy, (3, 3))), np.asarray(jax.random.normal(legacy, (3, 3))))
+    assert np.array_equal(np.asarray(draws.normal(legacy, (3, 3))), np.asarray(jax.random.normal(legacy, (3, 3))))
 
 
 def test_one_compiled_draw_serves_every_shape_of_a_bucket():
@@ -31,10 +31,10 @@ def test_one_compiled_draw_serves_every_shape_of_a_bucket():
         pytest.skip("jax.random's jitted draw moved")
 
     key = jax.random.key(0)
-    _random.normal(key, (3, 4), jnp.float64)  # the bucket of 64
+    draws.normal(key, (3, 4), jnp.float64)  # the bucket of 64
     before = jax_random._normal._cache_size()
     for shape in [(2, 5), (7, 9), (4, 4, 4)]:
-        _random.normal(key, shape, jnp.float64)
+        draws.normal(key, shape, jnp.float64)
     assert jax_random._normal._cache_size() == before
     jax.random.normal(key, (2, 5), jnp.float64)  # and jax.random's own call compiles per shape
     assert jax_random._normal._cache_size() == before + 1
@@ -43,18 +43,18 @@ def test_one_compiled_draw_serves_every_shape_of_a_bucket():
 def test_traced_large_and_other_draws_are_jax_randoms_own():
     key = jax.random.key(3)
     # inside jit and vmap the key is a tracer: jax.random's call, the same values
-    traced = jax.jit(lambda k: _random.normal(k, (4, 5), jnp.float64))(key)
+    traced = jax.jit(lambda k: draws.normal(k, (4, 5), jnp.float64))(key)
     assert np.array_equal(np.asarray(traced), np.asarray(jax.random.normal(key, (4, 5), jnp.float64)))
     keys = jax.random.split(key, 3)
-    mapped = jax.vmap(lambda k: _random.uniform(k, (2, 3), jnp.float32, -1.0, 1.0))(keys)
+    mapped = jax.vmap(lambda k: draws.uniform(k, (2, 3), jnp.float32, -1.0, 1.0))(keys)
     assert np.array_equal(np.asarray(mapped), np.asarray(jax.vmap(
         lambda k: jax.random.uniform(k, (2, 3), jnp.float32, -1.0, 1.0))(keys)))
     # no bucket: empty, bfloat16, array bounds
-    assert _random.normal(key, (0, 3), jnp.float64).shape == (0, 3)
-    assert np.array_equal(np.asarray(_random.normal(key, (3,), jnp.bfloat16), np.float32),
+    assert draws.normal(key, (0, 3), jnp.float64).shape == (0, 3)
+    assert np.array_equal(np.asarray(draws.normal(key, (3,), jnp.bfloat16), np.float32),
                           np.asarray(jax.random.normal(key, (3,), jnp.bfloat16), np.float32))
     low = jnp.asarray(0.5)
-    assert np.array_equal(np.asarray(_random.uniform(key, (3,), jnp.float64, low, 2.0)),
+    assert np.array_equal(np.asarray(draws.uniform(key, (3,), jnp.float64, low, 2.0)),
                           np.asarray(jax.random.uniform(key, (3,), jnp.float64, low, 2.0)))
 
 
@@ -62,11 +62,11 @@ def test_the_non_partitionable_generator_draws_at_the_shape():
     # its bits depend on the whole shape, so a cut flat draw would differ: not bucketed
     key = jax.random.key(5)
     with jax.threefry_partitionable(False):
-        assert _random._bucket(key, (4, 5), jnp.float64) is None
-        assert np.array_equal(np.asarray(_random.normal(key, (4, 5), jnp.float64)),
+        assert draws._bucket(key, (4, 5), jnp.float64) is None
+        assert np.array_equal(np.asarray(draws.normal(key, (4, 5), jnp.float64)),
                               np.asarray(jax.random.normal(key, (4, 5), jnp.float64)))
-    assert _random._bucket(key, (4, 5), jnp.float64) == 64
-    assert _random._bucket(key, (1 << 21,), jnp.float64) is None
+    assert draws._bucket(key, (4, 5), jnp.float64) == 64
+    assert draws._bucket(key, (1 << 21,), jnp.float64) is None
 
 
 def test_draws_are_placed_and_committed_as_jax_randoms_are():
@@ -74,5 +74,5 @@ def test_draws_are_placed_and_committed_as_jax_randoms_are():
     # that mixes it with uncommitted arrays compile twice (once more when its outputs come back)
     key = jax.random.key(2)
     for k in (key, jax.device_put(key, jax.devices()[-1])):
-        ours, theirs = _random.normal(k, (3, 4), jnp.float64), jax.random.normal(k, (3, 4), jnp.float64)
+        ours, theirs = draws.normal(k, (3, 4), jnp.float64), jax.random.normal(k, (3, 4), jnp.float64)
         assert ours.committed == theirs.committed and ours.sharding == theirs.sharding

@@ -69,8 +69,8 @@ def test_normalisations_and_softmax_stay_below_their_lemmas(name, f, lemma):
 
 
 def test_contributions_add_up_and_name_the_sites():
-    from boundlab.transformer import init
-    from boundlab.transformer.plain import plain_forward
+    from boundlab.models.paper import init
+    from boundlab.models.paper.plain import plain_forward
 
     params, X = init(jax.random.key(0), "figure1", d=3, n=3, D=4, L=2)
     record = first_order(lambda p, x: plain_forward(p, x, unroll_layers=True), T12)(params, X)
@@ -132,7 +132,7 @@ def test_selected_outputs_and_linear_functionals():
 def test_vectorised_recursive_sums_give_the_loops_bound(arithmetic, monkeypatch):
     # the loop-free recursive sum of TapPolicy against the loop it replaces (every product and
     # partial sum its own tap): the same first-order terms, summed in another order
-    from boundlab.arithmetic import _Policy
+    from boundlab.arithmetic import Policy
     from boundlab.sensitivity.taps import TapPolicy
 
     def f(W, x):
@@ -142,7 +142,7 @@ def test_vectorised_recursive_sums_give_the_loops_bound(arithmetic, monkeypatch)
     W = jax.random.normal(jax.random.key(0), (6, 5))
     x = jax.random.normal(jax.random.key(1), (5, 3))
     fast = first_order(f, arithmetic)(W, x)
-    monkeypatch.setattr(TapPolicy, "_reduce", _Policy._reduce)
+    monkeypatch.setattr(TapPolicy, "_reduce", Policy._reduce)
     loop = first_order(lambda W, x: f(W, x), arithmetic)(W, x)  # a new function: its own program
     for name in ("bound", "probabilistic"):
         np.testing.assert_allclose(getattr(fast, name), getattr(loop, name), rtol=64 * 2.0**-53)

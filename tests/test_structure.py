@@ -8,8 +8,8 @@ from flax import nnx
 from test_encoder import IDS, VALID, random_params
 from user_models import GPT, MLP, Mine
 
-from boundlab.nn import Transformer
-from boundlab.nn.encoder import EncoderConfig, encode
+from boundlab.models import Transformer
+from boundlab.models.encoder.network import EncoderConfig, encode
 from boundlab.structure import find_structure
 from boundlab.structure.scopes import module_paths
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from boundlab.cli import main
-from boundlab.experiments.training import DIAGNOSTICS, TrainStudy, correlations, load_digits_tokens
+from boundlab.experiments.training_study import DIAGNOSTICS, TrainStudy, correlations, load_digits_tokens
 
 pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
 

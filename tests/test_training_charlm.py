@@ -1,11 +1,11 @@
-"""boundlab.training.charlm: the character-level model, Baek's diagnostics of it, the epsilon policy."""
+"""boundlab.models.charlm: the character-level model, Baek's diagnostics of it, the epsilon policy."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from boundlab.training import charlm
+from boundlab.models import charlm
 
 CONFIG = charlm.CharLMConfig(d=8, heads=2, ffn=16, layers=2, context=6)
 VOCAB = 11
@@ -63,7 +63,7 @@ def test_fp16_without_the_max_shift_overflows_where_the_shifted_softmax_does_not
 
 
 def test_the_diagnostics_are_baeks_quantities_of_the_exact_intermediates():
-    from boundlab.nn.fragility import softmax_sensitivity
+    from boundlab.fragility import softmax_sensitivity
 
     u = 2.0**-11
     found = charlm.diagnostics(PARAMS, IDS, EPS, CONFIG, u)

@@ -9,7 +9,7 @@ from interpreter import Scalar, float64_forward
 from interpreter import forward as interpret
 
 from boundlab import Emulated, Exact, Format, errors, get_format
-from boundlab.transformer import (PARAM_NAMES, Params, attention, causal_mask, forward, init, layer_norm,
+from boundlab.models.paper import (PARAM_NAMES, Params, attention, causal_mask, forward, init, layer_norm,
                                   rms_norm, softmax)
 
 TINY = dict(d=3, n=4, D=4, L=2)
@@ -224,7 +224,7 @@ def test_degenerate_token_vectors_are_refused():
 
 
 def test_compare_measures_against_the_rounded_operands():
-    from boundlab.transformer import compare
+    from boundlab.models.paper import compare
 
     params, X = init(jax.random.key(12), "figure1", d=4, n=3, D=5, L=2)
     arithmetic = Emulated("t12")

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 from boundlab.arithmetic import Exact
 from boundlab.errors import ratio
 from boundlab.sensitivity import first_order
-from boundlab.transformer import layers
-from boundlab.transformer.network import block
-from boundlab.transformer.plain import plain_forward
+from boundlab.models import blocks
+from boundlab.models.paper.network import block
+from boundlab.models.paper.plain import plain_forward
 
 EXACT = Exact()
 
@@ -40,17 +40,17 @@ PER_COLUMN = {"norm", "centring", "scores", "softmax", "hidden", "perceptron", "
 def _parts(inputs, w, norm):
     """Every part of one block at its exact input, in the order of operations of ``layers``."""
     X, Y, Z, S, V = inputs
-    mask = layers.causal_mask(X.shape[1])
-    normalise = layers.NORMS[norm]
+    mask = blocks.causal_mask(X.shape[1])
+    normalise = blocks.NORMS[norm]
     out = {"norm": jnp.concatenate([normalise(X, EXACT), normalise(Y, EXACT)], axis=1),
-           "scores": layers.scores(Z, w.Wq, w.Wk, EXACT),
-           "softmax": layers.softmax(S, EXACT, mask=mask),
-           "attention": layers.attention(Z, w.Wq, w.Wk, w.Wv, EXACT)}
+           "scores": blocks.scores(Z, w.Wq, w.Wk, EXACT),
+           "softmax": blocks.softmax(S, EXACT, mask=mask),
+           "attention": blocks.attention(Z, w.Wq, w.Wk, w.Wv, EXACT)}
     if norm == "layer":
-        out["centring"] = jnp.concatenate([layers.centring(X, EXACT), layers.centring(Y, EXACT)], axis=1)
-    out["perceptron"], out["hidden"] = layers.perceptron(V, *w[3:], EXACT, return_hidden=True)
-    out["attention sub-block"] = X + layers.attention(normalise(X, EXACT), w.Wq, w.Wk, w.Wv, EXACT)
-    out["feed-forward sub-block"] = Y + layers.perceptron(normalise(Y, EXACT), *w[3:], EXACT)
+        out["centring"] = jnp.concatenate([blocks.centring(X, EXACT), blocks.centring(Y, EXACT)], axis=1)
+    out["perceptron"], out["hidden"] = blocks.perceptron(V, *w[3:], EXACT, return_hidden=True)
+    out["attention sub-block"] = X + blocks.attention(normalise(X, EXACT), w.Wq, w.Wk, w.Wv, EXACT)
+    out["feed-forward sub-block"] = Y + blocks.perceptron(normalise(Y, EXACT), *w[3:], EXACT)
     out["block"] = block(X, w, EXACT, norm)
     return out
 

@@ -16,7 +16,7 @@ the format (Model 4.1's operands are format numbers) and
 Each entry is a dict of arrays: ``coefficient`` and ``input_gain`` of the statement's record,
 ``input_error`` (rho_c of its perturbed input, 0 for exact inputs), ``measured``, ``flags`` and
 ``terms``; per layer (leading axis L), and per token or query (second axis) where the statement
-is about one column.  ``boundlab.analysis.report`` turns this into tables and JSON.
+is about one column.  ``boundlab.analysis.case`` turns this into tables and JSON.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ import jax.numpy as jnp
 
 from boundlab import bounds
 from boundlab.analysis import first_order_rows
-from boundlab.arithmetic import Exact, fold_key
+from boundlab.accumulation import fold_key
+from boundlab.arithmetic import Exact
 from boundlab.bounds.network import block_parts, factors_from_parts
 from boundlab.bounds.subblocks import attention_record, feed_forward_record
 from boundlab.errors import relative_componentwise
 from boundlab.quantities import causal_mask
-from boundlab.transformer import layers
-from boundlab.transformer.network import Params, block, forward
+from boundlab.models import blocks
+from boundlab.models.paper.network import Params, block, forward
 
 EXACT = Exact()
 
@@ -86,7 +87,7 @@ def _layer(true, given, arithmetic, norm, u, key, with_first_order=False):
     _, ex = block(wide(Xr), W, EXACT, norm, return_intermediates=True)  # exact, on format numbers
     _, em = block(Xr, rounded, arithmetic, norm, fold_key(key, 0), return_intermediates=True)
     em = jax.tree.map(wide, em)
-    normalise = layers.NORMS[norm]
+    normalise = blocks.NORMS[norm]
     mask = causal_mask(n)
 
     def on_format_numbers(function, x, k):
@@ -106,23 +107,23 @@ def _layer(true, given, arithmetic, norm, u, key, with_first_order=False):
             out.setdefault("Lemma 4.6", []).append(_entry(per_column(bounds.lemma_4_6, vectors), measured))
         else:
             out.setdefault("Lemma 4.11", []).append(_entry(per_column(bounds.lemma_4_11, vectors), measured))
-            centred = _columns(*on_format_numbers(lambda x, w, a, kk: layers.centring(x, a, kk), vectors,
+            centred = _columns(*on_format_numbers(lambda x, w, a, kk: blocks.centring(x, a, kk), vectors,
                                                   fold_key(k, 5)))
             out.setdefault("Lemma 4.10", []).append(_entry(per_column(bounds.lemma_4_10, vectors), centred))
     out = {name: jax.tree.map(lambda *a: jnp.concatenate(a), *entries) for name, entries in out.items()}
 
     # -- attention parts, exact inputs
     Z = true.attention_input
-    S_em, S_exact = on_format_numbers(lambda x, w, a, k: layers.scores(x, w.Wq, w.Wk, a, k), Z, fold_key(key, 20))
+    S_em, S_exact = on_format_numbers(lambda x, w, a, k: blocks.scores(x, w.Wq, w.Wk, a, k), Z, fold_key(key, 20))
     out["Lemma 4.17"] = _entry(bounds.lemma_4_17_columns(Z, given.Wq, given.Wk, u=u), _columns(S_em, S_exact))
-    P_em, P_exact = on_format_numbers(lambda x, w, a, k: layers.softmax(x, a, k, mask=mask), true.scores,
+    P_em, P_exact = on_format_numbers(lambda x, w, a, k: blocks.softmax(x, a, k, mask=mask), true.scores,
                                       fold_key(key, 21))
     out["Lemma 4.19"] = _entry(bounds.lemma_4_19_columns(true.scores, u=u), _columns(P_em, P_exact))
     printed = bounds.remark_4_18(given.Wq, given.Wk)
     out["Remark 4.18"] = {"coefficient": printed.coefficient, "input_gain": jnp.zeros(()), "input_error": jnp.zeros(()),
                           "measured": jnp.max(out["Lemma 4.17"]["terms"]["xi(S, X)"]), "flags": printed.flags,
                           "terms": printed.terms}
-    A_em, A_exact = on_format_numbers(lambda x, w, a, k: layers.attention(x, w.Wq, w.Wk, w.Wv, a, k), Z,
+    A_em, A_exact = on_format_numbers(lambda x, w, a, k: blocks.attention(x, w.Wq, w.Wk, w.Wv, a, k), Z,
                                       fold_key(key, 22))
     for statement in (bounds.lemma_4_21, bounds.lemma_4_21_absolute, bounds.remark_4_22):
         record = statement(Z, given.Wq, given.Wk, given.Wv, u=u)
@@ -131,7 +132,7 @@ def _layer(true, given, arithmetic, norm, u, key, with_first_order=False):
     # -- perceptron, exact inputs (per token)
     V = true.perceptron_input
     (M_em, H_em), (M_exact, H_exact) = on_format_numbers(
-        lambda x, w, a, k: layers.perceptron(x, *w[3:], a, k, return_hidden=True), V, fold_key(key, 30))
+        lambda x, w, a, k: blocks.perceptron(x, *w[3:], a, k, return_hidden=True), V, fold_key(key, 30))
     out["Lemma 4.3"] = _entry(jax.vmap(lambda x: bounds.lemma_4_3(given.A1, x, b=given.b1, u=u), 1)(V),
                               _columns(H_em, H_exact))
     out["Lemma 4.14"] = _entry(per_column(bounds.lemma_4_14, V, *given[3:]), _columns(M_em, M_exact))
@@ -144,7 +145,7 @@ def _layer(true, given, arithmetic, norm, u, key, with_first_order=False):
     out[record.statement] = _entry(record, relative_componentwise(em.attention_residual, ex.attention_residual))
 
     def feed_forward(y, w, a, k):
-        return a.add(y, layers.perceptron(normalise(y, a, fold_key(k, 0)), *w[3:], a, fold_key(k, 1)), fold_key(k, 2))
+        return a.add(y, blocks.perceptron(normalise(y, a, fold_key(k, 0)), *w[3:], a, fold_key(k, 1)), fold_key(k, 2))
 
     F_em, F_exact = on_format_numbers(feed_forward, true.attention_residual, fold_key(key, 40))
     out[sub_perceptron.statement] = _entry(sub_perceptron, _columns(F_em, F_exact))

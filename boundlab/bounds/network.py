@@ -24,13 +24,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from boundlab._compile import compiled
+from boundlab.runtime.compilation import compiled
 from boundlab.arithmetic import Exact
 from boundlab.bounds.record import Bound, bound, guard_unit_roundoff, undefined_to_inf
 from boundlab.bounds.subblocks import AttentionParts, FeedForwardParts, attention_parts, feed_forward_parts
 from boundlab.bounds.terms import as_float64, check_unit_roundoff, statement
 from boundlab.quantities import centred_ratio
-from boundlab.transformer.layers import NORMS
+from boundlab.models.blocks import NORMS
 
 
 class BlockFactors(NamedTuple):
@@ -68,7 +68,7 @@ def _exact_intermediates(X, layer, norm, intermediates):
     """This layer's exact intermediates: the caller's, or one exact block evaluated here."""
     _check_norm(norm)
     if intermediates is None:
-        from boundlab.transformer.network import block
+        from boundlab.models.paper.network import block
 
         _, intermediates = block(X, layer, Exact(), norm, return_intermediates=True)
     return intermediates
@@ -152,7 +152,7 @@ def network_factors(params, X, *, norm: str = "layer", u, intermediates=None) ->
 def _checked(name, params, X, intermediates, norm, u):
     """The network-level checks (norm, u, shapes, finite float64 arrays) before a compiled part:
     ``(params as Params, X, intermediates)`` in float64."""
-    from boundlab.transformer.network import Params, validate
+    from boundlab.models.paper.network import Params, validate
 
     _check_norm(norm)
     check_unit_roundoff(u, name)
@@ -164,7 +164,7 @@ def _checked(name, params, X, intermediates, norm, u):
 
 @compiled(static_argnames=("norm",))
 def _network_factors(params, X, *, norm, u, intermediates) -> BlockFactors:
-    from boundlab.transformer.network import block
+    from boundlab.models.paper.network import block
 
     if intermediates is None:
         # the exact forward and each layer's factors in one pass over the layers: the factors are

@@ -27,7 +27,7 @@ from boundlab.bounds.record import Bound, bound
 from boundlab.bounds.terms import growth, layer_norm_alpha, perceptron_terms, residual_xi, statement
 from boundlab.condition import closed_forms
 from boundlab.quantities import centred_ratio
-from boundlab.transformer.layers import NORMS, attention
+from boundlab.models.blocks import NORMS, attention
 
 
 class AttentionParts(NamedTuple):

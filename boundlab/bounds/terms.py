@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boundlab._compile import compiled
-from boundlab._x64 import require_x64
+from boundlab.runtime.compilation import compiled
+from boundlab.runtime.x64 import require_x64
 from boundlab.bounds.record import guard_unit_roundoff
 from boundlab.errors import ratio
 from boundlab.formats import gamma

@@ -2,7 +2,7 @@
 
 >>> import jax.numpy as jnp
 >>> from boundlab.condition import componentwise, closed_forms
->>> from boundlab.transformer import rms_norm
+>>> from boundlab.models.paper import rms_norm
 >>> x = jnp.array([1.0, -2.0, 3.0])
 >>> float(componentwise(rms_norm, x).value), float(closed_forms.rms_norm(x).kappa_cc)  # Lemma 3.6
 (1.8571428571428572, 1.8571428571428572)
@@ -16,9 +16,9 @@ from boundlab.condition.autodiff import mixed as mixed
 from boundlab.condition.autodiff import normwise as normwise
 from boundlab.condition.autodiff import operator_norm as operator_norm
 from boundlab.condition.autodiff import vec as vec
-from boundlab.condition.report import Row as Row
-from boundlab.condition.report import condition_report as condition_report
-from boundlab.condition.report import format_report as format_report
+from boundlab.condition.side_by_side import Row as Row
+from boundlab.condition.side_by_side import condition_report as condition_report
+from boundlab.condition.side_by_side import format_report as format_report
 
 __all__ = ["Condition", "Row", "closed_forms", "componentwise", "condition_report", "format_report", "jacobian",
            "mixed", "normwise", "operator_norm", "vec"]

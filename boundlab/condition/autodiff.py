@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from boundlab._compile import compiled
+from boundlab.runtime.compilation import compiled
 from boundlab.linalg import spectral_norm
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from boundlab._compile import compiled
+from boundlab.runtime.compilation import compiled
 from boundlab.condition.autodiff import operator_norm
 from boundlab.errors import ratio as _ratio
 from boundlab.linalg import spectral_norm

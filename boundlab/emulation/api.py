@@ -6,18 +6,18 @@ import sys
 
 import jax
 
-from boundlab._compile import memoised
-from boundlab.emulation.interpreter import Handler, _Context, eval_closed, operand
+from boundlab.runtime.compilation import memoised
+from boundlab.emulation.interpreter import Handler, Context, eval_closed, operand
 
 
-def _nnx():
+def loaded_nnx():
     return sys.modules.get("flax.nnx")  # flax is imported lazily: only a caller with modules has it
 
 
 def split_modules(args):
     """Flax NNX modules among ``args`` replaced by their state (a pytree); the graph definitions
     (hashable, static under ``jit``) are returned beside them, None where an arg is no module."""
-    nnx = _nnx()
+    nnx = loaded_nnx()
     if nnx is None:
         return tuple(args), (None,) * len(args)
     states, graphdefs = [], []
@@ -38,7 +38,7 @@ def merged(f, graphdefs):
         return f
 
     def call(*args):
-        nnx = _nnx()
+        nnx = loaded_nnx()
         return f(*[arg if graphdef is None else nnx.merge(graphdef, arg) for graphdef, arg in zip(graphdefs, args)])
 
     return call
@@ -52,7 +52,7 @@ def call_module(module, *args):
 def as_function(f, call=call_module):
     """A Flax NNX module ``m`` becomes the function ``call`` (``call_module`` by default) with
     ``m`` as its first argument (its structure static, its state traced); a function stays."""
-    nnx = _nnx()
+    nnx = loaded_nnx()
     if nnx is not None and isinstance(f, nnx.Module):
         return call, (f,)
     if not callable(f):
@@ -65,8 +65,8 @@ def interpret(f, handler: Handler, args, key):
     once into the format.  Returns the output pytree."""
     flat, tree = jax.tree.flatten(args)
     closed, out_shape = jax.make_jaxpr(lambda *leaves: f(*jax.tree.unflatten(tree, leaves)), return_shape=True)(*flat)
-    leaves = [operand(leaf, _Context(handler, None)) for leaf in flat]
-    outs = eval_closed(closed, leaves, _Context(handler, key))
+    leaves = [operand(leaf, Context(handler, None)) for leaf in flat]
+    outs = eval_closed(closed, leaves, Context(handler, key))
     return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core
 
-from boundlab._x64 import x64_enabled
+from boundlab.runtime.x64 import x64_enabled
 from boundlab.rounding import hash_fold_in
 
 
@@ -130,15 +130,15 @@ class Handler:
 
 
 @dataclasses.dataclass
-class _Context:
+class Context:
     handler: Handler
     key: Any  # PRNG key (stochastic rounding) or None
     scope: str = ""
     loop: bool = False  # inside a scan, while or cond body (values are per iteration)
     sink: list | None = None  # (eqn, outputs) recorded in the innermost scan body (records_loops)
 
-    def nested(self, scope: str, key=None, loop: bool = False, sink=None) -> "_Context":
-        return _Context(self.handler, self.key if key is None else key, _join(self.scope, scope), self.loop or loop,
+    def nested(self, scope: str, key=None, loop: bool = False, sink=None) -> "Context":
+        return Context(self.handler, self.key if key is None else key, _join(self.scope, scope), self.loop or loop,
                         self.sink if sink is None else sink)
 
 
@@ -159,21 +159,21 @@ def _source(eqn) -> str:
         return "?"
 
 
-def _name_stack(eqn) -> str:
+def name_stack(eqn) -> str:
     try:
         return str(eqn.source_info.name_stack)
     except Exception:
         return ""
 
 
-def eval_closed(closed, args, ctx: _Context):
+def eval_closed(closed, args, ctx: Context):
     """Evaluate a ClosedJaxpr (or a Jaxpr with no constants) on ``args``."""
     if isinstance(closed, core.ClosedJaxpr):
         return eval_jaxpr(closed.jaxpr, closed.consts, args, ctx)
     return eval_jaxpr(closed, [], args, ctx)
 
 
-def operand(x, ctx: _Context):
+def operand(x, ctx: Context):
     """A constant or an input made an operand of the emulated arithmetic: floats rounded once
     into the format and held in the container; everything else unchanged.  Infinities stay
     infinities (a -inf sentinel of a masked maximum is no number to round, and a format without
@@ -189,7 +189,7 @@ def cast_keeping_infinities(cast, x):
     return jnp.where(jnp.isinf(x), jnp.asarray(x, rounded.dtype), rounded)
 
 
-def eval_jaxpr(jaxpr, consts, args, ctx: _Context):
+def eval_jaxpr(jaxpr, consts, args, ctx: Context):
     env = {}
 
     def read(v):
@@ -215,10 +215,10 @@ def eval_jaxpr(jaxpr, consts, args, ctx: _Context):
     return [read(v) for v in jaxpr.outvars]
 
 
-def _site(eqn, ctx: _Context):
+def _site(eqn, ctx: Context):
     handler = ctx.handler
     shape = tuple(eqn.outvars[0].aval.shape)
-    site = Site(len(handler.sites), eqn.primitive.name, _join(ctx.scope, _name_stack(eqn)), _source(eqn), shape,
+    site = Site(len(handler.sites), eqn.primitive.name, _join(ctx.scope, name_stack(eqn)), _source(eqn), shape,
                 _operations(eqn))
     handler.sites.append(site)
     key = None if ctx.key is None else hash_fold_in(ctx.key, site.index)
@@ -243,7 +243,7 @@ def _container(x, ctx):
     return x
 
 
-def _equation(eqn, invals, ctx: _Context):
+def _equation(eqn, invals, ctx: Context):
     name = eqn.primitive.name
     params = dict(eqn.params)
     out_avals = [v.aval for v in eqn.outvars]
@@ -306,7 +306,7 @@ def _rounded(primitive, policy, invals, params, key):
     return _cumulative(policy, policy.add if name == "cumsum" else policy.mul, invals[0], params, key)
 
 
-def _scatter_add(eqn, invals, params, ctx: _Context):
+def _scatter_add(eqn, invals, params, ctx: Context):
     """``scatter-add``: operand[target(i)] <- fl(operand[target(i)] + update_i) for the update
     windows in index order (a loop over windows; the entries of one window go to distinct
     places and are added at once).  The target of every update entry is found by transposing the

@@ -11,9 +11,9 @@ from boundlab.experiments.figures import figure1 as figure1
 from boundlab.experiments.figures import figure2 as figure2
 from boundlab.experiments.figures import figure3 as figure3
 from boundlab.experiments.figures import figure4 as figure4
-from boundlab.experiments.layers import layer_errors as layer_errors
-from boundlab.experiments.layers import post_norm_block as post_norm_block
-from boundlab.experiments.output import write as write
+from boundlab.experiments.per_layer import layer_errors as layer_errors
+from boundlab.experiments.per_layer import post_norm_block as post_norm_block
+from boundlab.experiments.figure_files import write as write
 from boundlab.experiments.sweeps import sweep as sweep
 
 __all__ = ["CONFIGS", "RUNNERS", "Figure1", "Figure2", "Figure3", "Figure4", "FigureResult", "figure1", "figure2",

@@ -26,8 +26,8 @@ from boundlab.arithmetic import Emulated
 from boundlab.emulation import emulate
 from boundlab.experiments.sweeps import sweep
 from boundlab.sensitivity import first_order
-from boundlab.transformer import init
-from boundlab.transformer.plain import plain_forward
+from boundlab.models.paper import init
+from boundlab.models.paper.plain import plain_forward
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,10 +26,10 @@ from boundlab.arithmetic import Emulated
 from boundlab.bounds import theorem_4_30
 from boundlab.errors import relative_componentwise, relative_normwise
 from boundlab.experiments import three_way
-from boundlab.experiments.layers import layer_errors
+from boundlab.experiments.per_layer import layer_errors
 from boundlab.experiments.stats import finite_stats, growth_fit, linear_fit, power_fit
 from boundlab.experiments.sweeps import sweep
-from boundlab.transformer import attention, init
+from boundlab.models.paper import attention, init
 from boundlab.verdicts import holds, verdict
 
 KINDS = ("componentwise", "normwise")

@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boundlab.experiments.output import write_rows
-from boundlab.experiments.stats import strict_json
+from boundlab.output.tables import write_rows
+from boundlab.output.strict_json import strict_json
 from boundlab.formats import get_format
 from boundlab.matrix_units import dot, dot_error_bound, get_unit
 
@@ -90,8 +90,8 @@ QUICK = HardwareStudy(Ks=(128, 1024, 4096), intervals=(128,), distributions=("ga
 
 def _pool_network(config: HardwareStudy):
     """Activations (layer-normed inputs of each block) and weight entries of a Figure 1 network."""
-    from boundlab.transformer.inits import init
-    from boundlab.transformer.network import forward
+    from boundlab.models.paper.inits import init
+    from boundlab.models.paper.network import forward
 
     d = 20  # Figure 1's width (wider figure1 networks overflow their softmax, even in float64)
     params, X = init(jax.random.key(config.seed), "figure1", d=d, n=d, D=d, L=8)
@@ -108,7 +108,7 @@ def _pool_minilm(config: HardwareStudy):
     layer-normed) on the valid tokens of a few shipped sentences, and its weight matrices' entries."""
     from boundlab import models
     from boundlab.arithmetic import Exact
-    from boundlab.nn.encoder import encode_batch
+    from boundlab.models.encoder.network import encode_batch
 
     model = models.load("minilm")
     ids, valid = models.tokenize(model, models.sentences()[:8])
@@ -170,7 +170,7 @@ def _errors(D, C, bound):
 
 def k_sweep(config: HardwareStudy, progress: bool = True):
     """One row per (distribution, configuration, K) (see the module docstring)."""
-    from boundlab.experiments.sweeps import ProgressBar
+    from boundlab.output.progress import ProgressBar
 
     distributions = list(config.distributions)
     pools = {}
@@ -227,8 +227,8 @@ def whole_models(config: HardwareStudy, progress: bool = True):
     rows = []
     for model in config.models:
         if model == "network":
-            from boundlab.transformer.inits import init
-            from boundlab.transformer.network import forward
+            from boundlab.models.paper.inits import init
+            from boundlab.models.paper.network import forward
 
             d = config.network_size
             params, X = init(jax.random.key(config.seed), "figure1", d=d, n=d, D=d, L=config.network_layers)
@@ -245,7 +245,7 @@ def whole_models(config: HardwareStudy, progress: bool = True):
             if not models.available():
                 continue
             from boundlab.experiments.real_model import truncated
-            from boundlab.nn.encoder import encode_batch
+            from boundlab.models.encoder.network import encode_batch
 
             loaded = models.load("minilm")
             ids, valid = models.tokenize(loaded, models.sentences()[:config.minilm_sentences])
@@ -301,9 +301,9 @@ def _summary(config, rows, distributions, model_rows):
 
 
 def plot(rows, distributions, config, path):
-    from boundlab.experiments.plots import _pyplot
+    from boundlab.output.pyplot import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     labels = [label for label, _, _ in _configurations(config)]
     colours = dict(zip(labels, plt.cm.viridis(np.linspace(0.05, 0.9, len(labels)))))
     fig, axes = plt.subplots(2, len(distributions), figsize=(4.2 * len(distributions) + 2.6, 7.5), layout="constrained",

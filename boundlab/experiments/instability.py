@@ -1,7 +1,7 @@
 """Baek's two training-time claims, tested on runs that become unstable (part of
 ``boundlab train --recipes``).
 
-Model and data: the character-level causal language model of ``boundlab.training.charlm`` on
+Model and data: the character-level causal language model of ``boundlab.models.charlm`` on
 the text of scikit-learn's dataset descriptions, trained with Adam under a low-precision recipe
 (``boundlab.training``): by default fp16 compute with the paper's softmax without max-shift
 (eq. 4 as printed: exp overflows once a score passes log(65504) = 11.09), so that a learning rate
@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boundlab.training import charlm, forecast, get_recipe, init_state, make_step
+from boundlab.models import charlm
+from boundlab.training import forecast, get_recipe, init_state, make_step
 
 ON_NONFINITE = ("stop", "continue")
 FORECASTERS = ("kappa_softmax", "kappa_softmax_absolute", "loss", "gradient_norm")
@@ -251,9 +252,9 @@ def total_steps(config: InstabilityStudy) -> int:
 
 def plot(rows, config: InstabilityStudy, path):
     """Per forecast run: the loss and kappa_softmax (relative to its warm-up median), onset marked."""
-    from boundlab.experiments.plots import _pyplot
+    from boundlab.output.pyplot import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     runs = _runs([r for r in rows if "event" in r])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     colours = plt.cm.viridis(np.linspace(0.05, 0.9, max(len(runs), 1)))

@@ -5,21 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from boundlab.experiments.stats import log10_of
+from boundlab.output.pyplot import pyplot
 
 KIND_LABELS = {"componentwise": "componentwise rho_c", "normwise": "normwise (Frobenius)"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot(result, path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure = {1: _figure1, 2: _figure2, 3: _figure3, 4: _figure4}[result.number](plt, result)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -170,7 +162,7 @@ def plot_training(rows, config, out_dir) -> list[str]:
     normwise error of the first format, one point per checkpoint)."""
     import os
 
-    plt = _pyplot()
+    plt = pyplot()
     groups = _run_groups(rows)
     widths = sorted({key[0] for key in groups})
     colours = dict(zip(widths, _colours(plt, len(widths))))

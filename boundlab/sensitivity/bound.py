@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from boundlab._x64 import require_x64
-from boundlab._compile import memoised
+from boundlab.runtime.x64 import require_x64
+from boundlab.runtime.compilation import memoised
 from boundlab.emulation.api import as_function, interpret, merged, split_modules
 from boundlab.sensitivity.taps import FLAGS, TapHandler, effective_unit_roundoff, zero_channel
 
@@ -111,7 +111,7 @@ class FirstOrder:
 
 
 @memoised
-def _first_order_program(fn, arithmetic, outputs, confidence, chunk, lumped):
+def first_order_program(fn, arithmetic, outputs, confidence, chunk, lumped):
     """The jitted bound of ``fn`` (``first_order``'s program), shared by every ``first_order``
     call with the same function, policy and options."""
     lam = lambda_for(confidence)
@@ -200,7 +200,7 @@ def first_order(f, arithmetic, *, outputs=None, confidence: float = 0.99, chunk:
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     fn, bound_args = as_function(f)
-    run = _first_order_program(fn, arithmetic, outputs, confidence, chunk, lumped)
+    run = first_order_program(fn, arithmetic, outputs, confidence, chunk, lumped)
 
     def bounded(*args):
         require_x64("boundlab.first_order (the exact evaluation is float64)")

@@ -25,7 +25,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from boundlab.arithmetic import _Policy
+from boundlab.arithmetic import Policy
 from boundlab.emulation.interpreter import Handler
 
 FLAGS = ("same-sign sum", "underflow", "overflow")
@@ -104,7 +104,7 @@ def _recursive_total_jvp(primals, tangents):
     return _recursive_total(terms), jnp.sum(dterms, axis=0)
 
 
-class TapPolicy(_Policy):
+class TapPolicy(Policy):
     """The arithmetic's order of operations, evaluated in float64, every rounding a tap."""
 
     unroll = 0  # loops, not unrolled sums: the reverse pass is then cheap to compile

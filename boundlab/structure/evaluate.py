@@ -7,11 +7,10 @@ trace.  Only values outside loops are recorded (inside, they are per iteration).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boundlab.emulation.interpreter import (REDUCTIONS, ROUNDED_BINARY, ROUNDED_UNARY, WIDE, Handler, _Context,
+from boundlab.emulation.interpreter import (REDUCTIONS, ROUNDED_BINARY, ROUNDED_UNARY, WIDE, Handler, Context,
                                             eval_closed, operand)
 from boundlab.structure.program import Program
 
@@ -47,8 +46,8 @@ def run(closed, program: Program, leaves, arithmetic, key=None) -> Recorded:
     handler = Handler(arithmetic)
     records: dict = {}
     handler.recorder = lambda eqn, outs: records.setdefault(id(eqn), []).append(list(outs))
-    operands = [operand(leaf, _Context(handler, None)) for leaf in leaves]
-    outputs = eval_closed(closed, operands, _Context(handler, key))
+    operands = [operand(leaf, Context(handler, None)) for leaf in leaves]
+    outputs = eval_closed(closed, operands, Context(handler, key))
     return Recorded(program, operands, records, outputs, handler.dtype)
 
 

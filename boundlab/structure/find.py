@@ -6,7 +6,7 @@ import dataclasses
 
 import jax
 
-from boundlab.emulation.api import _nnx, as_function, merged, split_modules
+from boundlab.emulation.api import loaded_nnx, as_function, merged, split_modules
 from boundlab.structure.parts import Structure, recognise
 from boundlab.structure.program import Program, flatten
 from boundlab.structure.scopes import call_with_scopes, module_paths
@@ -34,7 +34,7 @@ def as_scoped_function(f):
 
 def module_types(args) -> dict:
     """path -> class name for the submodules of every NNX module among ``args``."""
-    nnx = _nnx()
+    nnx = loaded_nnx()
     types = {}
     for arg in args:
         if nnx is not None and isinstance(arg, nnx.Module):

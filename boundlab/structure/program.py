@@ -18,7 +18,7 @@ import dataclasses
 
 from jax.extend import core
 
-from boundlab.emulation.interpreter import CALLS, _name_stack
+from boundlab.emulation.interpreter import CALLS, name_stack
 
 LOOPS = {"scan": ("jaxpr",), "while": ("body_jaxpr",), "cond": ("branches",)}
 
@@ -120,7 +120,7 @@ def _walk(jaxpr, state: _State, scope: str, region: tuple):
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
         inputs = tuple(state.read(v) for v in eqn.invars)
-        here = _join(scope, _name_stack(eqn))
+        here = _join(scope, name_stack(eqn))
         if name in CALLS:
             inner = eqn.params[CALLS[name]]
             inner_jaxpr = inner.jaxpr if isinstance(inner, core.ClosedJaxpr) else inner

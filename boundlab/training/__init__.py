@@ -2,6 +2,7 @@
 and weight update each round as a ``Recipe`` says (``boundlab.training.step``)."""
 
 from boundlab.training.gradients import check_gradient as check_gradient
+from boundlab.training.penalty import bound_penalty as bound_penalty
 from boundlab.training.recipes import GEMMS as GEMMS
 from boundlab.training.recipes import Mixed as Mixed
 from boundlab.training.recipes import RECIPES as RECIPES
@@ -12,4 +13,4 @@ from boundlab.training.step import TrainState as TrainState
 from boundlab.training.step import init_state as init_state
 from boundlab.training.step import make_step as make_step
 
-__all__ = ["GEMMS", "Mixed", "RECIPES", "Recipe", "StepInfo", "TrainState", "check_gradient", "get_recipe", "init_state", "make_step"]
+__all__ = ["GEMMS", "Mixed", "RECIPES", "Recipe", "StepInfo", "TrainState", "bound_penalty", "check_gradient", "get_recipe", "init_state", "make_step"]

@@ -1,0 +1,24 @@
+"""CSV files: rows under a header (``write_table``) or dict rows, one column per key
+(``write_rows``)."""
+
+from __future__ import annotations
+
+import csv
+
+
+def write_table(path, header, rows) -> None:
+    """``rows`` (sequences) under ``header`` as CSV."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_rows(path, rows) -> None:
+    """Dict rows as CSV, one column per key that any row has (first appearance order); an empty
+    file for no rows."""
+    with open(path, "w", newline="") as handle:
+        if rows:
+            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+            writer.writeheader()
+            writer.writerows(rows)
