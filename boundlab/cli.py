@@ -217,7 +217,7 @@ def _analyze_model(args: argparse.Namespace) -> int:
         paths = write_report(result, out)
     print(result.structure.summary())
     for f in formats:
-        print(f"{f}: output normwise error {float(result.output[f'error_normwise/{f}']):.3g}")
+        print(f"{f}: output normwise error {float(result.at_output(f).error_normwise):.3g}")
     print(f"report: {paths['report']}")
     return 0
 

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -34,6 +36,7 @@ import numpy as np
 import boundlab
 from boundlab import Emulated, get_format, round_to
 from boundlab.models.paper import compare, init
+from boundlab.bounds import Statement
 
 # %% [markdown]
 # ## Formats
@@ -101,6 +104,6 @@ print(report.table())
 
 # %%
 data = report.to_dict()
-theorem = data["Theorem 4.30"]
+theorem = report.entry(Statement.THEOREM_4_30)
 print("measured:", data["measured"]["network"])
 print("Theorem 4.30 as printed:", theorem["bound"], " layer by layer:", theorem["layerwise"]["bound"])

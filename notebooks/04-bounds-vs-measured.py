@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -35,12 +37,13 @@ from boundlab import bounds
 from boundlab.condition import closed_forms, mixed
 from boundlab.quantities import score_magnitude
 from boundlab.models.paper import init, layer_norm, scores
+from boundlab.bounds import Statement
 
 # %%
 params, X = init(jax.random.key(1), "figure4", d=d, n=n, D=D, L=L)
 data = boundlab.analyze(params, X, FORMAT, conditions=False).to_dict()
 statements = {name: entry for name, entry in data.items()
-              if isinstance(entry, dict) and "coefficient" in entry and name != "Remark 4.18"}
+              if isinstance(entry, dict) and "coefficient" in entry and name != Statement.REMARK_4_18}
 for name, entry in statements.items():
     print(f"{name:<28} bound {entry['bound']:.3e}  measured {entry['measured']:.3e}  "
           f"hypotheses {'hold' if entry['valid'] else 'FAIL'}  check: {entry['verdict']}")
@@ -65,7 +68,7 @@ plt.show()
 # layer-by-layer composition, against the measured error of the output.
 
 # %%
-theorem = data["Theorem 4.30"]
+theorem = data[Statement.THEOREM_4_30]
 print("measured rho_c of the output :", data["measured"]["network"])
 print("Theorem 4.30 (as printed)    :", theorem["bound"])
 print("sigma_min-free variant       :", theorem["sigma_min_free"]["bound"])

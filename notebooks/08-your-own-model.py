@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -143,7 +145,7 @@ for i in range(steps):
     value, result = step(model, optimizer, x)
     metric = ModelMetric(result) if i == 0 else metric
     metric.update(diagnostics=result)
-    history.append((float(value), float(result.output["error_normwise/bf16"]), float(result.output["error_normwise/fp16"])))
+    history.append((float(value), float(result.at_output("bf16").error_normwise), float(result.at_output("fp16").error_normwise)))
 history = np.array(history)
 figure, axes = plt.subplots(1, 2, figsize=(9, 3))
 axes[0].plot(history[:, 0])

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -64,7 +66,7 @@ for row in result.table():
 names = [row["part"] for row in result.table()]
 figure, axis = plt.subplots(figsize=(8, 3))
 for fmt in ("bf16", "fp16"):
-    axis.semilogy([row[f"error_normwise/{fmt}"] for row in result.table()], "o-", label=fmt)
+    axis.semilogy([float(result.parts[part.name].error_normwise[fmt]) for part in result.structure.parts], "o-", label=fmt)
 axis.set_xticks(range(len(names)), [n.split(":")[-1] + "\n" + n.split(":")[0] for n in names], fontsize=7)
 axis.set_ylabel("normwise error at the part")
 axis.legend()
@@ -95,4 +97,4 @@ for i in range(3):
     value, diagnosed = step(model, optimizer)
     metric = ModelMetric(diagnosed) if i == 0 else metric  # its names from the step's own diagnostics
     metric.update(diagnostics=diagnosed)
-    print(float(value), float(diagnosed.output["error_normwise/bf16"]))
+    print(float(value), float(diagnosed.at_output("bf16").error_normwise))

@@ -19,6 +19,7 @@ from boundlab.analysis.measurement import RANGE_FLAG
 from boundlab.cli import main
 from boundlab.models.paper.interchange import save_case
 from boundlab.models.paper import compare, init, rms_norm
+from boundlab.bounds import Statement
 
 pytestmark = pytest.mark.fast_compile  # inequalities, tables, files: tests/conftest.py
 
@@ -66,7 +67,7 @@ def test_every_statement_bounds_the_measured_error(group):
     raw = jax.jit(jax.vmap(lambda p, x: measure(p, x, arithmetic, norm)))(params, X)
     checked = {}
     for name, entry in raw["statements"].items():
-        if name == "Remark 4.18":
+        if name == Statement.REMARK_4_18:
             continue
         valid, bound, measured = valid_and_bound(entry, u)
         assert np.all(measured[valid] <= bound[valid]), (name, np.max(measured[valid] / bound[valid]))
@@ -95,7 +96,7 @@ def test_coefficients_do_not_depend_on_u_and_bounds_scale_linearly():
     raw = jax.jit(measure, static_argnums=(2, 3))(params, X, Emulated("t12", unroll=0), "rms")
     # the propagated block lemma carries the emulated network's own errors: into layer l the
     # error of layer l - 1's output (none into the first), out of the last the network's error
-    propagated = raw["statements"]["Lemma 4.29 (propagated)"]
+    propagated = raw["statements"][Statement.LEMMA_4_29_PROPAGATED]
     compared = jax.jit(compare, static_argnums=(2, 3))  # compiled, as measure's own run is
     network = compared(params, X, Emulated("t12", unroll=0), "rms").componentwise
     assert float(propagated["measured"][-1]) == float(raw["measured"])
@@ -108,7 +109,7 @@ def test_coefficients_do_not_depend_on_u_and_bounds_scale_linearly():
         assert float(theorem(params, X, u)) == float(raw["theorem"].coefficient)
         first = jax.tree.map(lambda a: a[0], params)
         coefficient = columns(X, first, u)
-        assert np.all(relative_difference(coefficient, raw["statements"]["Lemma 4.17"]["coefficient"][0])
+        assert np.all(relative_difference(coefficient, raw["statements"][Statement.LEMMA_4_17]["coefficient"][0])
                       < relative_tolerance())
     record = raw["theorem"]
     assert float(record.value(2.0**-12)) == 2**8 * float(record.value(2.0**-20))
@@ -126,9 +127,9 @@ def test_module_coefficients_and_layer_factors_match_an_independent_implementati
     numpy_params = {k: np.asarray(v) for k, v in params._asdict().items()}
     inputs = np.asarray(X)
     coefficient, per_layer = reference_theorem(numpy_params, inputs, norm)
-    assert relative_difference(data["Theorem 4.30"]["coefficient"], coefficient) < tolerance
+    assert relative_difference(data[Statement.THEOREM_4_30]["coefficient"], coefficient) < tolerance
     for name in per_layer[0]:
-        got = data["Theorem 4.30"]["per_layer"][name]
+        got = data[Statement.THEOREM_4_30]["per_layer"][name]
         want = [factors[name] for factors in per_layer]
         assert np.all(relative_difference(got, want) < tolerance), name
     for layer in range(3):
@@ -144,7 +145,7 @@ def test_analysis_json_is_keyed_by_statement_names_and_the_theorem_holds():
     params, X = init(jax.random.key(3), "figure4", d=4, n=3, D=5, L=2)  # the README's shape: compiled once
     result = boundlab.analyze(params, X, "fp16", "layer")
     data = json.loads(result.to_json())
-    theorem = data["Theorem 4.30"]
+    theorem = data[Statement.THEOREM_4_30]
     for key in ("coefficient", "bound", "measured", "valid"):
         assert key in theorem
     assert theorem["valid"] and theorem["measured"] <= theorem["bound"]
@@ -155,7 +156,7 @@ def test_analysis_json_is_keyed_by_statement_names_and_the_theorem_holds():
     assert theorem["measured"] <= autodiff["bound"] + autodiff["bound"] ** 2
     assert autodiff["coefficient"] <= theorem["layerwise"]["coefficient"] <= theorem["coefficient"]
     rows = [(name, entry) for name, entry in data.items()
-            if isinstance(entry, dict) and "first_order" in entry and name != "Theorem 4.30"]
+            if isinstance(entry, dict) and "first_order" in entry and name != Statement.THEOREM_4_30]
     assert len(rows) >= 10  # every part at an exact input has its autodiff row
     for name, entry in rows:
         if entry["valid"]:
@@ -178,7 +179,7 @@ def test_analysis_json_is_keyed_by_statement_names_and_the_theorem_holds():
     table = result.table()
     assert "Theorem 4.30" in table and "Lemma 4.29" in table
     for name, entry in data.items():  # a failed hypothesis is named on its statement's line
-        if isinstance(entry, dict) and "coefficient" in entry and name != "Remark 4.18" and not entry["valid"]:
+        if isinstance(entry, dict) and "coefficient" in entry and name != Statement.REMARK_4_18 and not entry["valid"]:
             line = next(row for row in table.splitlines() if row.startswith(name + " "))
             failed = [flag for flag, holds in entry["flags"].items() if not holds]
             assert failed and all(flag in line for flag in failed), line
@@ -188,13 +189,13 @@ def test_broken_hypotheses_are_flagged_or_refused():
     params, X = init(jax.random.key(5), "figure4", d=3, n=4, D=4, L=2)
     singular = params._replace(Wk=params.Wk.at[0, 0].set(0.0).at[0, 1].set(0.0).at[0, 2].set(0.0))
     data = boundlab.analyze(singular, X, "t20", "rms", conditions=False, first_order=False).to_dict()
-    theorem = data["Theorem 4.30"]
+    theorem = data[Statement.THEOREM_4_30]
     assert not theorem["flags"]["W_k^T W_q non-singular"] and not theorem["valid"]
-    assert not data["Remark 4.22"]["valid"]
+    assert not data[Statement.REMARK_4_22]["valid"]
     silent = params._replace(Wv=params.Wv.at[0, 1].set(0.0).at[0, 0].set(0.0).at[0, 2].set(0.0))
     data = boundlab.analyze(silent, X, "t20", "rms", conditions=False, first_order=False).to_dict()
-    assert data["Lemma 4.21"]["coefficient"] == np.inf and not data["Lemma 4.21"]["valid"]
-    assert not data["Theorem 4.30"]["valid"]
+    assert data[Statement.LEMMA_4_21]["coefficient"] == np.inf and not data[Statement.LEMMA_4_21]["valid"]
+    assert not data[Statement.THEOREM_4_30]["valid"]
     with pytest.raises(ValueError, match="n u"):
         boundlab.analyze(params, X, "t2", "rms", first_order=False)
     with pytest.raises(ValueError, match="constant"):
@@ -208,13 +209,13 @@ def test_broken_hypotheses_are_flagged_or_refused():
 def test_overflow_is_flagged_not_averaged_in():
     params, X = init(jax.random.key(3), "figure1", d=3, n=3, D=4, L=2, input_scale=30.0)
     data = boundlab.analyze(params, X, "fp16", "layer", conditions=False, first_order=False).to_dict()
-    theorem = data["Theorem 4.30"]
+    theorem = data[Statement.THEOREM_4_30]
     assert not np.isfinite(theorem["measured"])
     assert not theorem["flags"]["no overflow"] and not theorem["valid"]
     # a comparison with an overflowed measurement is no verdict (it read "holds": true before)
     assert theorem["holds"] is None and theorem["verdict"] == "not checked (overflow or NaN)"
     # the last layer overflowed: its entries are not checked, for that reason; the first layer's are
-    propagated = data["Lemma 4.29 (propagated)"]
+    propagated = data[Statement.LEMMA_4_29_PROPAGATED]
     assert propagated["check"]["not_checked"]["overflow or NaN"] == 1 and propagated["check"]["checked"] == 1
     assert propagated["verdict"] == "held (1 of 2 checked; not checked: overflow or NaN on 1)"
     for name, entry in data.items():
@@ -227,8 +228,8 @@ def test_overflow_is_flagged_not_averaged_in():
     X = np.array(init(jax.random.key(3), "figure1", d=3, n=3, D=4, L=2)[1])
     X[:, 1] = [1.0, 1.0 + 2.0**-14, 1.0 - 2.0**-14]  # not constant in float64, constant in fp16
     data = boundlab.analyze(params, X, "fp16", "layer", conditions=False, first_order=False).to_dict()
-    assert np.isnan(data["Theorem 4.30"]["measured"]) and data["Theorem 4.30"]["holds"] is None
-    assert data["Lemma 4.29 (propagated)"]["verdict"] == "not checked (overflow or NaN)"
+    assert np.isnan(data[Statement.THEOREM_4_30]["measured"]) and data[Statement.THEOREM_4_30]["holds"] is None
+    assert data[Statement.LEMMA_4_29_PROPAGATED]["verdict"] == "not checked (overflow or NaN)"
 
 
 def test_analyze_needs_float64(x64_off):
@@ -243,8 +244,8 @@ def test_cli_analyze_prints_json_and_refuses_bad_files(tmp_path, capsys):
     save_case(path, params, X)
     assert main(["analyze", str(path), "--format", "fp16", "--norm", "layer", "--json", "--no-conditions", "--no-first-order"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["case"]["format"] == "fp16" and data["Theorem 4.30"]["measured"] > 0
-    assert RANGE_FLAG in data["Lemma 4.14"]["flags"]
+    assert data["case"]["format"] == "fp16" and data[Statement.THEOREM_4_30]["measured"] > 0
+    assert RANGE_FLAG in data[Statement.LEMMA_4_14]["flags"]
     good = dict(np.load(path))
     bad = {
         "missing": ({k: v for k, v in good.items() if k != "Wv"}, "missing array 'Wv'"),
@@ -281,7 +282,7 @@ def test_analyze_runs_the_exact_forward_of_the_case_once(monkeypatch):
     # one exact pass of the case as given, one of the case rounded to the format (the
     # reference of the measured network error), one emulated pass; the theorem reuses the factors
     assert calls == ["Exact", "Exact", "Emulated"]
-    assert np.isfinite(data["Theorem 4.30"]["coefficient"])
+    assert np.isfinite(data[Statement.THEOREM_4_30]["coefficient"])
 
 
 def test_the_api_refuses_an_empty_case_with_the_clis_message():

@@ -24,6 +24,7 @@ from boundlab.models.paper.interchange import load_case
 from boundlab.analysis.monitoring import diagnose
 from boundlab.models.paper import init
 from boundlab.models.paper.network import PARAM_NAMES
+from boundlab.bounds import Statement
 
 pytestmark = pytest.mark.fast_compile  # flags, errors and inequalities: tests/conftest.py
 
@@ -135,7 +136,7 @@ def test_analyze_raises_one_line_or_gives_verdicts_that_never_say_held_against_n
             assert entry["verdict"].startswith("not checked (") and check["checked"] == 0, name
         if entry["holds"] is True:
             assert check["checked"] >= 1 and check["failed"] == 0, name
-        if name == "Theorem 4.30" and not np.isfinite(entry["measured"]):
+        if name == Statement.THEOREM_4_30 and not np.isfinite(entry["measured"]):
             assert entry["holds"] is None, "a verdict against a non-finite measurement"
         assert not (entry["valid"] and not np.isfinite(entry["coefficient"])), name
 

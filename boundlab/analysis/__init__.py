@@ -14,6 +14,7 @@ from boundlab.analysis.case import Analysis as Analysis
 from boundlab.analysis.case import analyze as analyze
 from boundlab.analysis.part_diagnostics import ModelDiagnostics as ModelDiagnostics
 from boundlab.analysis.part_diagnostics import ModelMetric as ModelMetric
+from boundlab.analysis.part_diagnostics import OutputDiagnostics as OutputDiagnostics
 from boundlab.analysis.part_diagnostics import PartDiagnostics as PartDiagnostics
 from boundlab.analysis.part_diagnostics import model_diagnostics as model_diagnostics
 from boundlab.analysis.measurement import measure as measure
@@ -23,5 +24,5 @@ from boundlab.analysis.monitoring import diagnose as diagnose
 from boundlab.analysis.monitoring import diagnostics as diagnostics
 from boundlab.analysis.writer import write_report as write_report
 
-__all__ = ["Analysis", "Diagnostics", "FragilityMetric", "ModelDiagnostics", "ModelMetric", "PartDiagnostics", "analyze",
+__all__ = ["Analysis", "Diagnostics", "FragilityMetric", "ModelDiagnostics", "ModelMetric", "OutputDiagnostics", "PartDiagnostics", "analyze",
            "diagnose", "diagnostics", "measure", "model_diagnostics", "write_report"]

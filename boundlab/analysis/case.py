@@ -22,6 +22,7 @@ import json
 import jax
 import numpy as np
 
+from boundlab.bounds.statement import Statement
 from boundlab.runtime.x64 import require_x64
 from boundlab.analysis.measurement import measure
 from boundlab.arithmetic import Emulated
@@ -31,29 +32,29 @@ from boundlab.verdicts import verdict
 from boundlab.verdicts import holds as verdict_holds
 
 APPLIES_TO = {
-    "Lemma 4.3": "L_1 = A_1 x + b_1 of the perceptron at N(y_t), per token",
-    "Lemma 4.6": "RMS norm R at x_t and at y_t (exact inputs), per token",
-    "Lemma 4.10": "centring c at x_t and at y_t (exact inputs), per token",
-    "Lemma 4.11": "layer norm N at x_t and at y_t (exact inputs), per token",
-    "Corollary 4.9": "R(y^_t), y^ = the emulated attention sub-block's output, per token",
-    "Corollary 4.12": "N(y^_t), y^ = the emulated attention sub-block's output, per token",
-    "Remark 4.13": "N(y^_t), y^ = the emulated attention sub-block's output, per token",
-    "Lemma 4.14": "perceptron M at N(y_t) (exact input), per token",
-    "Corollary 4.16": "perceptron M at the emulated N(y^_t), per token",
-    "Lemma 4.17": "scores S(X_t) of query t at N(X) (exact input), per query",
-    "Remark 4.18": "xi(S, X_t) <= sigma_max(|W_k|^T|W_q|) / sigma_min(W_k^T W_q) (printed; false in general)",
-    "Lemma 4.19": "softmax of the exact scores S(X_t), per query",
-    "Corollary 4.20": "softmax of the emulated scores, per query",
-    "Lemma 4.21": "attention A at N(X) (exact input)",
-    "Lemma 4.21 (absolute scores)": "attention A at N(X), sigma_min-free score bound (errata)",
-    "Remark 4.22": "attention A at N(X) (exact input)",
-    "Corollary 4.23": "attention A at the emulated N(X^)",
-    "Lemma 4.25": "attention sub-block X + A(R(X)) at the layer input",
-    "Lemma 4.26": "attention sub-block X + A(N(X)) at the layer input",
-    "Lemma 4.27": "feed-forward sub-block y + M(R(y)) at y_t (exact input), per token",
-    "Lemma 4.28": "feed-forward sub-block y + M(N(y)) at y_t (exact input), per token",
-    "Lemma 4.29": "one block at the layer's exact input",
-    "Lemma 4.29 (propagated)": "one block, with the error the emulated network carries into the layer",
+    Statement.LEMMA_4_3: "L_1 = A_1 x + b_1 of the perceptron at N(y_t), per token",
+    Statement.LEMMA_4_6: "RMS norm R at x_t and at y_t (exact inputs), per token",
+    Statement.LEMMA_4_10: "centring c at x_t and at y_t (exact inputs), per token",
+    Statement.LEMMA_4_11: "layer norm N at x_t and at y_t (exact inputs), per token",
+    Statement.COROLLARY_4_9: "R(y^_t), y^ = the emulated attention sub-block's output, per token",
+    Statement.COROLLARY_4_12: "N(y^_t), y^ = the emulated attention sub-block's output, per token",
+    Statement.REMARK_4_13: "N(y^_t), y^ = the emulated attention sub-block's output, per token",
+    Statement.LEMMA_4_14: "perceptron M at N(y_t) (exact input), per token",
+    Statement.COROLLARY_4_16: "perceptron M at the emulated N(y^_t), per token",
+    Statement.LEMMA_4_17: "scores S(X_t) of query t at N(X) (exact input), per query",
+    Statement.REMARK_4_18: "xi(S, X_t) <= sigma_max(|W_k|^T|W_q|) / sigma_min(W_k^T W_q) (printed; false in general)",
+    Statement.LEMMA_4_19: "softmax of the exact scores S(X_t), per query",
+    Statement.COROLLARY_4_20: "softmax of the emulated scores, per query",
+    Statement.LEMMA_4_21: "attention A at N(X) (exact input)",
+    Statement.LEMMA_4_21_ABSOLUTE_SCORES: "attention A at N(X), sigma_min-free score bound (errata)",
+    Statement.REMARK_4_22: "attention A at N(X) (exact input)",
+    Statement.COROLLARY_4_23: "attention A at the emulated N(X^)",
+    Statement.LEMMA_4_25: "attention sub-block X + A(R(X)) at the layer input",
+    Statement.LEMMA_4_26: "attention sub-block X + A(N(X)) at the layer input",
+    Statement.LEMMA_4_27: "feed-forward sub-block y + M(R(y)) at y_t (exact input), per token",
+    Statement.LEMMA_4_28: "feed-forward sub-block y + M(N(y)) at y_t (exact input), per token",
+    Statement.LEMMA_4_29: "one block at the layer's exact input",
+    Statement.LEMMA_4_29_PROPAGATED: "one block, with the error the emulated network carries into the layer",
 }
 
 
@@ -100,7 +101,7 @@ def _counts(check):
 def _statement_entry(name, entry, u):
     coefficient = np.asarray(entry["coefficient"], dtype=float)
     measured = np.asarray(entry["measured"], dtype=float)
-    if name == "Remark 4.18":  # an inequality between two quantities, no u
+    if name == Statement.REMARK_4_18:  # an inequality between two quantities, no u
         holds = measured <= coefficient
         check = verdict(measured, coefficient, entry["flags"], overflow=np.isnan(measured), overflow_reason=NAN_RUN)
         return {"applies_to": APPLIES_TO[name], "coefficient": float(coefficient.max()),
@@ -199,12 +200,25 @@ class Analysis:
                             "against the unrounded case": float(self.raw["measured_against_given"])}}
         for name in sorted(self.raw["statements"], key=_statement_order):
             out[name] = _statement_entry(name, self.raw["statements"][name], u)
-        out["Theorem 4.30"] = _theorem_entry(self.raw["theorem"], self.raw["theorem_sigma_min_free"],
+        out[Statement.THEOREM_4_30] = _theorem_entry(self.raw["theorem"], self.raw["theorem_sigma_min_free"],
                                              float(self.raw["measured"]), self.raw["network_error"], self.raw["in_range"], u,
                                              self.case["norm"], self.raw.get("network_first_order"))
         out["condition numbers"] = [{"layer": layer, **row._asdict(), "ratio": row.ratio}
                                     for layer, rows in enumerate(self.conditions, 1) for row in rows]
         return out
+
+    def entry(self, statement: Statement | str) -> dict:
+        """The entry of one Section 4 statement (a ``Statement``, or its display name), as
+        ``to_dict`` has it: ``coefficient``, ``bound``, ``measured``, ``valid``, ``holds``,
+        ``verdict``, ``flags``, ``per_layer`` (Theorem 4.30: also ``layerwise``,
+        ``sigma_min_free``, ``first_order``).  KeyError for a statement this case does not have
+        (the RMS-norm statements of a layer-norm case, and the other way round)."""
+        statement = Statement(statement)
+        data = self.to_dict()
+        if statement not in data:
+            raise KeyError(f"{statement} is not evaluated for this case (norm = {self.case['norm']}); it has "
+                           f"{', '.join(str(k) for k in data if isinstance(k, Statement))}")
+        return data[statement]
 
     def to_json(self, **kwargs) -> str:
         """Strict JSON: NaN and infinities (an overflowed run, an undefined factor) are null."""
@@ -225,14 +239,14 @@ class Analysis:
                  f"{'statement':<30} {'coefficient':>12} {'autodiff':>10} {'bound':>11} {'measured':>11} "
                  f"{'bound/meas':>10}  valid holds"]
         for name, entry in data.items():
-            if not isinstance(entry, dict) or "coefficient" not in entry or name == "Remark 4.18":
+            if not isinstance(entry, dict) or "coefficient" not in entry or name == Statement.REMARK_4_18:
                 continue
             autodiff = f"{entry['first_order']['coefficient']:>10.4g}" if "first_order" in entry else f"{'-':>10}"
             lines.append(f"{name:<30} {entry['coefficient']:>12.4g} {autodiff} {entry['bound']:>11.3e} {entry['measured']:>11.3e} "
                          f"{entry['bound/measured']:>10.3g}  {'yes' if entry['valid'] else 'NO':<5} "
                          f"{_verdict_cell(entry)}"
                          f"{'' if entry['valid'] else '  failed: ' + failed_hypotheses(entry)}")
-        remark = data["Remark 4.18"]["per_layer"]
+        remark = data[Statement.REMARK_4_18]["per_layer"]
         failing = [i for i, ok in enumerate(remark["holds"]) if not ok]
         lines.append("")
         if failing:
@@ -241,7 +255,7 @@ class Analysis:
                          f"{remark['max_t xi(S, X_t)'][i]:.4g} > {remark['rhs'][i]:.4g} (README, Errata)")
         else:
             lines.append("Remark 4.18 as printed holds at every layer here (it is false in general; README, Errata)")
-        theorem = data["Theorem 4.30"]
+        theorem = data[Statement.THEOREM_4_30]
         lines += [f"Theorem 4.30 layer-by-layer composition: {theorem['layerwise']['bound']:.3e}; "
                   f"sigma_min-free: {theorem['sigma_min_free']['bound']:.3e}; "
                   f"weights-only growth prod G_l = {theorem['weights_only_growth']:.4g}"]

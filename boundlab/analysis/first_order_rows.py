@@ -17,6 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from boundlab.bounds.statement import Statement
 from boundlab.arithmetic import Exact
 from boundlab.errors import ratio
 from boundlab.sensitivity import first_order
@@ -27,13 +28,13 @@ from boundlab.models.paper.plain import plain_forward
 EXACT = Exact()
 
 # part -> statements whose first-order row it gives (the sub-block names depend on the norm)
-STATEMENTS = {"norm": {"layer": ("Lemma 4.11",), "rms": ("Lemma 4.6",)}, "centring": {"layer": ("Lemma 4.10",)},
-              "scores": ("Lemma 4.17",), "softmax": ("Lemma 4.19",),
-              "attention": ("Lemma 4.21", "Lemma 4.21 (absolute scores)", "Remark 4.22"),
-              "hidden": ("Lemma 4.3",), "perceptron": ("Lemma 4.14",),
-              "attention sub-block": {"layer": ("Lemma 4.26",), "rms": ("Lemma 4.25",)},
-              "feed-forward sub-block": {"layer": ("Lemma 4.28",), "rms": ("Lemma 4.27",)},
-              "block": ("Lemma 4.29",)}
+STATEMENTS = {"norm": {"layer": (Statement.LEMMA_4_11,), "rms": (Statement.LEMMA_4_6,)}, "centring": {"layer": (Statement.LEMMA_4_10,)},
+              "scores": (Statement.LEMMA_4_17,), "softmax": (Statement.LEMMA_4_19,),
+              "attention": (Statement.LEMMA_4_21, Statement.LEMMA_4_21_ABSOLUTE_SCORES, Statement.REMARK_4_22),
+              "hidden": (Statement.LEMMA_4_3,), "perceptron": (Statement.LEMMA_4_14,),
+              "attention sub-block": {"layer": (Statement.LEMMA_4_26,), "rms": (Statement.LEMMA_4_25,)},
+              "feed-forward sub-block": {"layer": (Statement.LEMMA_4_28,), "rms": (Statement.LEMMA_4_27,)},
+              "block": (Statement.LEMMA_4_29,)}
 PER_COLUMN = {"norm", "centring", "scores", "softmax", "hidden", "perceptron", "feed-forward sub-block"}
 
 

@@ -11,7 +11,7 @@ the format (Model 4.1's operands are format numbers) and
   intermediate, measures the input error and the output error against the exact block: the
   perturbed-input statements Corollaries 4.9/4.12, Remark 4.13, Corollaries 4.16, 4.20, 4.23;
 * composes Lemma 4.29 with the error the emulated *network* actually carries into layer l
-  ("Lemma 4.29 (propagated)"), and evaluates Theorem 4.30 against rho_c of the network output.
+  (Statement.LEMMA_4_29_PROPAGATED), and evaluates Theorem 4.30 against rho_c of the network output.
 
 Each entry is a dict of arrays: ``coefficient`` and ``input_gain`` of the statement's record,
 ``input_error`` (rho_c of its perturbed input, 0 for exact inputs), ``measured``, ``flags`` and
@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from boundlab import bounds
+from boundlab.bounds.statement import Statement
 from boundlab.analysis import first_order_rows
 from boundlab.accumulation import fold_key
 from boundlab.arithmetic import Exact
@@ -104,24 +105,24 @@ def _layer(true, given, arithmetic, norm, u, key, with_first_order=False):
         k = fold_key(key, 10 + index)
         measured = _columns(*on_format_numbers(lambda x, w, a, kk: normalise(x, a, kk), vectors, k))
         if norm == "rms":
-            out.setdefault("Lemma 4.6", []).append(_entry(per_column(bounds.lemma_4_6, vectors), measured))
+            out.setdefault(Statement.LEMMA_4_6, []).append(_entry(per_column(bounds.lemma_4_6, vectors), measured))
         else:
-            out.setdefault("Lemma 4.11", []).append(_entry(per_column(bounds.lemma_4_11, vectors), measured))
+            out.setdefault(Statement.LEMMA_4_11, []).append(_entry(per_column(bounds.lemma_4_11, vectors), measured))
             centred = _columns(*on_format_numbers(lambda x, w, a, kk: blocks.centring(x, a, kk), vectors,
                                                   fold_key(k, 5)))
-            out.setdefault("Lemma 4.10", []).append(_entry(per_column(bounds.lemma_4_10, vectors), centred))
+            out.setdefault(Statement.LEMMA_4_10, []).append(_entry(per_column(bounds.lemma_4_10, vectors), centred))
     out = {name: jax.tree.map(lambda *a: jnp.concatenate(a), *entries) for name, entries in out.items()}
 
     # -- attention parts, exact inputs
     Z = true.attention_input
     S_em, S_exact = on_format_numbers(lambda x, w, a, k: blocks.scores(x, w.Wq, w.Wk, a, k), Z, fold_key(key, 20))
-    out["Lemma 4.17"] = _entry(bounds.lemma_4_17_columns(Z, given.Wq, given.Wk, u=u), _columns(S_em, S_exact))
+    out[Statement.LEMMA_4_17] = _entry(bounds.lemma_4_17_columns(Z, given.Wq, given.Wk, u=u), _columns(S_em, S_exact))
     P_em, P_exact = on_format_numbers(lambda x, w, a, k: blocks.softmax(x, a, k, mask=mask), true.scores,
                                       fold_key(key, 21))
-    out["Lemma 4.19"] = _entry(bounds.lemma_4_19_columns(true.scores, u=u), _columns(P_em, P_exact))
+    out[Statement.LEMMA_4_19] = _entry(bounds.lemma_4_19_columns(true.scores, u=u), _columns(P_em, P_exact))
     printed = bounds.remark_4_18(given.Wq, given.Wk)
-    out["Remark 4.18"] = {"coefficient": printed.coefficient, "input_gain": jnp.zeros(()), "input_error": jnp.zeros(()),
-                          "measured": jnp.max(out["Lemma 4.17"]["terms"]["xi(S, X)"]), "flags": printed.flags,
+    out[Statement.REMARK_4_18] = {"coefficient": printed.coefficient, "input_gain": jnp.zeros(()), "input_error": jnp.zeros(()),
+                          "measured": jnp.max(out[Statement.LEMMA_4_17]["terms"]["xi(S, X)"]), "flags": printed.flags,
                           "terms": printed.terms}
     A_em, A_exact = on_format_numbers(lambda x, w, a, k: blocks.attention(x, w.Wq, w.Wk, w.Wv, a, k), Z,
                                       fold_key(key, 22))
@@ -133,9 +134,9 @@ def _layer(true, given, arithmetic, norm, u, key, with_first_order=False):
     V = true.perceptron_input
     (M_em, H_em), (M_exact, H_exact) = on_format_numbers(
         lambda x, w, a, k: blocks.perceptron(x, *w[3:], a, k, return_hidden=True), V, fold_key(key, 30))
-    out["Lemma 4.3"] = _entry(jax.vmap(lambda x: bounds.lemma_4_3(given.A1, x, b=given.b1, u=u), 1)(V),
+    out[Statement.LEMMA_4_3] = _entry(jax.vmap(lambda x: bounds.lemma_4_3(given.A1, x, b=given.b1, u=u), 1)(V),
                               _columns(H_em, H_exact))
-    out["Lemma 4.14"] = _entry(per_column(bounds.lemma_4_14, V, *given[3:]), _columns(M_em, M_exact))
+    out[Statement.LEMMA_4_14] = _entry(per_column(bounds.lemma_4_14, V, *given[3:]), _columns(M_em, M_exact))
 
     # -- sub-blocks and the block, exact inputs: each lemma evaluated once, from the exact pass
     attention_parts, token_parts = block_parts(X_true, given, norm, u, true)
@@ -150,7 +151,7 @@ def _layer(true, given, arithmetic, norm, u, key, with_first_order=False):
     F_em, F_exact = on_format_numbers(feed_forward, true.attention_residual, fold_key(key, 40))
     out[sub_perceptron.statement] = _entry(sub_perceptron, _columns(F_em, F_exact))
     factors = factors_from_parts(attention_parts, token_parts, true, norm)
-    out["Lemma 4.29"] = _entry(bounds.block_record(factors, n, d, D, norm), relative_componentwise(em.outputs, ex.outputs))
+    out[Statement.LEMMA_4_29] = _entry(bounds.block_record(factors, n, d, D, norm), relative_componentwise(em.outputs, ex.outputs))
 
     # -- perturbed inputs inside the emulated block (input errors measured, not assumed)
     corollaries = (bounds.corollary_4_12, bounds.remark_4_13) if norm == "layer" else (bounds.corollary_4_9,)
@@ -159,12 +160,12 @@ def _layer(true, given, arithmetic, norm, u, key, with_first_order=False):
         out[record.statement] = _entry(record, _columns(em.perceptron_input, ex.perceptron_input),
                                        _columns(em.attention_residual, ex.attention_residual))
     record = per_column(bounds.corollary_4_16, true.perceptron_input, *given[3:])
-    out["Corollary 4.16"] = _entry(record, _columns(em.perceptron, ex.perceptron),
+    out[Statement.COROLLARY_4_16] = _entry(record, _columns(em.perceptron, ex.perceptron),
                                    _columns(em.perceptron_input, ex.perceptron_input))
-    out["Corollary 4.20"] = _entry(bounds.corollary_4_20_columns(true.scores, u=u), _columns(em.softmax, ex.softmax),
+    out[Statement.COROLLARY_4_20] = _entry(bounds.corollary_4_20_columns(true.scores, u=u), _columns(em.softmax, ex.softmax),
                                    _columns(em.scores, ex.scores))
     record = bounds.corollary_4_23(true.attention_input, given.Wq, given.Wk, given.Wv, u=u)
-    out["Corollary 4.23"] = _entry(record, relative_componentwise(em.attention, ex.attention),
+    out[Statement.COROLLARY_4_23] = _entry(record, relative_componentwise(em.attention, ex.attention),
                                    relative_componentwise(em.attention_input, ex.attention_input))
     if with_first_order:
         for name, coefficient in first_order_rows.part_rows(true, given, arithmetic, norm).items():
@@ -212,8 +213,8 @@ def measure(params, X, arithmetic, norm: str = "layer", key=None, with_first_ord
     free = bounds.theorem_4_30(given, X_given, norm=norm, u=u, sigma_min_free=True, factors=factors)
     network_in_range = jax.vmap(lambda e: _block_in_range(e, X.shape[1], arithmetic.fmt))(ex)
     # the same Lemma 4.29 records (evaluated per layer above), now with the network's own errors
-    block_lemma = per_layer["Lemma 4.29"]
-    per_layer["Lemma 4.29 (propagated)"] = {
+    block_lemma = per_layer[Statement.LEMMA_4_29]
+    per_layer[Statement.LEMMA_4_29_PROPAGATED] = {
         **{k: v for k, v in block_lemma.items() if k != "first_order"},  # that row has no autodiff column
         "input_error": network_in, "measured": network,
         "flags": {**block_lemma["flags"], RANGE_FLAG: network_in_range}}

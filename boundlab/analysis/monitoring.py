@@ -60,6 +60,17 @@ class Diagnostics(NamedTuple):
     network: dict
     flags: dict
 
+    def error(self, fmt: str, kind: str = "normwise") -> jax.Array:
+        """The measured error of the network's output under ``fmt``: ``kind`` "normwise"
+        (||Y^ - Y||_F / ||Y||_F over the batch) or "componentwise" (rho_c, worst sample)."""
+        if kind not in ("normwise", "componentwise"):
+            raise ValueError(f"kind is 'normwise' or 'componentwise', not {kind!r}")
+        name = f"error_{kind}/{fmt}"
+        if name not in self.network:
+            formats = sorted({key.split("/", 1)[1] for key in self.network if key.startswith("error_")})
+            raise KeyError(f"{fmt!r} was not diagnosed; the formats are {formats}")
+        return self.network[name]
+
     def scalars(self) -> dict:
         """Every network quantity and flag as a Python number (for logging; not under jit)."""
         out = {name: float(value) for name, value in self.network.items()}

@@ -82,6 +82,20 @@ class PartDiagnostics:
     baek: dict
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputDiagnostics:
+    """The model output under one format: measured componentwise and normwise errors against the
+    exact run; with first-order bounds, ``bound`` (summed over the output's entries),
+    ``bound_normwise`` (||bound||_2 / ||y||_2) and ``other`` (the bound's share outside every
+    part), else None."""
+
+    error_componentwise: jax.Array
+    error_normwise: jax.Array
+    bound: jax.Array | None
+    bound_normwise: jax.Array | None
+    other: jax.Array | None
+
+
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["parts", "output", "flags", "paper"],
                    meta_fields=["structure", "formats", "sites"])
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +116,14 @@ class ModelDiagnostics:
     structure: object
     formats: tuple
     sites: tuple
+
+    def at_output(self, fmt: str) -> OutputDiagnostics:
+        """The output's errors and bounds under ``fmt`` (one of ``formats``) as a typed record."""
+        if fmt not in self.formats:
+            raise KeyError(f"{fmt!r} is not among the diagnosed formats {self.formats}")
+        get = self.output.get
+        return OutputDiagnostics(self.output[f"error_componentwise/{fmt}"], self.output[f"error_normwise/{fmt}"],
+                                 get(f"bound/{fmt}"), get(f"bound_normwise/{fmt}"), get(f"other/{fmt}"))
 
     def ranking(self, fmt: str, top: int = 10) -> list:
         """The parts and "other" by their share of the first-order bound under ``fmt``, largest

@@ -41,7 +41,7 @@ def write_report(result, out_dir: str) -> dict:
         },
         "ranking": {f: [{"part": name, "share": share, "fraction": fraction}
                         for name, share, fraction in result.ranking(f, top=len(rows) + 1)]
-                    for f in result.formats if f"bound/{f}" in result.output},
+                    for f in result.formats if result.at_output(f).bound is not None},
     }
     summary_path = os.path.join(out_dir, "summary.json")
     with open(summary_path, "w") as handle:
@@ -80,11 +80,12 @@ def _markdown(result, rows, output, flags, plots) -> str:
     lines += [f"* Flags not holding: {', '.join(failed)}." if failed else "* Every flag holds.", ""]
     lines += ["## Output", ""]
     for f in result.formats:
-        line = (f"* {f}: measured componentwise {_number(output[f'error_componentwise/{f}'])}, "
-                f"normwise {_number(output[f'error_normwise/{f}'])}")
-        if f"bound/{f}" in output:
-            line += (f"; first-order bound, normwise {_number(output[f'bound_normwise/{f}'])} "
-                     f"(summed over entries {_number(output[f'bound/{f}'])})")
+        at = result.at_output(f)
+        line = (f"* {f}: measured componentwise {_number(float(at.error_componentwise))}, "
+                f"normwise {_number(float(at.error_normwise))}")
+        if at.bound is not None:
+            line += (f"; first-order bound, normwise {_number(float(at.bound_normwise))} "
+                     f"(summed over entries {_number(float(at.bound))})")
         lines.append(line + ".")
     lines += ["", "## Parts", ""]
     if rows:
@@ -101,7 +102,7 @@ def _markdown(result, rows, output, flags, plots) -> str:
         lines += [f"* `{path}` ({kind}): {why}" for path, kind, why in s.unrecognised]
         lines += [f"* {note}" for note in s.notes]
     for f in result.formats:
-        if f"bound/{f}" in output:
+        if result.at_output(f).bound is not None:
             lines += ["", f"## Where the first-order bound comes from ({f})", ""]
             lines += [f"{i + 1}. {name}: {_number(fraction * 100)} %" for i, (name, _, fraction)
                       in enumerate(result.ranking(f))]
@@ -124,11 +125,12 @@ def _plots(result, rows, out_dir) -> list[str]:
         width = 0.8 / max(len(result.formats), 1)
         for k, f in enumerate(result.formats):
             positions = [i + k * width for i in range(len(members))]
-            errors = [row[f"error_normwise/{f}"] for row in members]
+            errors = [float(result.parts[row["part"]].error_normwise[f]) for row in members]
             left.bar(positions, [e if e and e > 0 and math.isfinite(e) else float("nan") for e in errors], width,
                      label=f)
-            total = float(result.output.get(f"bound/{f}", float("nan")))
-            shares = [row[f"share/{f}"] / total if total else float("nan") for row in members]
+            bound = result.at_output(f).bound
+            total = float("nan") if bound is None else float(bound)
+            shares = [float(result.parts[row["part"]].share[f]) / total if total else float("nan") for row in members]
             right.bar(positions, shares, width, label=f)
         for axis in (left, right):
             axis.set_xticks([i + width * (len(result.formats) - 1) / 2 for i in range(len(members))], labels,

@@ -10,10 +10,11 @@ measured under emulation.
 >>> from boundlab import bounds
 >>> record = bounds.lemma_4_6(jnp.array([1.0, -2.0, 3.0]), u=2.0**-11)  # u: required, keyword-only
 >>> record.statement, float(record.coefficient), bool(record.valid)  # (d/2 + 3) u
-('Lemma 4.6', 4.5, True)
+(<Statement.LEMMA_4_6: 'Lemma 4.6'>, 4.5, True)
 """
 
 from boundlab.bounds.record import Bound as Bound
+from boundlab.bounds.statement import Statement as Statement
 from boundlab.bounds.components import corollary_4_9 as corollary_4_9
 from boundlab.bounds.components import corollary_4_12 as corollary_4_12
 from boundlab.bounds.components import corollary_4_16 as corollary_4_16
@@ -47,7 +48,7 @@ from boundlab.bounds.network import lemma_4_29 as lemma_4_29
 from boundlab.bounds.network import network_factors as network_factors
 from boundlab.bounds.network import theorem_4_30 as theorem_4_30
 
-__all__ = ["BlockFactors", "Bound", "block_factors", "block_record", "corollary_4_9", "corollary_4_12", "corollary_4_16", "corollary_4_20",
+__all__ = ["BlockFactors", "Bound", "Statement", "block_factors", "block_record", "corollary_4_9", "corollary_4_12", "corollary_4_16", "corollary_4_20",
            "corollary_4_20_columns", "corollary_4_23", "lemma_4_3", "lemma_4_6", "lemma_4_10", "lemma_4_11",
            "lemma_4_14", "lemma_4_17", "lemma_4_17_absolute", "lemma_4_17_columns", "lemma_4_19",
            "lemma_4_19_columns", "lemma_4_21", "lemma_4_21_absolute", "lemma_4_25", "lemma_4_26", "lemma_4_27",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from boundlab.bounds.statement import Statement
 from boundlab.bounds.record import Bound, bound
 from boundlab.bounds.terms import as_float64, layer_norm_alpha, perceptron_terms, printed_growth, spectral, statement
 from boundlab.condition import closed_forms
@@ -39,7 +40,7 @@ def lemma_4_3(A, x, *, b=None, u) -> Bound:
     else:
         y, numerator = A @ x + b, (d + 1) * magnitude + jnp.abs(b)
     generic = jnp.all(y != 0)
-    return bound("Lemma 4.3", jnp.max(_ratio(numerator, jnp.abs(y))),
+    return bound(Statement.LEMMA_4_3, jnp.max(_ratio(numerator, jnp.abs(y))),
                  terms={"d": d}, flags={"generic": generic, "d u < 1": jnp.asarray(d * u < 1)})
 
 
@@ -47,14 +48,14 @@ def lemma_4_3(A, x, *, b=None, u) -> Bound:
 def lemma_4_6(x, *, u) -> Bound:
     """Lemma 4.6: rho_c(fl(R(x)), R(x)) <= (d/2 + 3) u + O(u^2) for x != 0."""
     d = x.shape[0]
-    return bound("Lemma 4.6", d / 2 + 3, flags={"x != 0": jnp.any(x != 0), "d u < 1": jnp.asarray(d * u < 1)})
+    return bound(Statement.LEMMA_4_6, d / 2 + 3, flags={"x != 0": jnp.any(x != 0), "d u < 1": jnp.asarray(d * u < 1)})
 
 
 @statement(vectors=("x",))
 def corollary_4_9(x, *, u) -> Bound:
     """Corollary 4.9: rho_c(fl(R(x^)), R(x)) <= (d/2 + 3) u + 2 rho_c(x^, x) + O(u^2 + rho^2)."""
     base = lemma_4_6(x, u=u)
-    return bound("Corollary 4.9", base.coefficient, 2.0, flags=base.flags)
+    return bound(Statement.COROLLARY_4_9, base.coefficient, 2.0, flags=base.flags)
 
 
 @statement(vectors=("x",))
@@ -62,7 +63,7 @@ def lemma_4_10(x, *, u) -> Bound:
     """Lemma 4.10: rho_c(fl(c(x)), c(x)) <= (1 + ||x||_1 / ||c(x)||_{-inf}) u + O(u^2)."""
     c = centre(x)
     ratio = _ratio(jnp.sum(jnp.abs(x)), jnp.min(jnp.abs(c)))
-    return bound("Lemma 4.10", 1 + ratio, terms={"||x||_1 / ||c(x)||_-inf": ratio},
+    return bound(Statement.LEMMA_4_10, 1 + ratio, terms={"||x||_1 / ||c(x)||_-inf": ratio},
                  flags={"c(x) generic": jnp.all(c != 0), "d u < 1": x.shape[0] * u < 1})
 
 
@@ -72,7 +73,7 @@ def lemma_4_11(x, *, u) -> Bound:
     if ||c(x)||_{-inf} > 2 (1 + u) gamma_d ||x||_inf."""
     d = x.shape[0]
     ratio = _ratio(jnp.sum(jnp.abs(x)), jnp.min(jnp.abs(centre(x))))
-    return bound("Lemma 4.11", d / 2 + 5 + 2 * ratio, terms={"||x||_1 / ||c(x)||_-inf": ratio},
+    return bound(Statement.LEMMA_4_11, d / 2 + 5 + 2 * ratio, terms={"||x||_1 / ||c(x)||_-inf": ratio},
                  flags={"alpha-condition": layer_norm_alpha(x, u), "d u < 1": jnp.asarray(d * u < 1)})
 
 
@@ -82,7 +83,7 @@ def corollary_4_12(x, *, u, alpha=1.0) -> Bound:
     + 3 ||x||_inf / ||c(x)||_{-inf} rho_c(x^, x), if ||c||_{-inf} > alpha 2 (1+u) gamma_d ||x||_inf
     and rho_c(x^, x) <= (alpha - 1)/(1 + alpha kappa_cc(c, x))."""
     base = lemma_4_11(x, u=u)
-    return bound("Corollary 4.12", base.coefficient, 3 * centred_ratio(x), terms=base.terms,
+    return bound(Statement.COROLLARY_4_12, base.coefficient, 3 * centred_ratio(x), terms=base.terms,
                  flags={**base.flags, "alpha-condition": layer_norm_alpha(x, u, alpha)})
 
 
@@ -91,7 +92,7 @@ def remark_4_13(x, *, u) -> Bound:
     """Remark 4.13 (d >= 2): rho_c(fl(N(x^)), N(x)) < 3 (1 + ||x||_inf / ||c(x)||_{-inf}) (d u + rho)."""
     d = x.shape[0]
     factor = 3 * (1 + centred_ratio(x))
-    return bound("Remark 4.13", factor * d, factor, terms={"3 (1 + ||x||_inf / ||c||_-inf)": factor},
+    return bound(Statement.REMARK_4_13, factor * d, factor, terms={"3 (1 + ||x||_inf / ||c||_-inf)": factor},
                  flags={"d >= 2": jnp.asarray(d >= 2), "alpha-condition": layer_norm_alpha(x, u)})
 
 
@@ -102,7 +103,7 @@ def lemma_4_14(x, A1, b1, A2, b2, *, u) -> Bound:
     |b_2(i)|) / |M(x)_i|, if |L_1(x)| > (u + (1 + u) gamma_d)(|A_1||x| + |b_1|) entrywise."""
     d = x.shape[0]
     parts = perceptron_terms(x, A1, b1, A2, b2, u)
-    return bound("Lemma 4.14", parts.xi * (d + parts.omega + 2), terms={"xi(M, x)": parts.xi, "|Omega|": parts.omega},
+    return bound(Statement.LEMMA_4_14, parts.xi * (d + parts.omega + 2), terms={"xi(M, x)": parts.xi, "|Omega|": parts.omega},
                  flags={"alpha-condition": parts.alpha_condition, "M(x) generic": jnp.isfinite(parts.xi),
                         "d u < 1": jnp.asarray(d * u < 1)})
 
@@ -111,7 +112,7 @@ def lemma_4_14(x, A1, b1, A2, b2, *, u) -> Bound:
 def corollary_4_16(x, A1, b1, A2, b2, *, u) -> Bound:
     """Corollary 4.16: rho_c(fl(M(x^)), M(x)) <= xi(M, x) [(d + |Omega| + 2) u + rho_c(x^, x)]."""
     base = lemma_4_14(x, A1, b1, A2, b2, u=u)
-    return bound("Corollary 4.16", base.coefficient, base.terms["xi(M, x)"], terms=base.terms, flags=base.flags)
+    return bound(Statement.COROLLARY_4_16, base.coefficient, base.terms["xi(M, x)"], terms=base.terms, flags=base.flags)
 
 
 def _last_query_scores(X, Wq, Wk):
@@ -128,7 +129,7 @@ def lemma_4_17(X, Wq, Wk, *, u) -> Bound:
     d = X.shape[0]
     scores, magnitude = _last_query_scores(X, Wq, Wk)
     xi = jnp.max(_ratio(magnitude, jnp.abs(scores)))
-    return bound("Lemma 4.17", xi * (3 * d + 1), terms={"xi(S, X)": xi},
+    return bound(Statement.LEMMA_4_17, xi * (3 * d + 1), terms={"xi(S, X)": xi},
                  flags={"S(X) generic": jnp.all(scores != 0), "d u < 1": jnp.asarray(d * u < 1)})
 
 
@@ -142,7 +143,7 @@ def lemma_4_17_absolute(X, Wq, Wk, *, u) -> Bound:
     """
     d = X.shape[0]
     scale = jnp.max(_last_query_scores(X, Wq, Wk)[1])
-    return bound("Lemma 4.17 (absolute)", (3 * d + 1) * scale, terms={"scale": scale},
+    return bound(Statement.LEMMA_4_17_ABSOLUTE, (3 * d + 1) * scale, terms={"scale": scale},
                  flags={"d u < 1": jnp.asarray(d * u < 1)})
 
 
@@ -155,7 +156,7 @@ def remark_4_18(Wq, Wk) -> Bound:
     computed sigma_min of an exactly singular product is round-off, not a small singular value.
     """
     values = spectral(*as_float64("bounds.remark_4_18", (Wq, Wk)))
-    return bound("Remark 4.18", _ratio(values.sigma_abs, values.sigma_min),
+    return bound(Statement.REMARK_4_18, _ratio(values.sigma_abs, values.sigma_min),
                  terms={"sigma_max(|W_k|^T|W_q|)": values.sigma_abs, "sigma_max(W_k^T W_q)": values.sigma_max,
                         "sigma_min(W_k^T W_q)": values.sigma_min},
                  flags={"W_k^T W_q non-singular": values.nonsingular})
@@ -165,14 +166,14 @@ def remark_4_18(Wq, Wk) -> Bound:
 def lemma_4_19(s, *, u) -> Bound:
     """Lemma 4.19: rho_c(fl(psi(s)), psi(s)) <= (n + 3) u + O(u^2) ([4, Theorem 3.3])."""
     n = s.shape[0]
-    return bound("Lemma 4.19", n + 3.0, flags={"n u < 1": jnp.asarray(n * u < 1)})
+    return bound(Statement.LEMMA_4_19, n + 3.0, flags={"n u < 1": jnp.asarray(n * u < 1)})
 
 
 @statement(vectors=("s",))
 def corollary_4_20(s, *, u) -> Bound:
     """Corollary 4.20: rho_c(fl(psi(s^)), psi(s)) <= (n + 3) u + 2 ||s||_inf rho_c(s^, s)."""
     n = s.shape[0]
-    return bound("Corollary 4.20", n + 3.0, 2 * jnp.max(jnp.abs(s)), flags={"n u < 1": jnp.asarray(n * u < 1)})
+    return bound(Statement.COROLLARY_4_20, n + 3.0, 2 * jnp.max(jnp.abs(s)), flags={"n u < 1": jnp.asarray(n * u < 1)})
 
 
 def _attention_terms(X, Wq, Wk, Wv):
@@ -196,7 +197,7 @@ def lemma_4_21(X, Wq, Wk, Wv, *, u) -> Bound:
     xi, score_inf, xi_scores, _ = _attention_terms(X, Wq, Wk, Wv)
     t = jnp.arange(1, n + 1, dtype=X.dtype)
     inner = jnp.max(2 * t + d + 3 + 2 * score_inf * xi_scores * (3 * d + 1))
-    return bound("Lemma 4.21", xi * inner, terms={"xi(A, X)": xi, "max_t xi(S, X_t)": jnp.max(xi_scores)},
+    return bound(Statement.LEMMA_4_21, xi * inner, terms={"xi(A, X)": xi, "max_t xi(S, X_t)": jnp.max(xi_scores)},
                  flags={"A(X) generic": jnp.isfinite(xi), "n u < 1": jnp.asarray(n * u < 1), "d u < 1": jnp.asarray(d * u < 1)})
 
 
@@ -212,7 +213,7 @@ def lemma_4_21_absolute(X, Wq, Wk, Wv, *, u) -> Bound:
     xi, _, _, absolute = _attention_terms(X, Wq, Wk, Wv)
     t = jnp.arange(1, n + 1, dtype=X.dtype)
     inner = jnp.max(2 * t + d + 3 + 2 * absolute * (3 * d + 1))
-    return bound("Lemma 4.21 (absolute scores)", xi * inner, terms={"xi(A, X)": xi},
+    return bound(Statement.LEMMA_4_21_ABSOLUTE_SCORES, xi * inner, terms={"xi(A, X)": xi},
                  flags={"A(X) generic": jnp.isfinite(xi), "n u < 1": jnp.asarray(n * u < 1), "d u < 1": jnp.asarray(d * u < 1)})
 
 
@@ -224,7 +225,7 @@ def remark_4_22(X, Wq, Wk, Wv, *, u) -> Bound:
     d, n = X.shape
     xi = closed_forms.attention_xi(X, Wq, Wk, Wv)
     factor, terms, flags = _printed_growth(X, Wq, Wk, 2.0)
-    return bound("Remark 4.22", xi * (2 * n + 3 * d) * factor, terms={"xi(A, X)": xi, **terms},
+    return bound(Statement.REMARK_4_22, xi * (2 * n + 3 * d) * factor, terms={"xi(A, X)": xi, **terms},
                  flags={"A(X) generic": jnp.isfinite(xi), "d >= 2": jnp.asarray(d >= 2), **flags})
 
 
@@ -247,7 +248,7 @@ def corollary_4_23(X, Wq, Wk, Wv, *, u) -> Bound:
     xi = closed_forms.attention_xi(X, Wq, Wk, Wv)
     growth_factor, terms, flags = _printed_growth(X, Wq, Wk, 4.0)
     factor = xi * growth_factor
-    return bound("Corollary 4.23", factor * (2 * n + 3 * d), factor, terms={"xi(A, X)": xi, **terms},
+    return bound(Statement.COROLLARY_4_23, factor * (2 * n + 3 * d), factor, terms={"xi(A, X)": xi, **terms},
                  flags={"A(X) generic": jnp.isfinite(xi), "d >= 2": jnp.asarray(d >= 2),
                         "n u < 1": jnp.asarray(n * u < 1), **flags})
 
@@ -262,7 +263,7 @@ def lemma_4_17_columns(X, Wq, Wk, *, u) -> Bound:
     mask = causal_mask(n)
     xi = jnp.max(jnp.where(mask, _ratio(magnitude, jnp.abs(S)), 0.0), axis=0)
     generic = jnp.all(jnp.where(mask, S != 0, True), axis=0)
-    return bound("Lemma 4.17", xi * (3 * d + 1), terms={"xi(S, X)": xi},
+    return bound(Statement.LEMMA_4_17, xi * (3 * d + 1), terms={"xi(S, X)": xi},
                  flags={"S(X) generic": generic, "d u < 1": jnp.full(n, d * u < 1)})
 
 
@@ -272,7 +273,7 @@ def lemma_4_19_columns(S, *, u) -> Bound:
     t + 1 visible scores, (t + 4) u with 0-based t."""
     n = S.shape[1]
     length = jnp.arange(1, n + 1, dtype=jnp.float64)
-    return bound("Lemma 4.19", length + 3, flags={"n u < 1": length * u < 1})
+    return bound(Statement.LEMMA_4_19, length + 3, flags={"n u < 1": length * u < 1})
 
 
 @statement()
@@ -281,4 +282,4 @@ def corollary_4_20_columns(S, *, u) -> Bound:
     n = S.shape[1]
     length = jnp.arange(1, n + 1, dtype=jnp.float64)
     s_inf = jnp.max(jnp.where(causal_mask(n), jnp.abs(S), 0.0), axis=0)
-    return bound("Corollary 4.20", length + 3, 2 * s_inf, flags={"n u < 1": length * u < 1})
+    return bound(Statement.COROLLARY_4_20, length + 3, 2 * s_inf, flags={"n u < 1": length * u < 1})

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from boundlab.bounds.statement import Statement
 from boundlab.runtime.compilation import compiled
 from boundlab.arithmetic import Exact
 from boundlab.bounds.record import Bound, bound, guard_unit_roundoff, undefined_to_inf
@@ -126,7 +127,7 @@ def block_record(factors: BlockFactors, n: int, d: int, D: int, norm: str, sigma
     """Lemma 4.29 from a layer's factors (see ``lemma_4_29``)."""
     K = factors.K(sigma_min_free)
     constant, gain = _block_constants(norm, n, d, D)
-    return bound("Lemma 4.29", K * constant, K * gain, terms={"K": K, **_factor_terms(factors, norm, sigma_min_free)},
+    return bound(Statement.LEMMA_4_29, K * constant, K * gain, terms={"K": K, **_factor_terms(factors, norm, sigma_min_free)},
                  flags=factors.hypotheses(sigma_min_free))
 
 
@@ -227,7 +228,7 @@ def _theorem_4_30(params, X, *, norm, u, sigma_min_free, intermediates, factors)
     flags["n u < 1"] = jnp.asarray(n * u < 1)
     G = factors.growth_free if sigma_min_free else factors.growth
     per_layer = {name: value for name, value in _factor_terms(factors, norm, sigma_min_free).items() if name != "G"}
-    statement_name = "Theorem 4.30" + (" (sigma_min-free)" if sigma_min_free else "")
+    statement_name = Statement.THEOREM_4_30_SIGMA_MIN_FREE if sigma_min_free else Statement.THEOREM_4_30
     record = bound(statement_name, coefficient,
                    terms={**per_layer, "K_l": K, "chi_l" if norm == "rms" else "eta_l": xi_product, "G_l": G,
                           "layerwise": layerwise[-1], "layerwise_per_layer": layerwise,

@@ -8,6 +8,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from boundlab.bounds.statement import Statement
+
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["coefficient", "input_gain", "terms", "flags"],
                    meta_fields=["statement"])
@@ -19,10 +21,11 @@ class Bound:
     relative error of a perturbed input (Corollaries 4.9, 4.12, 4.16, 4.20; zero for statements
     about exact inputs).  ``terms`` are the named quantities the bound is made of (xi factors,
     singular values, ratios); ``flags`` are the statement's hypotheses, each True when it holds.
+    ``statement`` names the paper's statement (a ``Statement``, printed as "Lemma 4.19").
     A pytree: works under jit and vmap, and is differentiable in the weights.
     """
 
-    statement: str
+    statement: Statement
     coefficient: jax.Array
     input_gain: jax.Array
     terms: dict
@@ -48,7 +51,7 @@ def bound(statement, coefficient, input_gain=0.0, terms=None, flags=None) -> Bou
     terms, which XLA:CPU may reduce to -inf (non-finite exact intermediates, also flagged).
     """
     coefficient = undefined_to_inf(jnp.asarray(coefficient, dtype=jnp.float64))
-    return Bound(statement, coefficient, jnp.asarray(input_gain, dtype=jnp.float64),
+    return Bound(Statement(statement), coefficient, jnp.asarray(input_gain, dtype=jnp.float64),
                  {k: jnp.asarray(v) for k, v in (terms or {}).items()},
                  {k: jnp.asarray(v) for k, v in (flags or {}).items()})
 

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from boundlab.bounds.statement import Statement
 from boundlab.arithmetic import Exact
 from boundlab.bounds.record import Bound, bound
 from boundlab.bounds.terms import growth, layer_norm_alpha, perceptron_terms, residual_xi, statement
@@ -95,7 +96,7 @@ def feed_forward_parts(y, layer, norm: str, u, normalised=None, hidden=None) -> 
 def attention_record(parts: AttentionParts, norm: str, n: int, d: int, sigma_min_free: bool = False) -> Bound:
     """Lemma 4.25 (RMS norm) or 4.26 (layer norm) from the parts: K = xi(f_A) xi(A) G [(1 + ...)],
     bound K ((2n + 6d) u + 3 rho) or K ((2n + 7d) u + 4 rho)."""
-    name, constant, gain = ("Lemma 4.25", 2 * n + 6 * d, 3.0) if norm == "rms" else ("Lemma 4.26", 2 * n + 7 * d, 4.0)
+    name, constant, gain = (Statement.LEMMA_4_25, 2 * n + 6 * d, 3.0) if norm == "rms" else (Statement.LEMMA_4_26, 2 * n + 7 * d, 4.0)
     G = parts.growth_free if sigma_min_free else parts.growth
     K = parts.xi_residual * parts.xi_attention * G * parts.layer_norm
     residual = "f_A" if norm == "rms" else "g_A"
@@ -134,7 +135,7 @@ def feed_forward_record(parts: FeedForwardParts, norm: str, d: int) -> Bound:
     """Lemma 4.27 (RMS norm) or 4.28 (layer norm) from the parts, K = xi(f_M) xi(M) [(1 + ...)]:
     K ((5d + |Omega|) u + 3 rho) or K ((6d + |Omega|) u + 4 rho).  Elementwise, so stacked parts
     give per-token records."""
-    name, constant, gain = ("Lemma 4.27", 5 * d, 3.0) if norm == "rms" else ("Lemma 4.28", 6 * d, 4.0)
+    name, constant, gain = (Statement.LEMMA_4_27, 5 * d, 3.0) if norm == "rms" else (Statement.LEMMA_4_28, 6 * d, 4.0)
     K = parts.xi_residual * parts.xi_perceptron * parts.layer_norm
     residual = "f_M" if norm == "rms" else "g_M"
     terms = {f"xi({residual}, y)": parts.xi_residual, "xi(M, N(y))": parts.xi_perceptron, "|Omega|": parts.omega}

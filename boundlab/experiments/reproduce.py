@@ -9,15 +9,16 @@ import time
 import jax
 import numpy as np
 
+from boundlab.bounds.statement import Statement
 from boundlab.experiments.figures import CONFIGS, RUNNERS
 from boundlab.experiments.figure_files import write
 from boundlab.output.strict_json import strict_json, to_json
 
 # (format, norm, seed) of the analyzed cases: figure4 weights, d = n = D = 8, L = 3
 BOUND_CASES = (("fp16", "layer", 0), ("t16", "rms", 1))
-TABLE_STATEMENTS = ("Lemma 4.6", "Lemma 4.11", "Lemma 4.14", "Lemma 4.17", "Lemma 4.19", "Lemma 4.21",
-                    "Lemma 4.21 (absolute scores)", "Corollary 4.23", "Lemma 4.25", "Lemma 4.26", "Lemma 4.27",
-                    "Lemma 4.28", "Lemma 4.29", "Theorem 4.30")
+TABLE_STATEMENTS = tuple(Statement[name] for name in (
+    "LEMMA_4_6", "LEMMA_4_11", "LEMMA_4_14", "LEMMA_4_17", "LEMMA_4_19", "LEMMA_4_21", "LEMMA_4_21_ABSOLUTE_SCORES",
+    "COROLLARY_4_23", "LEMMA_4_25", "LEMMA_4_26", "LEMMA_4_27", "LEMMA_4_28", "LEMMA_4_29", "THEOREM_4_30"))
 
 
 def bound_table(progress: bool = True, cases=BOUND_CASES, size: int = 8, layers: int = 3) -> tuple[str, dict]:
