@@ -126,7 +126,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _kernel_goal_sizes(quick: bool) -> dict:
-    """Issue 22's GPU goals (K = 768; a GPT-2-sized layer): compiled kernels only, since on the CPU
+    """The kernels' GPU speed goals (K = 768; a GPT-2-sized layer): compiled kernels only, since on the CPU
     Pallas interprets, which at these sizes takes hours."""
     from boundlab.kernels.common import on_accelerator
 

@@ -174,7 +174,7 @@ class _KernelSuite:
         assert _same(pallas.data["componentwise"], xla.data["componentwise"])
         np.testing.assert_allclose(pallas.data["normwise"], xla.data["normwise"], rtol=8 * 2.0**-53)
 
-    # -- matrix units (issue 24) ------------------------------------------------------------------
+    # -- matrix units ------------------------------------------------------------------
     @pytest.mark.parametrize("recipe", [{}, {"promote_every": 16}, {"split_k": 2}, {"promote_every": 16, "split_k": 2}])
     def test_unit_kernel_is_the_xla_path_bit_for_bit(self, recipe):
         from boundlab.kernels.unit_matmul import product

@@ -93,7 +93,7 @@ def test_exact_forward_matches_the_stored_reference_embeddings(minilm, reference
 
 @needs_model
 def test_minilm_runs_with_its_gemms_on_a_tensor_core_unit(minilm):
-    # issue 24: a matrix unit as the accumulation runs a real model unchanged
+    # a matrix unit as the accumulation runs a real model unchanged
     from boundlab.experiments.real_model import truncated
     from boundlab.matrix_units import get_unit
     from boundlab.models.encoder.network import encode_batch

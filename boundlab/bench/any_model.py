@@ -80,7 +80,7 @@ def emulate_benchmark(batch: int = 1000, d: int = 20, L: int = 40, fmt: str = "t
 
 def two_block_model(d: int = 16, seed: int = 0):
     """A user's own two-block pre-norm NNX model (nnx.LayerNorm, nnx.MultiHeadAttention with 2
-    heads, nnx.Linear + GELU), the model of issue 23's compile-time goal."""
+    heads, nnx.Linear + GELU), the model of the compile-time goal."""
     from flax import nnx
 
     class Block(nnx.Module):
@@ -107,7 +107,7 @@ def two_block_model(d: int = 16, seed: int = 0):
 
 def user_model_rows(d: int = 16, n: int = 8, fmt: str = "bf16", repeats: int = 2, seed: int = 0) -> list[Timing]:
     """``emulate``, ``first_order`` (detailed and lumped) and ``model_diagnostics`` of a user's
-    two-block NNX model on n tokens: first call (tracing and compilation; issue 23's goal: under
+    two-block NNX model on n tokens: first call (tracing and compilation; the goal: under
     5 s for emulate and first_order) and steady state; ratios to the model's own float32 call."""
     from boundlab.arithmetic import Emulated
     from boundlab.emulation import emulate

@@ -18,7 +18,7 @@ def kernels_benchmark(size: int = 256, fmt: str = "fp16", repeats: int = 3, seed
     Pallas only interprets, so there the row measures the interpreter, not the kernel), and the
     kernel's hardware mode (an MMA per k-block of 32).
 
-    ``wide = (m, K, n)``: the same comparison at a long K (issue 22's goal on a GPU: the recursive
+    ``wide = (m, K, n)``: the same comparison at a long K (the speed goal on a GPU: the recursive
     kernel >= 5x the XLA path at K = 768, i.e. a ratio <= 0.2).  ``layer = (d, n, D)``: one block
     of the paper's transformer (eq. 6) with every product and partial sum rounded in ``fmt``
     through the kernel, beside the XLA path and the exact float64 block (the goal on a GPU: a

@@ -137,7 +137,7 @@ def figure1_benchmark(inits: int = 5000, L: int = 40, d: int = 20, precisions=(1
     figure1(config, progress=False)
     seconds = time.perf_counter() - start
     note = f"{inits} inits, L = {L}, d = n = D = {d}, t = {','.join(map(str, precisions))}, {accumulation}; compilation included"
-    goal = 30.0 if (inits, L, len(precisions)) == (5000, 40, 4) else None  # issue 22's goal, full size
+    goal = 30.0 if (inits, L, len(precisions)) == (5000, 40, 4) else None  # the speed goal, at full size
     rows = [Timing("float64 forward of the same inits", base, base, 1.0, note=note),
             Timing("Figure 1 sweep, all precisions", seconds, seconds, seconds / base, note=note, goal_seconds=goal)]
     if bound_samples:

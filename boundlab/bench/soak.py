@@ -41,7 +41,7 @@ class _CompileCounter:
 
 def soak_benchmark(calls: int = 200, warm_up: int = 20, loop_steps: int = 20, seed: int = 0, every_column: bool = True,
                    formats=("bf16", "fp16"), shape=(4, 4, 4, 2)) -> list[Timing]:
-    """Resident memory and retracing over long runs in one process (issue 26): ``analyze``
+    """Resident memory and retracing over long runs in one process: ``analyze``
     called ``calls`` times on fresh random cases of one shape, and ``loop_steps`` training steps
     with the diagnostics inside one ``nnx.jit`` step.  ``ratio`` is the resident memory at the
     end over that after ``warm_up`` calls (goal: within 10 %); the note counts the traces and

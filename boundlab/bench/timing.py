@@ -19,7 +19,7 @@ import numpy as np
 class Timing:
     """Best-of-``repeats`` wall time of a call, after one warm-up call (compilation).
 
-    ``goal_ratio`` / ``goal_seconds``: the target this row is held to (issue 22: a ratio to the
+    ``goal_ratio`` / ``goal_seconds``: the target this row is held to (a ratio to the
     section's baseline, or a wall time including compilation); ``met`` says whether it is reached.
     """
 

@@ -20,7 +20,7 @@ def pow2(e):
     built from the bit pattern: jnp.ldexp multiplies by 2.0 ** e, a pow that a GPU's libm (the
     Pallas kernels' Triton) need not compute exactly."""
     e = e.astype(jnp.int64)
-    normal = scale(e)
+    normal = binade_scale(e)
     subnormal = lax.bitcast_convert_type(jnp.int64(1) << jnp.clip(e + 1074, 0, 51), jnp.float64)
     return jnp.where(e > 1023, jnp.inf, jnp.where(e >= -1022, normal, jnp.where(e >= -1074, subnormal, 0.0)))
 
@@ -59,7 +59,7 @@ def write_back(total, e_max, rule: str):
     return (s * pow2(e)).astype(dtype).astype(jnp.float64)
 
 
-def scale(e):
+def binade_scale(e):
     """2^e for an int array e, built from its exponent bits (far cheaper than ``jnp.ldexp``);
     clamped to float64's normal range, which only ever multiplies a zero or a term that the
     truncation removes anyway."""
@@ -78,7 +78,7 @@ def t_step(unit: MatrixUnit, a, b, e_a, e_b, c, present):
     e_c = split(c, get_format(unit.accumulator).emin)[1]
     e_c = jnp.where(c == 0, unit.e_zero, e_c)
     e_max = jnp.maximum(jnp.max(e, axis=-1), e_c)
-    scale = scale(unit.F - e_max)
+    scale = binade_scale(unit.F - e_max)
     total = jnp.sum(jnp.trunc(p * scale[..., None]), axis=-1) + jnp.trunc(c * scale)
     return write_back(total * 2.0**-unit.F, e_max, unit.write_back) + 0.0  # -0 becomes +0
 
@@ -87,14 +87,14 @@ def tr_step(unit: MatrixUnit, a, b, e_a, e_b, c, present):
     """One TR-FDPA step (AMD CDNA3; MMA-Sim's ``tr_fdpa``): a, b (..., L), c (...) -> d (...)."""
     p = a * b
     e = e_a + e_b
-    too_big = e + (jnp.abs(p) >= scale(e + 1)).astype(e.dtype) >= 128  # beyond float32's range
+    too_big = e + (jnp.abs(p) >= binade_scale(e + 1)).astype(e.dtype) >= 128  # beyond float32's range
     p = jnp.where(too_big, p * jnp.inf, p)
     e = jnp.where(p == 0, -999, e)  # a zero product takes no part
     if present is not None:
         e = jnp.where(present, e, ABSENT)
         p = jnp.where(present, p, 0.0)
     e_dot = jnp.max(e, axis=-1)
-    s_dot = jnp.sum(jnp.trunc(p * scale(unit.F - e_dot)[..., None]), axis=-1) * 2.0**-unit.F
+    s_dot = jnp.sum(jnp.trunc(p * binade_scale(unit.F - e_dot)[..., None]), axis=-1) * 2.0**-unit.F
     s_c, e_c = split(c, -126)
     e_max = jnp.maximum(e_dot, e_c)
     s_dot = jnp.floor(s_dot * pow2(e_dot - e_max + unit.F2 + 1)) * 2.0 ** -(unit.F2 + 1)
@@ -123,7 +123,7 @@ def gtr_step(unit: MatrixUnit, a, b, e_a, e_b, c, present):
     def fused(half):
         mine = odd_index == half
         e_top = jnp.max(jnp.where(mine, e, ABSENT), axis=-1)
-        terms = jnp.where(mine, jnp.trunc(p * scale(unit.F - e_top)[..., None]), 0.0)
+        terms = jnp.where(mine, jnp.trunc(p * binade_scale(unit.F - e_top)[..., None]), 0.0)
         return jnp.sum(terms, axis=-1) * 2.0**-unit.F, e_top
 
     s_even, e_even = fused(False)

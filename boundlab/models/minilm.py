@@ -13,7 +13,7 @@ pulls PyTorch; boundlab needs none of it).
 
 Tokenizer traps (see shared REFERENCES): ``tokenizer.json`` has truncation at 128 and padding to
 128 built in; both are switched off here and padding is done by ``tokenize`` to the longest
-sentence (or a given length).  An empty sentence would tokenize to [CLS] [SEP]; boundlab refuses
+sentence (or a given length).  An empty sentence would tokenize to ``[CLS] [SEP]``; boundlab refuses
 it, and a sentence longer than the 512 positions, with a message instead.
 """
 
