@@ -1,5 +1,5 @@
 """What a fresh interpreter gives each README block and each notebook when several run, one after
-another, in one process (``tests/test_readme.py``, ``tests/test_notebooks.py``): JAX's
+another, in one process (``tests/test_docs.py``, ``tests/test_notebooks.py``): JAX's
 configuration at its defaults, no figure open, a working directory of its own.  The names a block
 sees are its own namespace's (the runner's business); modules imported before stay imported.
 

@@ -1,7 +1,11 @@
 """The notebooks run top to bottom (each from an empty namespace, with JAX's defaults) at their
-small size, their .ipynb matches its jupytext twin, and no stale outputs are stored."""
+small size, their .ipynb matches its jupytext twin, and no stale outputs are stored; the docs site
+builds (warnings are errors) from the notebooks just executed, with every public function and class in
+its API reference."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,8 @@ import pytest
 jupytext = pytest.importorskip("jupytext")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 NAMES = sorted(path.stem for path in NOTEBOOKS.glob("*.py"))
 
 
@@ -46,7 +51,7 @@ __import__("fresh_state").reset({path!r})
 
 
 @pytest.mark.long
-def test_notebooks_run(tmp_path):
+def test_notebooks_run_and_the_docs_site_builds_from_them(tmp_path):
     # the notebooks print and plot, they assert nothing bit for bit: compiling with less XLA
     # optimisation roughly halves their (compile-dominated) run time in the test, and with the same
     # options as the in-process tests that check files and tables (tests/conftest.py), so programs
@@ -73,6 +78,9 @@ def test_notebooks_run(tmp_path):
             notebook.cells.insert(0, nbformat.v4.new_code_cell(_RESET.format(path=str(tmp_path / name))))
             try:
                 nbclient.NotebookClient(notebook, km=kernel, timeout=150, kernel_name="python3").execute()
+                notebook.cells.pop(0)  # the reset cell is the test's, not the notebook's
+                (tmp_path / "executed").mkdir(exist_ok=True)
+                nbformat.write(notebook, tmp_path / "executed" / f"{name}.ipynb")
             except nbclient.exceptions.CellTimeoutError as error:  # the kernel is busy for good: stop
                 failures.append(f"{name}: {error}")
                 break
@@ -87,3 +95,42 @@ def test_notebooks_run(tmp_path):
             else:
                 os.environ[key] = value
     assert not failures, "\n\n".join(failures)
+    # the site, once, from the notebooks just executed (so its notebook pages show their outputs)
+    site = tmp_path / "site"
+    build = subprocess.run([sys.executable, str(ROOT / "docs" / "build.py"), "--notebooks", str(tmp_path / "executed"),
+                            "--site", str(site)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, f"the docs build failed:\n{build.stderr[-6000:]}"
+    missing = [name for name in public_names() if not _documented(site, name)]
+    assert not missing, f"not in the API reference: {missing}"
+    page = (site / "notebooks" / "01-quickstart" / "index.html").read_text()
+    assert "jp-OutputArea" in page or "output_area" in page, "the rendered notebook shows no outputs"
+
+
+def public_names() -> list[str]:
+    """Every public function and class defined in a module of boundlab (not re-exports)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import boundlab
+    import boundlab.kernels
+
+    found = {m.name for path, prefix in ((boundlab.__path__, "boundlab."), (boundlab.kernels.__path__, "boundlab.kernels."))
+             for m in pkgutil.walk_packages(path, prefix)} - {"boundlab.__main__"}
+    names = []
+    for module_name in sorted(found):
+        module = importlib.import_module(module_name)
+        for name, value in vars(module).items():
+            if not name.startswith("_") and (inspect.isfunction(value) or inspect.isclass(value)) \
+                    and getattr(value, "__module__", None) == module_name:
+                names.append(f"{module_name}.{name}")
+    return names
+
+
+_PAGES: dict = {}
+
+
+def _documented(site, name) -> bool:
+    if not _PAGES:
+        _PAGES["text"] = "\n".join(path.read_text() for path in (site / "api").rglob("index.html"))
+    return f'id="{name}"' in _PAGES["text"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 
 import jax
+from jax.extend.core import jaxpr_as_fun
 
 from boundlab.runtime.compilation import memoised
-from boundlab.emulation.interpreter import Handler, Context, eval_closed, operand
+from boundlab.emulation.interpreter import Context, Handler, eval_closed, native, operand
 
 
 def loaded_nnx():
@@ -65,6 +66,9 @@ def interpret(f, handler: Handler, args, key):
     once into the format.  Returns the output pytree."""
     flat, tree = jax.tree.flatten(args)
     closed, out_shape = jax.make_jaxpr(lambda *leaves: f(*jax.tree.unflatten(tree, leaves)), return_shape=True)(*flat)
+    if native(handler, closed):
+        outs = jaxpr_as_fun(closed)(*flat)
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
     leaves = [operand(leaf, Context(handler, None)) for leaf in flat]
     outs = eval_closed(closed, leaves, Context(handler, key))
     return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
@@ -92,6 +96,10 @@ def emulate(f, arithmetic):
     rounded when it is recursive), and exact operations (max, select, reshapes, ...) are left
     alone.  See ``boundlab.emulation.interpreter`` for the full list; any other primitive raises
     ``UnsupportedPrimitive`` naming it.
+
+    Under ``Exact()`` (XLA's order) a program whose floating-point values are all float64 has
+    nothing to round: it is evaluated as traced, so the result is ``f``'s own, bit for bit (a
+    float32 value inside is widened to float64 instead, through the interpreter).
 
     ``f`` may be any JAX-traceable function of pytrees (including ``jit``, ``scan``, ``while``,
     ``cond``, ``custom_jvp``/``custom_vjp`` and ``checkpoint`` inside), or a Flax NNX module;

@@ -43,6 +43,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core
 
+from boundlab.arithmetic import Exact
 from boundlab.runtime.x64 import x64_enabled
 from boundlab.rounding import hash_fold_in
 
@@ -166,6 +167,29 @@ def name_stack(eqn) -> str:
         return ""
 
 
+def float64_throughout(jaxpr) -> bool:
+    """Every floating-point value of the program (inputs, constants, results, inside every nested
+    program: jit, scan, cond, custom rules) is float64."""
+    jaxpr = jaxpr.jaxpr if isinstance(jaxpr, core.ClosedJaxpr) else jaxpr
+    variables = list(jaxpr.invars) + list(jaxpr.constvars) + [v for e in jaxpr.eqns for v in e.outvars]
+    if any(_is_float(v.aval.dtype) and v.aval.dtype != jnp.float64 for v in variables if hasattr(v.aval, "dtype")):
+        return False
+    for eqn in jaxpr.eqns:
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(inner, (core.ClosedJaxpr, core.Jaxpr)) and not float64_throughout(inner):
+                    return False
+    return True
+
+
+def native(handler: Handler, closed) -> bool:
+    """``Exact()`` with XLA's order, through the plain handler, on a float64 program: nothing to
+    round or record, so the program is evaluated as traced, every primitive bound unchanged (the
+    emulated program is then ``f``'s own, bit for bit on any model)."""
+    return (type(handler) is Handler and handler.recorder is None and _native_exact(handler.arithmetic)
+            and float64_throughout(closed))
+
+
 def eval_closed(closed, args, ctx: Context):
     """Evaluate a ClosedJaxpr (or a Jaxpr with no constants) on ``args``."""
     if isinstance(closed, core.ClosedJaxpr):
@@ -284,9 +308,10 @@ def _equation(eqn, invals, ctx: Context):
 def _rounded(primitive, policy, invals, params, key):
     """One rounding site (an equation of ``primitive``) evaluated by ``policy``."""
     name = primitive.name
-    if name in REDUCTIONS and getattr(policy, "accumulation", None) == "native" and _float64_program(invals, params):
-        # Exact() with XLA's own order on a float64 program: the primitive as traced (its axes,
-        # its layout), so that the emulated program sums in the order the native one does
+    if _native_exact(policy) and _float64_program(invals, params):
+        # Exact() with XLA's own order on a float64 program: every primitive as traced (its axes,
+        # layout, precision), so that the emulated program is the native one and computes the
+        # same bits on any model (sums in XLA's order, dot_general as the model wrote it)
         return primitive.bind(*invals, **params)
     if name in ROUNDED_BINARY:
         x, y = invals
@@ -315,6 +340,8 @@ def _scatter_add(eqn, invals, params, ctx: Context):
     policy, key = _site(eqn, ctx)
     operand, indices, updates = invals
     operand, updates = ctx.handler.operands(policy, [operand, updates])
+    if _native_exact(policy) and _float64_program([operand, updates], params):  # as traced: XLA's order
+        return eqn.primitive.bind(operand, indices, updates, **params)
     dtype = jnp.result_type(operand)
     if operand.size + 1 >= 2 ** (jnp.finfo(dtype).nmant + 1):
         raise UnsupportedPrimitive(f"scatter-add into {operand.size} entries: positions are not exact in {dtype}")
@@ -344,6 +371,11 @@ def _scatter_add(eqn, invals, params, ctx: Context):
     else:
         flat, _ = lax.scan(add_window, flat, (targets, values, jnp.arange(targets.shape[0])))
     return flat.reshape(operand.shape)
+
+
+def _native_exact(policy) -> bool:
+    """``Exact()`` with XLA's order (not an ordered accumulation, not a subclass that records)."""
+    return type(policy) is Exact and policy.accumulation == "native"
 
 
 def _float64_program(invals, params) -> bool:
