@@ -30,6 +30,11 @@ there).  exp is correctly rounded in every mode (``boundlab.elementary``: the fe
 rounding boundary are recomputed in double-word arithmetic).  Known deviation, documented rather
 than hidden: XLA on the CPU flushes float64 subnormals, so t<N> results below 2^-1022 become zero.
 
+Why one file (over 500 lines): ``Policy`` and its two subclasses are one class hierarchy whose
+methods call each other (``Exact`` overrides half of ``Policy``, ``Emulated`` the other half),
+and the contraction helpers serve the three; split, the file boundaries would cut through the
+class's method resolution.
+
 >>> import jax.numpy as jnp
 >>> fp16 = Emulated("fp16")
 >>> float(fp16.add(jnp.float32(1.0), jnp.float32(2.0**-11)))  # a tie, rounded to even

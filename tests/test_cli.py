@@ -37,7 +37,7 @@ def test_bench_json_reports_ratios_to_the_copy(capsys):
 
 
 def test_bench_only_takes_a_comma_separated_list_of_known_parts(capsys):
-    from boundlab.cli import BENCH_PARTS, _bench_parts
+    from boundlab.cli.bench_command import BENCH_PARTS, _bench_parts
 
     assert _bench_parts("kernels, figure1") == {"kernels", "figure1"} and _bench_parts("model") == {"model"}
     assert set(BENCH_PARTS) >= {"rounding", "kernels", "figure1", "model", "training"}

@@ -198,3 +198,25 @@ def test_the_check_fails_on_a_breach(tmp_path, breach):
                 "private": "analysis.extra:1 imports the private boundlab.rounding._CONTAINERS of another room",
                 "unknown room": "boundlab.newroom: room 'newroom' is on no rung"}[breach]
     assert len(found) == 1 and expected in found[0], found
+
+
+def test_no_module_is_over_500_lines_without_saying_why():
+    """STYLE: small modules with one job; a longer one states at its top why it is one file."""
+    long = [f"{name} ({len(path.read_text().splitlines())} lines)" for name, path in modules(REPOSITORY).items()
+            if len(path.read_text().splitlines()) > 500
+            and "Why one file" not in (ast.get_docstring(ast.parse(path.read_text())) or "")]
+    assert long == [], f"split these, or say at the top why each is one file: {long}"
+
+
+def test_no_two_modules_share_a_name_unless_they_do_the_same_job():
+    """Modules of the same name are the same job for different families (``network``, ``module``:
+    a model family's pure functions and its NNX twin), a package's ``__init__``, or a Pallas kernel
+    named after the function it runs (``boundlab.kernels.rounding`` beside ``boundlab.rounding``)."""
+    same_job = {"network", "module", "__init__"}
+    seen: dict = {}
+    for name, path in modules(REPOSITORY).items():
+        stem = path.stem
+        if stem not in same_job and not name.startswith("boundlab.kernels."):
+            seen.setdefault(stem, []).append(name)
+    shared = {stem: names for stem, names in seen.items() if len(names) > 1}
+    assert shared == {}, shared

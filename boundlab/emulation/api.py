@@ -61,12 +61,14 @@ def as_function(f, call=call_module):
     return f, ()
 
 
-def interpret(f, handler: Handler, args, key):
+def interpret(f, handler: Handler, args, key, as_traced: bool = False):
     """Trace ``f(*args)`` and evaluate its jaxpr through ``handler``; float inputs are rounded
-    once into the format.  Returns the output pytree."""
+    once into the format.  Returns the output pytree.  ``as_traced``: a program with nothing to
+    round (``interpreter.native``) is evaluated as traced instead (``emulate``; not for a caller
+    that reads the handler's sites)."""
     flat, tree = jax.tree.flatten(args)
     closed, out_shape = jax.make_jaxpr(lambda *leaves: f(*jax.tree.unflatten(tree, leaves)), return_shape=True)(*flat)
-    if native(handler, closed):
+    if as_traced and native(handler, closed):
         outs = jaxpr_as_fun(closed)(*flat)
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
     leaves = [operand(leaf, Context(handler, None)) for leaf in flat]
@@ -80,7 +82,7 @@ def _emulation_program(fn, arithmetic):
     arithmetic)`` (graph definitions static, states and key traced)."""
 
     def run(graphdefs, states, key):
-        return interpret(merged(fn, graphdefs), Handler(arithmetic), states, key)
+        return interpret(merged(fn, graphdefs), Handler(arithmetic), states, key, as_traced=True)
 
     return jax.jit(run, static_argnums=0)
 

@@ -193,6 +193,15 @@ def multi_head_attention(X, layer, mask, config: EncoderConfig, arithmetic=Exact
     return (out, S, P) if return_internals else out
 
 
+def head_attention(X, Wq, bq, Wk, bk, Wv, bv):
+    """One head's attention, exact and bidirectional, on the valid tokens X (d x n):
+    V psi(K^T Q / sqrt(d_h)) (d_h x n), with K = W_k X + b_k and so on (the function whose
+    condition number the real-model study takes)."""
+    dh = Wq.shape[0]
+    S = (Wk @ X + bk[:, None]).T @ (Wq @ X + bq[:, None]) / math.sqrt(dh)
+    return (Wv @ X + bv[:, None]) @ jax.nn.softmax(S, axis=0)
+
+
 def feed_forward(X, layer, config: EncoderConfig, arithmetic=Exact(), key=None):
     """W_2 act(W_1 x + b_1) + b_2 for each column (eq. 2 with GELU or ReLU)."""
     with jax.named_scope("ffn_in"):
