@@ -1,4 +1,6 @@
-"""The paper's transformer parts (Section 2.2), each evaluated in a given arithmetic.
+"""The block library: the paper's transformer parts (Section 2.2) and the parts of decoder LLMs
+(Llama: RMS norm with epsilon and gain, rotary position embeddings, grouped-query attention, the
+gated perceptron), each evaluated in a given arithmetic.
 
 Tokens are columns: X in R^{d x n}.  Every function takes an ``arithmetic`` (``Exact()`` or
 ``Emulated(...)``) and, for stochastic rounding, a PRNG ``key``.  The order of operations is the
@@ -17,6 +19,21 @@ one the proofs of Section 4 analyse, so that the bounds speak about the computat
 * softmax (4), as written (no max shift unless asked): e_i = fl(exp(s_i)),
   sigma = recursive sum of e_i, psi_i = fl(e_i / sigma).
 * attention (5), proof of Lemma 4.21: column t is fl(W_v fl(X_t psi_t)).
+
+Decoder parts, in the order the reference implementations (Hugging Face's Llama) evaluate them:
+
+* scaled RMS norm: y_i = fl(g_i fl(x_i / fl(sqrt(fl(fl(sum_j fl(x_j^2)) / d) + eps)))), the sum
+  recursive; d and eps are operands (rounded once);
+* rotary embedding of a head's vectors (d_h x n) at positions p, pairs (i, i + d_h/2) ("rotate
+  half"): y_i = fl(fl(x_i c) - fl(x_{i+h} s)), y_{i+h} = fl(fl(x_{i+h} c) + fl(x_i s)) with
+  c = cos(p theta_i), s = sin(p theta_i), theta_i = base^(-2i/d_h), computed in float64 and
+  rounded once (operands, like sqrt(d));
+* grouped-query attention: H query heads share H_kv key/value heads (head h uses group
+  h // (H / H_kv)); per head S = fl(fl(K^T Q) / fl(sqrt(d_h))) with Q, K rotated when asked,
+  the causal softmax with its maximum subtracted (as libraries do), O_h = fl(V_h P_h), and the
+  output fl(W_o [O_1; ...; O_H]);
+* gated perceptron (SwiGLU): fl(W_down fl(silu(fl(W_gate x)) * fl(W_up x))), silu(z) =
+  fl(z fl(logistic(z))) with the logistic evaluated in float64 and rounded once.
 
 Causal attention is computed for all columns at once with masked entries set to exact zeros,
 which add nothing and change no rounding: the result is bit for bit that of the column-by-
@@ -133,3 +150,85 @@ def attention(X, Wq, Wk, Wv, arithmetic=Exact(), key=None, max_shift=False, retu
     mixed = arithmetic.matmul(X, P, fold_key(key, 2))  # column t: X_t psi_t
     out = arithmetic.matmul(Wv, mixed, fold_key(key, 3))
     return (out, S, P) if return_internals else out
+
+
+@compiled(static_argnames=('arithmetic',))
+def scaled_rms_norm(X, gain, eps, arithmetic=Exact(), key=None):
+    """Llama's RMS norm of each column: g * x / sqrt(mean(x^2) + eps) (see the module docstring for
+    the order).  ``eps`` > 0 keeps a zero column finite (its output is zero)."""
+    d = X.shape[0]
+    squares = arithmetic.mul(X, X, fold_key(key, 0))
+    mean = arithmetic.div(arithmetic.sum(squares, axis=0, key=fold_key(key, 1)), arithmetic.cast(float(d)),
+                          fold_key(key, 2))
+    root = arithmetic.sqrt(arithmetic.add(mean, arithmetic.cast(eps), fold_key(key, 3)), fold_key(key, 4))
+    return arithmetic.mul(gain[:, None], arithmetic.div(X, root, fold_key(key, 5)), fold_key(key, 6))
+
+
+def rotary_angles(positions, head_dim: int, base: float):
+    """(cos, sin), each (head_dim / 2, n), of the angles p theta_i, theta_i = base^(-2i/d_h), in
+    float64 (exact inputs of the rotation; the arithmetic rounds them once)."""
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head size, not {head_dim}")
+    theta = jnp.asarray(base, jnp.float64) ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float64) / head_dim)
+    angles = theta[:, None] * jnp.asarray(positions, jnp.float64)[None, :]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+@compiled(static_argnames=('arithmetic', 'base'))
+def rotary(X, positions, base: float = 10000.0, arithmetic=Exact(), key=None):
+    """The rotary position embedding of a head's vectors X (d_h x n) at ``positions`` (n,), the
+    "rotate half" pairing (i, i + d_h/2) of Hugging Face's Llama (module docstring)."""
+    half = X.shape[0] // 2
+    cos, sin = (arithmetic.cast(v) for v in rotary_angles(positions, X.shape[0], base))
+    x1, x2 = X[:half], X[half:]
+    first = arithmetic.sub(arithmetic.mul(x1, cos, fold_key(key, 0)), arithmetic.mul(x2, sin, fold_key(key, 1)),
+                           fold_key(key, 2))
+    second = arithmetic.add(arithmetic.mul(x2, cos, fold_key(key, 3)), arithmetic.mul(x1, sin, fold_key(key, 4)),
+                            fold_key(key, 5))
+    return jnp.concatenate([first, second], axis=0)
+
+
+def _per_head(fn, stacked, key):
+    """``fn(part, key)`` over the leading axis under ``vmap``, each head with a key of its own
+    (stochastic rounding) or None."""
+    if key is None:
+        return jax.vmap(lambda part: fn(part, None))(stacked)
+    return jax.vmap(fn)(stacked, jnp.stack([fold_key(key, index) for index in range(stacked.shape[0])]))
+
+
+@compiled(static_argnames=('arithmetic', 'heads', 'kv_heads', 'rope_base', 'causal'))
+def grouped_query_attention(X, Wq, Wk, Wv, Wo, heads: int, kv_heads: int, arithmetic=Exact(), key=None,
+                            positions=None, rope_base: float | None = None, causal: bool = True):
+    """Grouped-query self-attention of the columns of X (d x n): Wq (H d_h x d), Wk and Wv
+    (H_kv d_h x d), Wo (d x H d_h); ``heads`` = H query heads over ``kv_heads`` = H_kv groups
+    (H_kv = H: multi-head attention; H_kv = 1: multi-query).  With ``rope_base``, queries and keys
+    are rotated at ``positions`` (default 0, ..., n - 1).  ``causal``: token t sees tokens <= t."""
+    d, n = X.shape
+    if heads % kv_heads or Wq.shape[0] % heads or Wk.shape != Wv.shape or Wk.shape[0] * heads != Wq.shape[0] * kv_heads:
+        raise ValueError(f"grouped-query attention: {heads} query heads over {kv_heads} key/value heads need "
+                         f"Wq (H d_h x d) = {Wq.shape} and Wk, Wv (H_kv d_h x d) = {Wk.shape}, {Wv.shape}")
+    dh = Wq.shape[0] // heads
+    positions = jnp.arange(n) if positions is None else positions
+    Q = arithmetic.matmul(Wq, X, fold_key(key, 0)).reshape(heads, dh, n)
+    K = arithmetic.matmul(Wk, X, fold_key(key, 1)).reshape(kv_heads, dh, n)
+    V = arithmetic.matmul(Wv, X, fold_key(key, 2)).reshape(kv_heads, dh, n)
+    if rope_base is not None:
+        Q = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), Q, fold_key(key, 10))
+        K = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), K, fold_key(key, 11))
+    group = jnp.arange(heads) // (heads // kv_heads)
+    K, V = K[group], V[group]  # each query head with its group's keys and values
+    products = arithmetic.matmul(jnp.swapaxes(K, 1, 2), Q, fold_key(key, 3))  # (H, n keys, n queries)
+    S = arithmetic.div(products, sqrt_dim(dh, arithmetic), fold_key(key, 4))
+    mask = causal_mask(n) if causal else jnp.ones((n, n), bool)
+    P = _per_head(lambda s, k: softmax(s, arithmetic, k, mask=mask, max_shift=True), S, fold_key(key, 5))
+    O = arithmetic.matmul(V, P, fold_key(key, 6)).reshape(heads * dh, n)
+    return arithmetic.matmul(Wo, O, fold_key(key, 7))
+
+
+@compiled(static_argnames=('arithmetic',))
+def gated_perceptron(X, W_gate, W_up, W_down, arithmetic=Exact(), key=None):
+    """The SwiGLU perceptron of each column: W_down (silu(W_gate x) * (W_up x))."""
+    gate = arithmetic.matmul(W_gate, X, fold_key(key, 0))
+    up = arithmetic.matmul(W_up, X, fold_key(key, 1))
+    silu = arithmetic.mul(gate, arithmetic.apply(jax.nn.sigmoid, gate, key=fold_key(key, 2)), fold_key(key, 3))
+    return arithmetic.matmul(W_down, arithmetic.mul(silu, up, fold_key(key, 4)), fold_key(key, 5))
