@@ -200,9 +200,7 @@ class Analysis:
                             "against the unrounded case": float(self.raw["measured_against_given"])}}
         for name in sorted(self.raw["statements"], key=_statement_order):
             out[name] = _statement_entry(name, self.raw["statements"][name], u)
-        out[Statement.THEOREM_4_30] = _theorem_entry(self.raw["theorem"], self.raw["theorem_sigma_min_free"],
-                                             float(self.raw["measured"]), self.raw["network_error"], self.raw["in_range"], u,
-                                             self.case["norm"], self.raw.get("network_first_order"))
+        out[Statement.THEOREM_4_30] = self._theorem_entry()
         out["condition numbers"] = [{"layer": layer, **row._asdict(), "ratio": row.ratio}
                                     for layer, rows in enumerate(self.conditions, 1) for row in rows]
         return out
@@ -214,11 +212,17 @@ class Analysis:
         ``sigma_min_free``, ``first_order``).  KeyError for a statement this case does not have
         (the RMS-norm statements of a layer-norm case, and the other way round)."""
         statement = Statement(statement)
-        data = self.to_dict()
-        if statement not in data:
+        if statement == Statement.THEOREM_4_30:
+            return self._theorem_entry()
+        if statement not in self.raw["statements"]:
             raise KeyError(f"{statement} is not evaluated for this case (norm = {self.case['norm']}); it has "
-                           f"{', '.join(str(k) for k in data if isinstance(k, Statement))}")
-        return data[statement]
+                           f"{', '.join(str(k) for k in [*self.raw['statements'], Statement.THEOREM_4_30])}")
+        return _statement_entry(statement, self.raw["statements"][statement], float(self.raw["u"]))
+
+    def _theorem_entry(self) -> dict:
+        raw = self.raw
+        return _theorem_entry(raw["theorem"], raw["theorem_sigma_min_free"], float(raw["measured"]), raw["network_error"],
+                              raw["in_range"], float(raw["u"]), self.case["norm"], raw.get("network_first_order"))
 
     def to_json(self, **kwargs) -> str:
         """Strict JSON: NaN and infinities (an overflowed run, an undefined factor) are null."""

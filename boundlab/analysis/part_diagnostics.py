@@ -128,9 +128,10 @@ class ModelDiagnostics:
     def ranking(self, fmt: str, top: int = 10) -> list:
         """The parts and "other" by their share of the first-order bound under ``fmt``, largest
         first: (name, share, fraction of the bound)."""
+        output = self.at_output(fmt)
         shares = {name: float(p.share[fmt]) for name, p in self.parts.items()}
-        shares["other"] = float(self.output[f"other/{fmt}"])
-        total = float(self.output[f"bound/{fmt}"])
+        shares["other"] = float(output.other)
+        total = float(output.bound)
         order = sorted(shares.items(), key=lambda item: -item[1])
         return [(name, value, value / total if total else float("nan")) for name, value in order[:top]]
 
