@@ -1,4 +1,5 @@
-"""Arithmetic policies: ``Exact()`` (float64) and ``Emulated(fmt, ...)`` (Model 4.1).
+"""Arithmetic policies: ``Exact()`` (float64), ``Emulated(fmt, ...)`` (Model 4.1) and ``Native()``
+(the inputs' own dtype, plain ``jax.numpy``).
 
 A policy is a frozen, hashable dataclass (a static argument under ``jit``) whose methods
 evaluate one kind of operation on arrays, elementwise:
@@ -30,7 +31,7 @@ there).  exp is correctly rounded in every mode (``boundlab.elementary``: the fe
 rounding boundary are recomputed in double-word arithmetic).  Known deviation, documented rather
 than hidden: XLA on the CPU flushes float64 subnormals, so t<N> results below 2^-1022 become zero.
 
-Why one file (over 500 lines): ``Policy`` and its two subclasses are one class hierarchy whose
+Why one file (over 500 lines): ``Policy`` and its subclasses are one class hierarchy whose
 methods call each other (``Exact`` overrides half of ``Policy``, ``Emulated`` the other half),
 and the contraction helpers serve the three; split, the file boundaries would cut through the
 class's method resolution.
@@ -611,4 +612,80 @@ class Emulated(Policy):
         return f"Emulated({self.fmt}{extras})"
 
 
-Arithmetic = Exact | Emulated
+
+@dataclasses.dataclass(frozen=True)
+class Native(Policy):
+    """The inputs' own arithmetic, as ``jax.numpy`` writes it: nothing rounded on top, nothing
+    converted, no ``jax_enable_x64`` needed.
+
+    A model written on ``boundlab.models.blocks`` with ``Native()`` is the plain program: one
+    ``jax.numpy`` primitive per operation of the documented order (``a - b`` one subtraction,
+    ``a / b`` one division, sums ``jnp.sum``, products ``lax.dot_general`` at the default
+    precision), in float32, bf16 or float64 as its inputs are.  It is what such a model is trained
+    or served with natively, and the program that ``boundlab.emulate`` and ``first_order`` take:
+    ``emulate(lambda *a: f(*a, arithmetic=Native()), Emulated(fmt))`` rounds each of its operations
+    (Model 4.1).  It has no format and no unit roundoff (bounds need a format).  Python numbers
+    stay Python numbers (weakly typed: they take the dtype of the array they meet).
+    """
+
+    fmt = None
+    mode = "nearest"
+    accumulation = "native"
+    block_size = 32
+    accumulator = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        raise ValueError("Native() computes in its inputs' dtype and has no container of its own")
+
+    @property
+    def unit_roundoff(self) -> float:
+        raise ValueError("Native() has no format, hence no unit roundoff: bound an Emulated(fmt) or an Exact() "
+                         "arithmetic instead")
+
+    def cast(self, x):
+        return x
+
+    def round(self, x, key=None):
+        return x
+
+    def add(self, x, y, key=None):
+        return x + y
+
+    def sub(self, x, y, key=None):
+        return x - y
+
+    def mul(self, x, y, key=None):
+        return x * y
+
+    def div(self, x, y, key=None):
+        return x / y
+
+    def sqrt(self, x, key=None):
+        return jnp.sqrt(x)
+
+    def exp(self, x, key=None):
+        return jnp.exp(x)
+
+    def apply(self, fn, *args, key=None):
+        return fn(*args)
+
+    def sum(self, x, axis: int = -1, key=None):
+        return jnp.sum(x, axis=axis)
+
+    def dot_general(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, key=None,
+                    **kwargs):
+        return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type, **kwargs)
+
+    def matmul(self, a, b, key=None):
+        return jnp.matmul(a, b)
+
+    def einsum(self, subscripts: str, *operands, key=None):
+        return jnp.einsum(subscripts, *operands)
+
+    def __str__(self) -> str:
+        return "Native()"
+
+
+Arithmetic = Exact | Emulated | Native

@@ -1,8 +1,9 @@
-"""The decoder parts of the block library (boundlab.models.blocks) against independent references:
-NumPy float64 implementations of Hugging Face's Llama formulas for the exact values, ``emulate``
-of plain ``jax.numpy`` code in the documented order for the rounded ones (bit for bit), and the
-structure the parts must have (grouped heads are shared heads, causality, rotary embeddings
-depend on relative positions only)."""
+"""The block library (boundlab.models.blocks) against independent references: NumPy float64
+implementations of Hugging Face's Llama and BERT formulas for the exact values, ``emulate`` of
+plain ``jax.numpy`` code in the documented order for the rounded ones (bit for bit), ``Native()``
+as that plain program and ``emulate`` of it as the emulated arithmetic, and the structure the
+parts must have (grouped heads are shared heads, causality, padding, rotary embeddings depend on
+relative positions only)."""
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +12,9 @@ import pytest
 from tolerances import relative_difference, relative_tolerance
 
 from boundlab import Emulated, Exact, emulate
-from boundlab.models.blocks import (gated_perceptron, grouped_query_attention, rotary, rotary_angles,
-                                    scaled_rms_norm)
+from boundlab.arithmetic import Native
+from boundlab.models.blocks import (activation, affine_layer_norm, attention_mask, gated_perceptron,
+                                    grouped_query_attention, linear, rotary, rotary_angles, scaled_rms_norm)
 
 RNG = np.random.default_rng(7)
 d, n, H, H_KV, DH, HIDDEN = 8, 5, 4, 2, 4, 12
@@ -136,3 +138,76 @@ def test_the_parts_work_under_jit_vmap_and_grad():
     stochastic = grouped_query_attention(Emulated("bf16", mode="stochastic").cast(X), WQ, WK, WV, WO, H, H_KV,
                                          Emulated("bf16", mode="stochastic"), key=jax.random.key(0), rope_base=BASE)
     assert np.all(np.isfinite(np.asarray(stochastic)))
+
+
+# -- the encoder's parts: BERT's formulas, Native() as the plain program ---------------------------
+BIASES = [0.1 * RNG.standard_normal(rows) for rows in (H * DH, H * DH, H * DH, d)]
+WK_FULL, WV_FULL = (RNG.standard_normal((H * DH, d)) / np.sqrt(d) for _ in range(2))
+GAMMA, BETA = 1 + 0.1 * RNG.standard_normal(d), 0.1 * RNG.standard_normal(d)
+VALID = np.array([True, True, True, False, True])
+
+
+def bert_attention(x, valid):
+    """Hugging Face's BertSelfAttention + BertSelfOutput's dense map (padding keys masked)."""
+    bq, bk, bv, bo = BIASES
+    q, k, v = WQ @ x + bq[:, None], WK_FULL @ x + bk[:, None], WV_FULL @ x + bv[:, None]
+    heads = []
+    for h in range(H):
+        rows = slice(h * DH, (h + 1) * DH)
+        s = np.where(valid[:, None], k[rows].T @ q[rows] / np.sqrt(DH), -np.inf)
+        p = np.exp(s - s.max(axis=0))
+        heads.append(v[rows] @ (p / p.sum(axis=0)))
+    return WO @ np.concatenate(heads) + bo[:, None]
+
+
+def encoder_attention(x, arithmetic):
+    bq, bk, bv, bo = BIASES
+    return grouped_query_attention(x, WQ, WK_FULL, WV_FULL, WO, H, H, arithmetic, mask=attention_mask(VALID, False),
+                                   bq=bq, bk=bk, bv=bv, bo=bo)
+
+
+def test_the_encoder_parts_are_berts_formulas():
+    tolerance = relative_tolerance("fp64", 2**8)
+    textbook_norm = GAMMA[:, None] * (X - X.mean(0)) / np.sqrt(X.var(0) + 1e-3) + BETA[:, None]
+    erf_gelu = 0.5 * X * (1 + np.vectorize(__import__("math").erf)(X / np.sqrt(2)))
+    tanh_gelu = 0.5 * X * (1 + np.tanh(np.sqrt(2 / np.pi) * (X + 0.044715 * X**3)))
+    cases = [(affine_layer_norm(X, GAMMA, BETA, 1e-3), textbook_norm),
+             (affine_layer_norm(X, GAMMA, BETA, jnp.asarray(1e-3)), textbook_norm),  # an epsilon as an array
+             (activation(X, "gelu"), erf_gelu), (activation(X, "gelu_tanh"), tanh_gelu),
+             (linear(WQ, BIASES[0], X), WQ @ X + BIASES[0][:, None]),
+             (encoder_attention(X, Exact()), bert_attention(X, VALID))]
+    for got, want in cases:
+        assert np.max(np.abs(np.asarray(got) - want)) <= tolerance * np.max(np.abs(want))
+    np.testing.assert_array_equal(attention_mask(VALID, True), np.tril(np.ones((n, n), bool)).T & VALID[:, None])
+    with pytest.raises(ValueError, match="activation must be one of"):
+        activation(X, "swish")
+
+
+def test_native_is_the_plain_program_and_emulating_it_is_the_emulated_arithmetic(x64_off):
+    # Native(): no x64 needed, the inputs' dtype kept, and the value of the same order in jax.numpy
+    x32, gamma32, beta32 = (jnp.asarray(a, jnp.float32) for a in (X, GAMMA, BETA))
+    native = affine_layer_norm(x32, gamma32, beta32, 1e-3, Native())
+    c = x32 - jnp.sum(x32, axis=0) / d
+    plain = gamma32[:, None] * (c / jnp.sqrt(jnp.sum(c * c, axis=0) / d + 1e-3)) + beta32[:, None]
+    assert native.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(native), np.asarray(plain))
+    assert activation(jnp.asarray(X, jnp.bfloat16), "gelu_tanh", Native()).dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="no unit roundoff"):
+        Native().unit_roundoff
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "fp8_e4m3"])
+def test_emulating_the_native_parts_is_the_emulated_arithmetic_bit_for_bit(fmt):
+    arithmetic = Emulated(fmt)
+    parts = [lambda x, a: affine_layer_norm(x, a.cast(GAMMA), a.cast(BETA), 1e-3, a),
+             lambda x, a: activation(x, "gelu", a), lambda x, a: activation(x, "gelu_tanh", a)]
+    for part in parts:
+        np.testing.assert_array_equal(np.asarray(emulate(lambda x: part(x, Native()), arithmetic)(X)),
+                                      np.asarray(part(arithmetic.cast(X), arithmetic)))
+    def attend(x, a, wq, wk, wv, wo, bq, bk, bv, bo):
+        return grouped_query_attention(x, wq, wk, wv, wo, H, H, a, mask=attention_mask(VALID, False), bq=bq, bk=bk,
+                                       bv=bv, bo=bo)
+
+    operands = (WQ, WK_FULL, WV_FULL, WO, *BIASES)  # emulate rounds them on entry, as cast does
+    np.testing.assert_array_equal(np.asarray(emulate(lambda x, *w: attend(x, Native(), *w), arithmetic)(X, *operands)),
+                                  np.asarray(attend(arithmetic.cast(X), arithmetic, *map(arithmetic.cast, operands))))

@@ -42,11 +42,20 @@ def test_the_model_is_causal_and_the_max_shift_changes_nothing_in_float64():
     np.testing.assert_allclose(charlm.forward(PARAMS, IDS[0], EPS, plain), logits, rtol=0, atol=64 * 2.0**-53)
 
 
-def test_layer_norm_is_the_textbook_formula():
-    X = np.random.default_rng(1).standard_normal((8, 5))
-    gamma, beta = np.linspace(0.5, 2, 8), np.linspace(-1, 1, 8)
-    expected = gamma[:, None] * (X - X.mean(0)) / np.sqrt(X.var(0) + 1e-3) + beta[:, None]
-    np.testing.assert_allclose(charlm.layer_norm(X, gamma, beta, 1e-3), expected, rtol=32 * 2.0**-53)
+def test_the_nnx_module_is_the_pure_function_bit_for_bit_natively_and_emulated():
+    from flax import nnx
+
+    from boundlab import Emulated, emulate
+
+    model = charlm.CharLM(CONFIG, params=PARAMS)
+    pure = jax.vmap(lambda ids: charlm.forward(PARAMS, ids, EPS, CONFIG))(IDS)
+    np.testing.assert_array_equal(np.asarray(model(IDS, EPS)), np.asarray(pure))
+    graph, state = nnx.split(model)
+    emulated = emulate(lambda s: nnx.merge(graph, s)(IDS, EPS), Emulated("bf16"))(state)
+    np.testing.assert_array_equal(np.asarray(emulated),
+                                  np.asarray(emulate(lambda p: jax.vmap(lambda i: charlm.forward(p, i, EPS, CONFIG))(IDS),
+                                                     Emulated("bf16"))(PARAMS)))
+    assert charlm.CharLM(CONFIG, vocab=VOCAB, rngs=nnx.Rngs(0))(IDS, EPS).shape == (3, VOCAB, 6)
 
 
 def test_fp16_without_the_max_shift_overflows_where_the_shifted_softmax_does_not():

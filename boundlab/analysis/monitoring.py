@@ -48,9 +48,21 @@ NETWORK = ("log10_theorem_4_30", "log10_theorem_4_30_free", "log10_layerwise", "
 FLAGS = ("finite", "theorem hypotheses", "theorem hypotheses (sigma_min-free)", "normalisation defined")
 
 
+ERROR_KINDS = ("componentwise", "normwise")
+
+
+def error_key(fmt: str, kind: str = "normwise") -> str:
+    """The key under which ``Diagnostics.network`` (and the rows of ``scalars()``, the columns of
+    the training study's CSV) hold the measured output error under ``fmt``: "error_<kind>/<fmt>".
+    Readers take the key from here rather than spelling it."""
+    if kind not in ERROR_KINDS:
+        raise ValueError(f"kind is 'normwise' or 'componentwise', not {kind!r}")
+    return f"error_{kind}/{fmt}"
+
+
 def network_names(formats) -> tuple[str, ...]:
     """The keys of ``Diagnostics.network`` for these formats."""
-    return NETWORK + tuple(f"error_{kind}/{name}" for name in formats for kind in ("componentwise", "normwise"))
+    return NETWORK + tuple(error_key(name, kind) for name in formats for kind in ERROR_KINDS)
 
 
 class Diagnostics(NamedTuple):
@@ -63,9 +75,7 @@ class Diagnostics(NamedTuple):
     def error(self, fmt: str, kind: str = "normwise") -> jax.Array:
         """The measured error of the network's output under ``fmt``: ``kind`` "normwise"
         (||Y^ - Y||_F / ||Y||_F over the batch) or "componentwise" (rho_c, worst sample)."""
-        if kind not in ("normwise", "componentwise"):
-            raise ValueError(f"kind is 'normwise' or 'componentwise', not {kind!r}")
-        name = f"error_{kind}/{fmt}"
+        name = error_key(fmt, kind)
         if name not in self.network:
             formats = sorted({key.split("/", 1)[1] for key in self.network if key.startswith("error_")})
             raise KeyError(f"{fmt!r} was not diagnosed; the formats are {formats}")
@@ -131,8 +141,8 @@ def diagnose(params: Params, X, *, norm: str = "layer", formats: tuple[str, ...]
         # both faster to run (about 3x at d = 16 on the CPU) and to compile
         result = jax.vmap(lambda x: compare(params, x, Emulated(name, unroll=0), norm))(X)
         emulated = result.emulated.astype(jnp.float64)
-        network[f"error_componentwise/{name}"] = jnp.max(relative_componentwise(emulated, result.exact, axis=(1, 2)))
-        network[f"error_normwise/{name}"] = jnp.linalg.norm((emulated - result.exact).ravel()) \
+        network[error_key(name, "componentwise")] = jnp.max(relative_componentwise(emulated, result.exact, axis=(1, 2)))
+        network[error_key(name, "normwise")] = jnp.linalg.norm((emulated - result.exact).ravel()) \
             / jnp.linalg.norm(result.exact.ravel())
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(params)])) & jnp.all(jnp.isfinite(X))
     flags = {"finite": finite, **flags}

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 
@@ -20,7 +18,8 @@ import os
 def write_report(result, out_dir: str) -> dict:
     """Write the report of ``result`` (a ``boundlab.analysis.ModelDiagnostics``) into ``out_dir``;
     returns the paths written ({"report", "csv", "summary", "plots"})."""
-    from boundlab.output.strict_json import strict_json
+    from boundlab.output.strict_json import write_json
+    from boundlab.output.tables import write_rows
 
     os.makedirs(out_dir, exist_ok=True)
     rows = result.table()
@@ -44,14 +43,9 @@ def write_report(result, out_dir: str) -> dict:
                     for f in result.formats if result.at_output(f).bound is not None},
     }
     summary_path = os.path.join(out_dir, "summary.json")
-    with open(summary_path, "w") as handle:
-        json.dump(strict_json(summary), handle, indent=1, allow_nan=False)
+    write_json(summary_path, summary)
     csv_path = os.path.join(out_dir, "parts.csv")
-    columns = sorted({key for row in rows for key in row}, key=lambda k: (k not in ("part", "kind", "layer"), k))
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(csv_path, rows, sorted({key for row in rows for key in row}, key=lambda k: (k not in ("part", "kind", "layer"), k)))
     plots = _plots(result, rows, out_dir)
     report_path = os.path.join(out_dir, "report.md")
     with open(report_path, "w") as handle:

@@ -3,13 +3,12 @@ per-initialisation errors, and ``summary.json`` with the fitted quantities."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 import numpy as np
 
-from boundlab.output.strict_json import strict_json
+from boundlab.output.strict_json import write_json
 from boundlab.output.tables import write_table
 
 
@@ -56,6 +55,5 @@ def write(result, out_dir) -> dict:
     png = os.path.join(out_dir, f"figure{result.number}.png")
     plot(result, png)
     summary_path = os.path.join(out_dir, "summary.json")
-    with open(summary_path, "w") as handle:
-        json.dump(strict_json(result.summary), handle, indent=1, allow_nan=False)  # NaN/inf -> null
+    write_json(summary_path, result.summary)  # NaN/inf -> null
     return {"png": png, "csv": write_csv(result, out_dir), "summary": summary_path}

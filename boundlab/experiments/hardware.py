@@ -33,7 +33,6 @@ Written: ``ksweep.csv`` (one row per distribution, unit, N_C, K), ``models.csv``
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -43,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from boundlab.output.tables import write_rows
-from boundlab.output.strict_json import strict_json
+from boundlab.output.strict_json import write_json
 from boundlab.formats import get_format
 from boundlab.matrix_units import dot, dot_error_bound, get_unit
 
@@ -349,6 +348,5 @@ def hardware(config: HardwareStudy, out_dir, progress: bool = True) -> dict:
     plot(rows, distributions, config, paths["png"])
     summary = _summary(config, rows, distributions, model_rows)
     summary["seconds"] = time.perf_counter() - start
-    with open(paths["summary"], "w") as handle:
-        json.dump(strict_json(summary), handle, indent=1, allow_nan=False)
+    write_json(paths["summary"], summary)
     return paths | {"summary_data": summary}

@@ -166,7 +166,9 @@ def plot_training(rows, config, out_dir) -> list[str]:
     groups = _run_groups(rows)
     widths = sorted({key[0] for key in groups})
     colours = dict(zip(widths, _colours(plt, len(widths))))
-    errors = [f"error_normwise/{name}" for name in config.formats]
+    from boundlab.analysis.monitoring import error_key
+
+    errors = [error_key(name) for name in config.formats]
     panels = list(TRAINING_LABELS) + errors + ["test_accuracy"]
     columns = 3
     fig, axes = plt.subplots(_ceil_div(len(panels), columns), columns, figsize=(15, 3.6 * _ceil_div(len(panels), columns)),
@@ -179,7 +181,7 @@ def plot_training(rows, config, out_dir) -> list[str]:
             axis.plot(steps, values, color=colours[width], linestyle="--" if penalised else "-", alpha=0.8,
                       label=f"d = {width}" if seed == config.seeds[0] and not penalised else None)
         label = TRAINING_LABELS.get(name, name)
-        if name.startswith("error_") or name == "baek_predictor":
+        if name in errors or name == "baek_predictor":
             label = f"log10 {label}"
         axis.set_title(label, fontsize=9)
         axis.set_xlabel("training step")

@@ -88,10 +88,9 @@ def headline_lines(headline: dict) -> list[str]:
 
 def write(result: dict, out_dir) -> dict:
     """CSV tables, ``layers.png``, ``advisor.png`` and ``summary.json`` in ``out_dir``."""
-    import json
     import os
 
-    from boundlab.output.strict_json import strict_json
+    from boundlab.output.strict_json import write_json
 
     os.makedirs(out_dir, exist_ok=True)
     write_table(os.path.join(out_dir, "layers.csv"),
@@ -112,9 +111,7 @@ def write(result: dict, out_dir) -> dict:
     plot_layers(result, os.path.join(out_dir, "layers.png"))
     plot_advisor(result, os.path.join(out_dir, "advisor.png"))
     headline = summary(result)
-    full = strict_json({"summary": headline} | {k: v for k, v in result.items()})
-    with open(os.path.join(out_dir, "summary.json"), "w") as handle:
-        json.dump(full, handle, indent=1, allow_nan=False)
+    write_json(os.path.join(out_dir, "summary.json"), {"summary": headline} | {k: v for k, v in result.items()})
     return headline
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -47,7 +46,7 @@ import numpy as np
 
 from boundlab.experiments.instability import QUICK_INSTABILITY, InstabilityStudy
 from boundlab.output.tables import write_rows
-from boundlab.output.strict_json import strict_json
+from boundlab.output.strict_json import write_json
 from boundlab.training import get_recipe, init_state, make_step
 
 TASK_NAMES = ("digits", "characters")
@@ -446,6 +445,5 @@ def recipes_study(config: RecipeStudy, out_dir, progress: bool = True) -> dict:
         summary["instability"] = result
         summary["claims"].update(_baek_claims(result))
     summary["seconds"] = time.perf_counter() - start
-    with open(paths["summary"], "w") as handle:
-        json.dump(strict_json(summary), handle, indent=1, allow_nan=False)
+    write_json(paths["summary"], summary)
     return paths | {"summary_data": summary}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -12,7 +11,7 @@ import numpy as np
 from boundlab.bounds.statement import Statement
 from boundlab.experiments.figures import CONFIGS, RUNNERS
 from boundlab.experiments.figure_files import write
-from boundlab.output.strict_json import strict_json, to_json
+from boundlab.output.strict_json import to_json, write_json
 
 # (format, norm, seed) of the analyzed cases: figure4 weights, d = n = D = 8, L = 3
 BOUND_CASES = (("fp16", "layer", 0), ("t16", "rms", 1))
@@ -189,8 +188,7 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
     if progress:
         print("bound table ...", flush=True)
     table, data = bound_table(progress, bound_cases)
-    with open(os.path.join(out, "bounds.json"), "w") as handle:
-        json.dump(strict_json(data), handle, indent=1, allow_nan=False)  # NaN/inf -> null
+    write_json(os.path.join(out, "bounds.json"), data)  # NaN/inf -> null
     with open(os.path.join(out, "bounds.md"), "w") as handle:
         handle.write(table + "\n")
     sections += ["## Section 4 bounds beside the measured errors", "",
@@ -202,8 +200,7 @@ def reproduce(out: str = "boundlab-reproduce", full: bool = False, progress: boo
     if progress:
         print("coverage of the probabilistic bound ...", flush=True)
     covered = coverage(coverage_config or Coverage(), progress)
-    with open(os.path.join(out, "coverage.json"), "w") as handle:
-        json.dump(strict_json(covered), handle, indent=1, allow_nan=False)
+    write_json(os.path.join(out, "coverage.json"), covered)
     sections += ["## The probabilistic first-order bound", ""] + [f"* {line}" for line in coverage_lines(covered)]
     sections += ["* data: [coverage.json](coverage.json)", ""]
     _write_index(out, sections, finished=False)

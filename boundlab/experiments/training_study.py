@@ -14,7 +14,6 @@ accuracy and error with and without the penalty).  Non-finite numbers are writte
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from boundlab.analysis.monitoring import error_key
 from boundlab.experiments.stats import log10_of
 from boundlab.formats import get_format
 from boundlab.verdicts import holds, verdict
@@ -209,7 +209,7 @@ def theorem_check(rows: list[dict], fmt: str) -> dict:
     error is below its own bound, so the maximum is below the largest bound.  In log10: the
     coefficient can exceed float64's range."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        measured = np.asarray([row[f"error_componentwise/{fmt}"] for row in rows], np.float64)
+        measured = np.asarray([row[error_key(fmt, "componentwise")] for row in rows], np.float64)
         log_measured = np.clip(np.log10(measured), -1e300, None)
     log_bound = np.asarray([row["log10_theorem_4_30"] for row in rows], np.float64) + np.log10(
         get_format(fmt).unit_roundoff)
@@ -223,7 +223,7 @@ def theorem_check(rows: list[dict], fmt: str) -> dict:
 
 
 def summarise(rows: list[dict], config: TrainStudy) -> dict:
-    errors = [f"error_{kind}/{name}" for name in config.formats for kind in ("normwise", "componentwise")]
+    errors = [error_key(name, kind) for name in config.formats for kind in ("normwise", "componentwise")]
     finals = [row for row in rows if row["step"] == config.steps]
     summary = {"config": dataclasses.asdict(config), "checkpoints": len(rows), "runs": len(finals),
                "correlations_all_checkpoints": {e: correlations(rows, e) for e in errors},
@@ -261,15 +261,14 @@ def write_study(rows: list[dict], config: TrainStudy, out_dir: str) -> dict:
     the Theorem 4.30 verdict per format)."""
     from boundlab.output.tables import write_rows
     from boundlab.experiments.plots import plot_training
-    from boundlab.output.strict_json import strict_json
+    from boundlab.output.strict_json import write_json
 
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "checkpoints.csv")
     write_rows(csv_path, rows)
     summary = summarise(rows, config)
     summary_path = os.path.join(out_dir, "summary.json")
-    with open(summary_path, "w") as handle:
-        json.dump(strict_json(summary), handle, indent=1, allow_nan=False)
+    write_json(summary_path, summary)
     pngs = plot_training(rows, config, out_dir)
     return {"csv": csv_path, "summary": summary_path, "png": pngs,
             "theorem_4_30_check": {fmt: check["verdict"] for fmt, check in summary["theorem_4_30_check"].items()}}

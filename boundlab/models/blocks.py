@@ -35,6 +35,23 @@ Decoder parts, in the order the reference implementations (Hugging Face's Llama)
 * gated perceptron (SwiGLU): fl(W_down fl(silu(fl(W_gate x)) * fl(W_up x))), silu(z) =
   fl(z fl(logistic(z))) with the logistic evaluated in float64 and rounded once.
 
+Parts of the encoder family and the character model (BERT, GPT-2; ``boundlab.models.encoder``,
+``boundlab.models.charlm``):
+
+* linear map, Lemma 4.3.3's order: fl(fl(W x) + b), W in PyTorch's (out, in) layout;
+* affine layer norm with an epsilon: c = c(x) (centring above), v = fl(fl(sum_j fl(c_j^2)) / d),
+  N = fl(c / fl(sqrt(fl(v + eps)))), then fl(fl(gamma N) + beta); with eps = 0 the paper's
+  R(c(x)) (eq. 1) before the affine map;
+* GELU, erf form: fl(fl(0.5 x) fl(1 + fl(erf(fl(x / fl(sqrt 2)))))); tanh form:
+  fl(fl(0.5 x) fl(1 + fl(tanh(fl(c fl(x + fl(0.044715 fl(fl(x x) x)))))))), c = sqrt(2/pi); erf
+  and tanh evaluated in float64 and rounded once (``Policy.apply``);
+* attention with biases and a padding mask is ``grouped_query_attention`` with H_kv = H: biases
+  added after each product, fl(fl(W_q x) + b_q), and the output fl(fl(W_o y) + b_o).
+
+Every function also runs in ``Native()`` arithmetic: plain ``jax.numpy`` in the inputs' dtype,
+one primitive per operation above, which is the program ``boundlab.emulate`` rounds (Model 4.1)
+and the one a model is trained or served with natively.
+
 Causal attention is computed for all columns at once with masked entries set to exact zeros,
 which add nothing and change no rounding: the result is bit for bit that of the column-by-
 column recursion.
@@ -46,12 +63,14 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from boundlab.runtime.compilation import compiled
 from boundlab.accumulation import fold_key
 from boundlab.arithmetic import Exact
 from boundlab.quantities import causal_mask
 
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
 
 def sqrt_dim(d: int, arithmetic) -> jax.Array:
@@ -196,33 +215,113 @@ def _per_head(fn, stacked, key):
     return jax.vmap(fn)(stacked, jnp.stack([fold_key(key, index) for index in range(stacked.shape[0])]))
 
 
-@compiled(static_argnames=('arithmetic', 'heads', 'kv_heads', 'rope_base', 'causal'))
+def _bias(Y, b, arithmetic, key):
+    return Y if b is None else arithmetic.add(Y, b[..., :, None], key)
+
+
+@compiled(static_argnames=('arithmetic', 'heads', 'kv_heads', 'rope_base', 'causal', 'max_shift', 'return_internals'))
 def grouped_query_attention(X, Wq, Wk, Wv, Wo, heads: int, kv_heads: int, arithmetic=Exact(), key=None,
-                            positions=None, rope_base: float | None = None, causal: bool = True):
+                            positions=None, rope_base: float | None = None, causal: bool = True, mask=None,
+                            bq=None, bk=None, bv=None, bo=None, max_shift: bool = True,
+                            return_internals: bool = False):
     """Grouped-query self-attention of the columns of X (d x n): Wq (H d_h x d), Wk and Wv
     (H_kv d_h x d), Wo (d x H d_h); ``heads`` = H query heads over ``kv_heads`` = H_kv groups
     (H_kv = H: multi-head attention; H_kv = 1: multi-query).  With ``rope_base``, queries and keys
-    are rotated at ``positions`` (default 0, ..., n - 1).  ``causal``: token t sees tokens <= t."""
+    are rotated at ``positions`` (default 0, ..., n - 1).  ``causal``: token t sees tokens <= t;
+    ``mask`` (n x n, mask[i, t]: key i visible to query t; see ``attention_mask``) replaces that
+    choice.  Optional biases ``bq``, ``bk``, ``bv`` (H d_h, H_kv d_h, H_kv d_h) and ``bo`` (d),
+    each added after its product (BERT's linear maps).  ``max_shift``: the softmax subtracts each
+    column's maximum first (libraries do; the paper's eq. 4 does not).  ``return_internals`` also
+    gives the scores S and the softmax matrices P, (H, n, n) each (S unmasked)."""
     d, n = X.shape
     if heads % kv_heads or Wq.shape[0] % heads or Wk.shape != Wv.shape or Wk.shape[0] * heads != Wq.shape[0] * kv_heads:
         raise ValueError(f"grouped-query attention: {heads} query heads over {kv_heads} key/value heads need "
                          f"Wq (H d_h x d) = {Wq.shape} and Wk, Wv (H_kv d_h x d) = {Wk.shape}, {Wv.shape}")
     dh = Wq.shape[0] // heads
     positions = jnp.arange(n) if positions is None else positions
-    Q = arithmetic.matmul(Wq, X, fold_key(key, 0)).reshape(heads, dh, n)
-    K = arithmetic.matmul(Wk, X, fold_key(key, 1)).reshape(kv_heads, dh, n)
-    V = arithmetic.matmul(Wv, X, fold_key(key, 2)).reshape(kv_heads, dh, n)
+    with jax.named_scope("query"):
+        Q = _bias(arithmetic.matmul(Wq, X, fold_key(key, 0)), bq, arithmetic, fold_key(key, 20)).reshape(heads, dh, n)
+    with jax.named_scope("key"):
+        K = _bias(arithmetic.matmul(Wk, X, fold_key(key, 1)), bk, arithmetic, fold_key(key, 21)).reshape(kv_heads, dh, n)
+    with jax.named_scope("value"):
+        V = _bias(arithmetic.matmul(Wv, X, fold_key(key, 2)), bv, arithmetic, fold_key(key, 22)).reshape(kv_heads, dh, n)
     if rope_base is not None:
-        Q = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), Q, fold_key(key, 10))
-        K = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), K, fold_key(key, 11))
-    group = jnp.arange(heads) // (heads // kv_heads)
-    K, V = K[group], V[group]  # each query head with its group's keys and values
-    products = arithmetic.matmul(jnp.swapaxes(K, 1, 2), Q, fold_key(key, 3))  # (H, n keys, n queries)
-    S = arithmetic.div(products, sqrt_dim(dh, arithmetic), fold_key(key, 4))
-    mask = causal_mask(n) if causal else jnp.ones((n, n), bool)
-    P = _per_head(lambda s, k: softmax(s, arithmetic, k, mask=mask, max_shift=True), S, fold_key(key, 5))
-    O = arithmetic.matmul(V, P, fold_key(key, 6)).reshape(heads * dh, n)
-    return arithmetic.matmul(Wo, O, fold_key(key, 7))
+        with jax.named_scope("rotary"):
+            Q = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), Q, fold_key(key, 10))
+            K = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), K, fold_key(key, 11))
+    if kv_heads != heads:
+        group = jnp.arange(heads) // (heads // kv_heads)
+        K, V = K[group], V[group]  # each query head with its group's keys and values
+    with jax.named_scope("scores"):
+        products = arithmetic.matmul(jnp.swapaxes(K, 1, 2), Q, fold_key(key, 3))  # (H, n keys, n queries)
+        S = arithmetic.div(products, sqrt_dim(dh, arithmetic), fold_key(key, 4))
+    if mask is None:
+        mask = causal_mask(n) if causal else jnp.ones((n, n), bool)
+    with jax.named_scope("softmax"):
+        P = _per_head(lambda s, k: softmax(s, arithmetic, k, mask=mask, max_shift=max_shift), S, fold_key(key, 5))
+    with jax.named_scope("mix"):
+        O = arithmetic.matmul(V, P, fold_key(key, 6)).reshape(heads * dh, n)
+    with jax.named_scope("output"):
+        out = _bias(arithmetic.matmul(Wo, O, fold_key(key, 7)), bo, arithmetic, fold_key(key, 23))
+    return (out, S, P) if return_internals else out
+
+
+def attention_mask(valid, causal: bool) -> jax.Array:
+    """mask[i, t]: key i is visible to query t (a valid key, i.e. not padding; and i <= t when
+    ``causal``), for ``grouped_query_attention(mask=...)``."""
+    n = valid.shape[0]
+    mask = jnp.broadcast_to(valid[:, None], (n, n))
+    if causal:
+        mask = mask & causal_mask(n)
+    return mask
+
+
+def linear(W, b, X, arithmetic=Exact(), key=None):
+    """fl(fl(W X) + b) for each column of X (Lemma 4.3.3's order: the bias after the product)."""
+    return arithmetic.add(arithmetic.matmul(W, X, fold_key(key, 0)), b[:, None], fold_key(key, 1))
+
+
+def affine_layer_norm(X, gamma, beta, eps=0.0, arithmetic=Exact(), key=None):
+    """gamma * (x - mu e) / sqrt(nu + eps) + beta for each column (eq. 1 with an epsilon and an
+    affine map, BERT's and GPT-2's; nu the biased variance; order in the module docstring).  A
+    Python ``eps`` = 0 evaluates the paper's R(c(x)) (``layer_norm``); ``eps`` may be an array (a
+    traced value: an epsilon that a policy changes during training without recompiling)."""
+    d = X.shape[0]
+    if isinstance(eps, (int, float)) and eps == 0:
+        normed = layer_norm(X, arithmetic, fold_key(key, 0))
+    else:
+        c = centring(X, arithmetic, fold_key(key, 1))
+        total = arithmetic.sum(arithmetic.mul(c, c, fold_key(key, 2)), axis=0, key=fold_key(key, 3))
+        variance = arithmetic.div(total, arithmetic.cast(float(d)), fold_key(key, 4))
+        scale = arithmetic.sqrt(arithmetic.add(variance, arithmetic.cast(eps), fold_key(key, 5)), fold_key(key, 6))
+        normed = arithmetic.div(c, scale, fold_key(key, 7))
+    scaled = arithmetic.mul(gamma[:, None], normed, fold_key(key, 8))
+    return arithmetic.add(scaled, beta[:, None], fold_key(key, 9))
+
+
+def gelu(X, arithmetic=Exact(), key=None, approximate: bool = False):
+    """GELU(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (``approximate``: the tanh form
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), Hendrycks and Gimpel 2016); x^3 is two
+    rounded products."""
+    half = arithmetic.mul(arithmetic.cast(0.5), X, fold_key(key, 0))
+    if approximate:
+        cube = arithmetic.mul(arithmetic.mul(X, X, fold_key(key, 1)), X, fold_key(key, 2))
+        inner = arithmetic.add(X, arithmetic.mul(arithmetic.cast(0.044715), cube, fold_key(key, 3)), fold_key(key, 4))
+        arg = arithmetic.mul(arithmetic.cast(math.sqrt(2 / math.pi)), inner, fold_key(key, 5))
+        phi = arithmetic.apply(jnp.tanh, arg, key=fold_key(key, 6))
+    else:
+        arg = arithmetic.div(X, arithmetic.cast(math.sqrt(2.0)), fold_key(key, 7))
+        phi = arithmetic.apply(lax.erf, arg, key=fold_key(key, 8))
+    return arithmetic.mul(half, arithmetic.add(arithmetic.cast(1.0), phi, fold_key(key, 9)), fold_key(key, 10))
+
+
+def activation(X, kind: str, arithmetic=Exact(), key=None):
+    """One of ``ACTIVATIONS``: ReLU (exact), GELU in its erf or its tanh form."""
+    if kind == "relu":
+        return jnp.maximum(X, 0)  # exact
+    if kind not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
+    return gelu(X, arithmetic, key, approximate=kind == "gelu_tanh")
 
 
 @compiled(static_argnames=('arithmetic',))

@@ -25,6 +25,8 @@ import signal
 import sys
 import threading
 
+from boundlab.output.strict_json import write_json
+
 MARKER = "INCOMPLETE"
 SUMMARY = "summary.json"
 
@@ -144,10 +146,7 @@ def _now() -> str:
 
 
 def _write_json(path, data) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump(data, handle, indent=1, allow_nan=False)
-    os.replace(temporary, path)  # atomic: a reader sees the old file or the new one
+    write_json(path, data)  # atomic: a reader sees the old file or the new one
 
 
 def prepare(out: str, force: bool = False) -> str | None:

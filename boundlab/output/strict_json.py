@@ -1,9 +1,12 @@
-"""NumPy results as JSON: ``to_json`` (plain Python, NaN kept) and ``strict_json`` (NaN and
-infinity as null, so ``json.dumps(..., allow_nan=False)`` accepts it)."""
+"""NumPy results as JSON: ``to_json`` (plain Python, NaN kept), ``strict_json`` (NaN and
+infinity as null, so ``json.dumps(..., allow_nan=False)`` accepts it) and ``write_json``, the one
+function every command writes its JSON files with."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 
@@ -32,3 +35,15 @@ def to_json(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def write_json(path, value) -> str:
+    """``value`` as strict JSON (``strict_json``: NaN and infinity as null; indent 1) in ``path``,
+    written to a temporary file and moved into place, so that a reader sees the old file or the
+    new one, never half of one.  Returns ``path``."""
+    path = os.fspath(path)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump(strict_json(value), handle, indent=1, allow_nan=False)
+    os.replace(temporary, path)
+    return path

@@ -14,11 +14,12 @@ def write_table(path, header, rows) -> None:
         writer.writerows(rows)
 
 
-def write_rows(path, rows) -> None:
-    """Dict rows as CSV, one column per key that any row has (first appearance order); an empty
-    file for no rows."""
+def write_rows(path, rows, columns=None) -> None:
+    """Dict rows as CSV, one column per key that any row has (first appearance order, or the
+    order of ``columns``, which must name every key); an empty file for no rows."""
     with open(path, "w", newline="") as handle:
         if rows:
-            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+            columns = list(dict.fromkeys(key for row in rows for key in row)) if columns is None else list(columns)
+            writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)

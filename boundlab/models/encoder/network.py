@@ -4,29 +4,19 @@ Beside the paper's network (single head, pre-norm, ReLU, causal; ``boundlab.mode
 family covers the models people run: multi-head attention with biases and an output projection,
 GELU (exact erf form and tanh form) or ReLU, post-norm (BERT) or pre-norm (GPT-2) blocks, layer
 norms with an epsilon and an affine map, causal or bidirectional attention with a padding mask,
-token/position/type embeddings and mean pooling.  It shares the paper's layers where they
-coincide (``centring``, ``layer_norm`` = R(c(x)) when eps = 0, the masked ``softmax`` of eq. 4),
-so ``Exact()`` runs it in float64, ``Emulated(fmt)`` rounds every scalar operation (Model 4.1),
+token/position/type embeddings and mean pooling.  It is built from the block library
+(``boundlab.models.blocks``), as the paper's network is, so ``Exact()`` runs it in float64, ``Emulated(fmt)`` rounds every scalar operation (Model 4.1),
 and ``boundlab.emulate``/``first_order`` see the same sequence of operations when it is traced
 with ``Exact()``: ``emulate(lambda *a: encode(*a, arithmetic=Exact()), Emulated(f))`` equals
 ``encode(..., arithmetic=Emulated(f))`` bit for bit.
 
 Tokens are columns, as in the paper: one sequence is X in R^{d x n}; batches are mapped with
-``jax.vmap`` (``encode_batch``).  Orders of operations (one rounding per arrow):
-
-* linear map (Lemma 4.3.3 order): fl(fl(W x) + b), W in PyTorch's (out, in) layout;
-* layer norm with eps (BERT): c = c(x) (proof of Lemma 4.10), v = fl(fl(sum fl(c_j^2)) / d),
-  N = fl(c / fl(sqrt(fl(v + eps)))), then fl(fl(gamma N) + beta); with eps = 0 the paper's
-  R(c(x)) (eq. 1) before the affine map;
-* scores of head h: fl(fl(k_i^T q_t) / fl(sqrt(d_h))), q = fl(fl(W_q x) + b_q) sliced by head;
-* softmax (eq. 4) down each column over the visible keys, with the column maximum subtracted
-  first (``max_shift``, what libraries do; exact subtraction of a format number is still rounded);
-* head output fl(V_h psi) (eq. 5 without W_v, which is folded into V), heads concatenated, then
-  the output projection fl(fl(W_o y) + b_o);
-* GELU: fl(fl(0.5 x) fl(1 + fl(erf(fl(x / fl(sqrt 2)))))) (erf form, BERT's) or
-  fl(fl(0.5 x) fl(1 + fl(tanh(fl(c fl(x + fl(0.044715 fl(x^3)))))))) (tanh form, c = sqrt(2/pi));
-  erf and tanh are evaluated in float64 and rounded once (``Arithmetic.apply``);
-* mean pooling over the valid tokens: fl(fl(sum_valid x_t) / n_valid).
+``jax.vmap`` (``encode_batch``).  The parts are the block library's (``boundlab.models.blocks``,
+where the order of every operation is written out): ``linear``, ``affine_layer_norm``,
+``activation`` (GELU in its erf or tanh form, or ReLU), ``grouped_query_attention`` with as many
+key/value heads as query heads, biases and a padding mask; this module adds the embeddings
+(word + position + type, then the norm) and mean pooling over the valid tokens,
+fl(fl(sum_valid x_t) / n_valid).
 """
 
 from __future__ import annotations
@@ -40,10 +30,9 @@ from jax import lax
 
 from boundlab.accumulation import fold_key
 from boundlab.arithmetic import Exact
-from boundlab.models.blocks import centring, layer_norm as paper_layer_norm, softmax
+from boundlab.models.blocks import ACTIVATIONS, activation, affine_layer_norm, attention_mask, grouped_query_attention, linear
 
 NORM_POSITIONS = ("post", "pre")
-ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 LAYER_KEYS = ("Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo", "ln1_gamma", "ln1_beta", "W1", "b1", "W2", "b2",
               "ln2_gamma", "ln2_beta")
 EMBEDDING_KEYS = ("word", "position", "type", "ln_gamma", "ln_beta")
@@ -114,83 +103,18 @@ def check_params(params: dict, config: EncoderConfig) -> None:
                 raise ValueError(f"params['embeddings'][{name!r}] has width {jnp.shape(emb[name])[-1]}, expected {d}")
 
 
-# -- layers -----------------------------------------------------------------------------------
-def linear(W, b, X, arithmetic=Exact(), key=None):
-    """fl(fl(W X) + b) for each column of X (Lemma 4.3.3's order: bias after the product)."""
-    return arithmetic.add(arithmetic.matmul(W, X, fold_key(key, 0)), b[:, None], fold_key(key, 1))
-
-
-def layer_norm(X, gamma, beta, eps: float = 0.0, arithmetic=Exact(), key=None):
-    """gamma * (x - mu e) / sqrt(nu + eps) + beta for each column (eq. 1 with BERT's eps and
-    affine map; nu the biased variance).  eps = 0 evaluates the paper's R(c(x))."""
-    d = X.shape[0]
-    if eps == 0:
-        normed = paper_layer_norm(X, arithmetic, fold_key(key, 0))
-    else:
-        c = centring(X, arithmetic, fold_key(key, 1))
-        total = arithmetic.sum(arithmetic.mul(c, c, fold_key(key, 2)), axis=0, key=fold_key(key, 3))
-        variance = arithmetic.div(total, arithmetic.cast(float(d)), fold_key(key, 4))
-        scale = arithmetic.sqrt(arithmetic.add(variance, arithmetic.cast(eps), fold_key(key, 5)), fold_key(key, 6))
-        normed = arithmetic.div(c, scale, fold_key(key, 7))
-    scaled = arithmetic.mul(gamma[:, None], normed, fold_key(key, 8))
-    return arithmetic.add(scaled, beta[:, None], fold_key(key, 9))
-
-
-def gelu(X, arithmetic=Exact(), key=None, approximate: bool = False):
-    """GELU(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (``approximate``: the tanh form
-    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), Hendrycks and Gimpel 2016)."""
-    half = arithmetic.mul(arithmetic.cast(0.5), X, fold_key(key, 0))
-    if approximate:
-        cube = arithmetic.mul(arithmetic.mul(X, X, fold_key(key, 1)), X, fold_key(key, 2))
-        inner = arithmetic.add(X, arithmetic.mul(arithmetic.cast(0.044715), cube, fold_key(key, 3)), fold_key(key, 4))
-        arg = arithmetic.mul(arithmetic.cast(math.sqrt(2 / math.pi)), inner, fold_key(key, 5))
-        phi = arithmetic.apply(jnp.tanh, arg, key=fold_key(key, 6))
-    else:
-        arg = arithmetic.div(X, arithmetic.cast(math.sqrt(2.0)), fold_key(key, 7))
-        phi = arithmetic.apply(lax.erf, arg, key=fold_key(key, 8))
-    return arithmetic.mul(half, arithmetic.add(arithmetic.cast(1.0), phi, fold_key(key, 9)), fold_key(key, 10))
-
-
-def activation(X, kind: str, arithmetic=Exact(), key=None):
-    if kind == "relu":
-        return jnp.maximum(X, 0)  # exact
-    return gelu(X, arithmetic, key, approximate=kind == "gelu_tanh")
-
-
-def attention_mask(valid, causal: bool) -> jax.Array:
-    """mask[i, t]: key i is visible to query t (valid key; and i <= t when causal)."""
-    n = valid.shape[0]
-    mask = jnp.broadcast_to(valid[:, None], (n, n))
-    if causal:
-        mask = mask & (jnp.arange(n)[:, None] <= jnp.arange(n)[None, :])
-    return mask
-
-
+# -- layers (the block library's, configured) ----------------------------------------------------
 def multi_head_attention(X, layer, mask, config: EncoderConfig, arithmetic=Exact(), key=None,
                          return_internals: bool = False):
     """Multi-head self-attention with biases and output projection: W_o concat_h(V_h psi(S_h)) + b_o,
-    S_h[i, t] = k_{h,i}^T q_{h,t} / sqrt(d_h) over the keys visible in ``mask`` (n x n).
+    S_h[i, t] = k_{h,i}^T q_{h,t} / sqrt(d_h) over the keys visible in ``mask`` (n x n):
+    ``blocks.grouped_query_attention`` with as many key/value heads as query heads.
 
     ``return_internals`` also gives the scores and the softmax matrices, (heads, n, n) each.
     """
-    d, n = X.shape
-    H, dh = config.heads, config.head_dim
-    with jax.named_scope("query"):
-        Q = linear(layer["Wq"], layer["bq"], X, arithmetic, fold_key(key, 0)).reshape(H, dh, n)
-    with jax.named_scope("key"):
-        K = linear(layer["Wk"], layer["bk"], X, arithmetic, fold_key(key, 1)).reshape(H, dh, n)
-    with jax.named_scope("value"):
-        V = linear(layer["Wv"], layer["bv"], X, arithmetic, fold_key(key, 2)).reshape(H, dh, n)
-    with jax.named_scope("scores"):
-        products = arithmetic.einsum("hdi,hdt->hit", K, Q, key=fold_key(key, 3))
-        S = arithmetic.div(products, arithmetic.cast(math.sqrt(dh)), fold_key(key, 4))
-    with jax.named_scope("softmax"):
-        P = jax.vmap(lambda s: softmax(s, arithmetic, fold_key(key, 5), mask=mask, max_shift=config.max_shift))(S)
-    with jax.named_scope("mix"):
-        heads = arithmetic.einsum("hdi,hit->hdt", V, P, key=fold_key(key, 6)).reshape(d, n)
-    with jax.named_scope("output"):
-        out = linear(layer["Wo"], layer["bo"], heads, arithmetic, fold_key(key, 7))
-    return (out, S, P) if return_internals else out
+    return grouped_query_attention(X, layer["Wq"], layer["Wk"], layer["Wv"], layer["Wo"], config.heads, config.heads,
+                                   arithmetic, key, mask=mask, bq=layer["bq"], bk=layer["bk"], bv=layer["bv"],
+                                   bo=layer["bo"], max_shift=config.max_shift, return_internals=return_internals)
 
 
 def head_attention(X, Wq, bq, Wk, bk, Wv, bv):
@@ -219,7 +143,7 @@ def block(X, layer, mask, config: EncoderConfig, arithmetic=Exact(), key=None):
 
     def norm(Y, which, k):
         with jax.named_scope(f"norm{which}"):
-            return layer_norm(Y, layer[f"ln{which}_gamma"], layer[f"ln{which}_beta"], eps, arithmetic, k)
+            return affine_layer_norm(Y, layer[f"ln{which}_gamma"], layer[f"ln{which}_beta"], eps, arithmetic, k)
 
     def residual(Y, Z, k):
         with jax.named_scope("residual"):
@@ -248,7 +172,7 @@ def embed(embeddings, ids, types, eps: float, arithmetic=Exact(), key=None):
     positions = embeddings["position"][:n].T
     kinds = jnp.take(embeddings["type"], types, axis=0).T
     total = arithmetic.add(arithmetic.add(words, positions, fold_key(key, 0)), kinds, fold_key(key, 1))
-    return layer_norm(total, embeddings["ln_gamma"], embeddings["ln_beta"], eps, arithmetic, fold_key(key, 2))
+    return affine_layer_norm(total, embeddings["ln_gamma"], embeddings["ln_beta"], eps, arithmetic, fold_key(key, 2))
 
 
 def mean_pool(X, valid, arithmetic=Exact(), key=None):

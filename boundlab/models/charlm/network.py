@@ -1,6 +1,8 @@
 """A small character-level causal language model, and Baek's training-time diagnostics of it.
 
-The model (GPT-2's block, pre-norm, tokens as columns as in the paper): for ids (n,),
+The model (GPT-2's block, pre-norm, tokens as columns as in the paper), built from the block library
+(``boundlab.models.blocks``: ``affine_layer_norm``, ``grouped_query_attention`` with as many
+key/value heads as query heads, ``perceptron``) in ``Native()`` arithmetic: for ids (n,),
 X_0 = E[ids]^T + P[:n]^T (d x n); each layer l
 
     h = X + W_o concat_h(V_h psi(S_h)),  S_h = K_h^T Q_h / sqrt(d_h),  [Q; K; V] = W_{q,k,v} N_1(X)
@@ -11,8 +13,10 @@ maximum subtracted first: ``max_shift``) and layer norms with an epsilon and an 
 N(x) = gamma (x - mu) / sqrt(nu + eps) + beta (nu the biased variance); the logits are
 R N_f(X_L) (V x n).  The epsilons are an input, not a constant (``eps``: one per layer norm,
 2 L + 1 of them, in the order N_1, N_2 of layer 1, ..., N_f), so that a policy can change them
-during training without recompiling.  Everything is plain ``jax.numpy``: ``boundlab.emulate``
-rounds each of its operations (Model 4.1) in the forward and the backward pass.
+during training without recompiling.  In ``Native()`` arithmetic every operation is one plain
+``jax.numpy`` primitive in the parameters' dtype: ``boundlab.emulate`` rounds each of them
+(Model 4.1) in the forward and the backward pass.  ``CharLM`` (``boundlab.models.charlm.module``)
+is the NNX module of the same function.
 
 The text is the descriptions of scikit-learn's bundled datasets (``corpus``: about 15 000
 characters of English and tables that ship with scikit-learn), read as characters.
@@ -39,7 +43,9 @@ import numpy as np
 
 from boundlab.runtime import draws
 from boundlab.fragility import layer_norm_indicators, softmax_sensitivity, spread
-from boundlab.models.blocks import softmax
+from boundlab.arithmetic import Native
+from boundlab.models.blocks import affine_layer_norm, grouped_query_attention, perceptron
+from boundlab.quantities import causal_mask
 
 SOURCES = ("load_digits", "load_iris", "load_wine", "load_breast_cancer", "load_diabetes", "load_linnerud")
 
@@ -123,41 +129,27 @@ def init_params(config: CharLMConfig, vocab: int, key, dtype=jnp.float64) -> dic
             "readout": normal(0.02, vocab, d)}
 
 
-def layer_norm(X, gamma, beta, eps):
-    """gamma (x - mu) / sqrt(nu + eps) + beta down each column (nu: the biased variance): the
-    paper's eq. 1, R(c(x)) = sqrt(d) c / ||c||, with an epsilon and an affine map (GPT-2's form)."""
-    c = X - jnp.mean(X, axis=0)
-    nu = jnp.mean(c * c, axis=0)
-    return gamma[:, None] * (c / jnp.sqrt(nu + eps)) + beta[:, None]
-
-
-def _causal(n):
-    return jnp.arange(n)[:, None] <= jnp.arange(n)[None, :]
-
-
 def forward(params, ids, eps, config: CharLMConfig, return_internals: bool = False):
     """Logits (V, n) of one sequence of ids (n,), n <= context; with ``return_internals`` also a
     dict: each layer norm's input (norms, d, n) and per layer the scores (zero where masked) and
     the softmax matrices (L, heads, n, n)."""
     n, H = ids.shape[0], config.heads
-    dh = config.d // H
-    mask = _causal(n)
+    native = Native()
     X = params["embed"][ids].T + params["position"][:n].T
     norm_inputs, scores, probabilities = [], [], []
     for index in range(config.layers):
         layer = jax.tree.map(lambda a, i=index: a[i], params["layers"])
-        N1 = layer_norm(X, layer["gamma"][0], layer["beta"][0], eps[2 * index])
-        Q, K, V = ((W @ N1).reshape(H, dh, n) for W in (layer["Wq"], layer["Wk"], layer["Wv"]))
-        S = jnp.einsum("hdi,hdt->hit", K, Q) / math.sqrt(dh)
-        P = jax.vmap(lambda s: softmax(s, mask=mask, max_shift=config.max_shift))(S)
-        h = X + layer["Wo"] @ jnp.einsum("hdi,hit->hdt", V, P).reshape(config.d, n)
-        N2 = layer_norm(h, layer["gamma"][1], layer["beta"][1], eps[2 * index + 1])
+        N1 = affine_layer_norm(X, layer["gamma"][0], layer["beta"][0], eps[2 * index], native)
+        attended, S, P = grouped_query_attention(N1, layer["Wq"], layer["Wk"], layer["Wv"], layer["Wo"], H, H, native,
+                                                 max_shift=config.max_shift, return_internals=True)
+        h = X + attended
+        N2 = affine_layer_norm(h, layer["gamma"][1], layer["beta"][1], eps[2 * index + 1], native)
         norm_inputs += [X, h]
-        scores.append(jnp.where(mask, S, 0))
+        scores.append(jnp.where(causal_mask(n), S, 0))
         probabilities.append(P)
-        X = h + layer["W2"] @ jax.nn.relu(layer["W1"] @ N2 + layer["b1"][:, None]) + layer["b2"][:, None]
+        X = h + perceptron(N2, layer["W1"], layer["b1"], layer["W2"], layer["b2"], native)
     norm_inputs.append(X)
-    logits = params["readout"] @ layer_norm(X, params["final_gamma"], params["final_beta"], eps[-1])
+    logits = params["readout"] @ affine_layer_norm(X, params["final_gamma"], params["final_beta"], eps[-1], native)
     if not return_internals:
         return logits
     return logits, {"norm_inputs": jnp.stack(norm_inputs), "scores": jnp.stack(scores),
