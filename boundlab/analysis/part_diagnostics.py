@@ -148,6 +148,18 @@ class ModelDiagnostics:
             out.update({f"{name}/{k}": v for k, v in part.baek.items()})
         return out
 
+    def report_columns(self) -> list[str]:
+        """The columns of ``table()`` a report shows, in its order: the part, its kind and layer, its
+        condition number, the normwise error and the share of the bound per format, then Baek's
+        diagnostics and the closed form (the componentwise errors stay in the CSV)."""
+        rows = self.table()
+        if not rows:
+            return []
+        keys = ["part", "kind", "layer", "condition"] + [f"{q}/{f}" for q in ("error_normwise", "share")
+                                                         for f in self.formats]
+        hidden = {f"error_componentwise/{f}" for f in self.formats}
+        return keys + sorted({k for row in rows for k in row} - set(keys) - hidden)
+
     def table(self) -> list[dict]:
         """One row per part (plain Python numbers), in program order: for printing or a report."""
         rows = []

@@ -83,9 +83,7 @@ def _markdown(result, rows, output, flags, plots) -> str:
         lines.append(line + ".")
     lines += ["", "## Parts", ""]
     if rows:
-        keys = ["part", "kind", "layer", "condition"] + [k for k in rows[0] if k.startswith(("error_normwise", "share"))]
-        extra = sorted({k for row in rows for k in row} - set(keys) - {k for k in rows[0] if k.startswith("error_")})
-        keys += extra
+        keys = result.report_columns()
         lines.append("| " + " | ".join(keys) + " |")
         lines.append("| " + " | ".join("---" for _ in keys) + " |")
         lines += ["| " + " | ".join(_number(row.get(k)) for k in keys) + " |" for row in rows]
