@@ -34,7 +34,9 @@ than hidden: XLA on the CPU flushes float64 subnormals, so t<N> results below 2^
 Why one file (over 500 lines): ``Policy`` and its subclasses are one class hierarchy whose
 methods call each other (``Exact`` overrides half of ``Policy``, ``Emulated`` the other half),
 and the contraction helpers serve the three; split, the file boundaries would cut through the
-class's method resolution.
+class's method resolution.  ``Native`` (about 70 lines) overrides every operation and could live
+apart; it stays beside the others because the three are the one ``Arithmetic`` type every model
+function takes, and its contract is stated against theirs.
 
 >>> import jax.numpy as jnp
 >>> fp16 = Emulated("fp16")

@@ -53,7 +53,7 @@ from boundlab.condition.autodiff import componentwise
 from boundlab.errors import ratio, relative_componentwise
 from boundlab.formats import get_format
 from boundlab import fragility
-from boundlab.analysis.monitoring import WorstMetric
+from boundlab.analysis.monitoring import WorstMetric, error_key
 from boundlab.sensitivity.bound import first_order_program
 from boundlab.structure.evaluate import external_inputs, replay, rounding_nodes, run
 from boundlab.structure.find import prepare, trace
@@ -122,7 +122,7 @@ class ModelDiagnostics:
         if fmt not in self.formats:
             raise KeyError(f"{fmt!r} is not among the diagnosed formats {self.formats}")
         get = self.output.get
-        return OutputDiagnostics(self.output[f"error_componentwise/{fmt}"], self.output[f"error_normwise/{fmt}"],
+        return OutputDiagnostics(self.output[error_key(fmt, "componentwise")], self.output[error_key(fmt)],
                                  get(f"bound/{fmt}"), get(f"bound_normwise/{fmt}"), get(f"other/{fmt}"))
 
     def ranking(self, fmt: str, top: int = 10) -> list:
@@ -150,15 +150,13 @@ class ModelDiagnostics:
 
     def report_columns(self) -> list[str]:
         """The columns of ``table()`` a report shows, in its order: the part, its kind and layer, its
-        condition number, the normwise error and the share of the bound per format, then Baek's
-        diagnostics and the closed form (the componentwise errors stay in the CSV)."""
-        rows = self.table()
-        if not rows:
+        condition number, the normwise error and the share of the bound per format, then the
+        closed form and Baek's diagnostics (the componentwise errors stay in the CSV)."""
+        if not self.structure.parts:
             return []
-        keys = ["part", "kind", "layer", "condition"] + [f"{q}/{f}" for q in ("error_normwise", "share")
-                                                         for f in self.formats]
-        hidden = {f"error_componentwise/{f}" for f in self.formats}
-        return keys + sorted({k for row in rows for k in row} - set(keys) - hidden)
+        shown = [error_key(f) for f in self.formats] + [f"share/{f}" for f in self.formats]
+        baek = {k for part in self.parts.values() for k in part.baek}
+        return ["part", "kind", "layer", "condition"] + shown + sorted(baek | {"closed_form"})
 
     def table(self) -> list[dict]:
         """One row per part (plain Python numbers), in program order: for printing or a report."""
@@ -168,8 +166,8 @@ class ModelDiagnostics:
             row = {"part": part.name, "kind": part.kind, "layer": part.layer, "condition": float(result.condition),
                    "closed_form": float(result.closed_form)}
             for f in self.formats:
-                row[f"error_componentwise/{f}"] = float(result.error_componentwise[f])
-                row[f"error_normwise/{f}"] = float(result.error_normwise[f])
+                row[error_key(f, "componentwise")] = float(result.error_componentwise[f])
+                row[error_key(f)] = float(result.error_normwise[f])
                 row[f"share/{f}"] = float(result.share[f])
             row.update({k: float(v) for k, v in result.baek.items()})
             rows.append(row)
@@ -290,8 +288,8 @@ def _program(fn, formats, with_first_order, with_condition, lumped, weights, chu
         output = {}
         for f in formats:
             y_hat = _flat(emulated[f].outputs)
-            output[f"error_componentwise/{f}"] = relative_componentwise(y_hat, y)
-            output[f"error_normwise/{f}"] = _normwise(y_hat, y)
+            output[error_key(f, "componentwise")] = relative_componentwise(y_hat, y)
+            output[error_key(f)] = _normwise(y_hat, y)
         owners = _owners(program, structure)
         shares, sites = {}, []
         if with_first_order:

@@ -175,6 +175,11 @@ def attention(X, Wq, Wk, Wv, arithmetic=Exact(), key=None, max_shift=False, retu
 def scaled_rms_norm(X, gain, eps, arithmetic=Exact(), key=None):
     """Llama's RMS norm of each column: g * x / sqrt(mean(x^2) + eps) (see the module docstring for
     the order).  ``eps`` > 0 keeps a zero column finite (its output is zero)."""
+    return _scaled_rms(X, gain, eps, arithmetic, key)
+
+
+def _scaled_rms(X, gain, eps, arithmetic, key):
+    """``scaled_rms_norm`` inline (also the affine layer norm's normalisation of the centred x)."""
     d = X.shape[0]
     squares = arithmetic.mul(X, X, fold_key(key, 0))
     mean = arithmetic.div(arithmetic.sum(squares, axis=0, key=fold_key(key, 1)), arithmetic.cast(float(d)),
@@ -215,10 +220,6 @@ def _per_head(fn, stacked, key):
     return jax.vmap(fn)(stacked, jnp.stack([fold_key(key, index) for index in range(stacked.shape[0])]))
 
 
-def _bias(Y, b, arithmetic, key):
-    return Y if b is None else arithmetic.add(Y, b[..., :, None], key)
-
-
 @compiled(static_argnames=('arithmetic', 'heads', 'kv_heads', 'rope_base', 'causal', 'max_shift', 'return_internals'))
 def grouped_query_attention(X, Wq, Wk, Wv, Wo, heads: int, kv_heads: int, arithmetic=Exact(), key=None,
                             positions=None, rope_base: float | None = None, causal: bool = True, mask=None,
@@ -240,11 +241,11 @@ def grouped_query_attention(X, Wq, Wk, Wv, Wo, heads: int, kv_heads: int, arithm
     dh = Wq.shape[0] // heads
     positions = jnp.arange(n) if positions is None else positions
     with jax.named_scope("query"):
-        Q = _bias(arithmetic.matmul(Wq, X, fold_key(key, 0)), bq, arithmetic, fold_key(key, 20)).reshape(heads, dh, n)
+        Q = linear(Wq, bq, X, arithmetic, fold_key(key, 0)).reshape(heads, dh, n)
     with jax.named_scope("key"):
-        K = _bias(arithmetic.matmul(Wk, X, fold_key(key, 1)), bk, arithmetic, fold_key(key, 21)).reshape(kv_heads, dh, n)
+        K = linear(Wk, bk, X, arithmetic, fold_key(key, 1)).reshape(kv_heads, dh, n)
     with jax.named_scope("value"):
-        V = _bias(arithmetic.matmul(Wv, X, fold_key(key, 2)), bv, arithmetic, fold_key(key, 22)).reshape(kv_heads, dh, n)
+        V = linear(Wv, bv, X, arithmetic, fold_key(key, 2)).reshape(kv_heads, dh, n)
     if rope_base is not None:
         with jax.named_scope("rotary"):
             Q = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), Q, fold_key(key, 10))
@@ -262,7 +263,7 @@ def grouped_query_attention(X, Wq, Wk, Wv, Wo, heads: int, kv_heads: int, arithm
     with jax.named_scope("mix"):
         O = arithmetic.matmul(V, P, fold_key(key, 6)).reshape(heads * dh, n)
     with jax.named_scope("output"):
-        out = _bias(arithmetic.matmul(Wo, O, fold_key(key, 7)), bo, arithmetic, fold_key(key, 23))
+        out = linear(Wo, bo, O, arithmetic, fold_key(key, 7))
     return (out, S, P) if return_internals else out
 
 
@@ -277,8 +278,10 @@ def attention_mask(valid, causal: bool) -> jax.Array:
 
 
 def linear(W, b, X, arithmetic=Exact(), key=None):
-    """fl(fl(W X) + b) for each column of X (Lemma 4.3.3's order: the bias after the product)."""
-    return arithmetic.add(arithmetic.matmul(W, X, fold_key(key, 0)), b[:, None], fold_key(key, 1))
+    """fl(fl(W X) + b) for each column of X (Lemma 4.3.3's order: the bias after the product);
+    fl(W X) when ``b`` is None."""
+    product = arithmetic.matmul(W, X, fold_key(key, 0))
+    return product if b is None else arithmetic.add(product, b[:, None], fold_key(key, 1))
 
 
 def affine_layer_norm(X, gamma, beta, eps=0.0, arithmetic=Exact(), key=None):
@@ -286,16 +289,10 @@ def affine_layer_norm(X, gamma, beta, eps=0.0, arithmetic=Exact(), key=None):
     affine map, BERT's and GPT-2's; nu the biased variance; order in the module docstring).  A
     Python ``eps`` = 0 evaluates the paper's R(c(x)) (``layer_norm``); ``eps`` may be an array (a
     traced value: an epsilon that a policy changes during training without recompiling)."""
-    d = X.shape[0]
     if isinstance(eps, (int, float)) and eps == 0:
-        normed = layer_norm(X, arithmetic, fold_key(key, 0))
-    else:
-        c = centring(X, arithmetic, fold_key(key, 1))
-        total = arithmetic.sum(arithmetic.mul(c, c, fold_key(key, 2)), axis=0, key=fold_key(key, 3))
-        variance = arithmetic.div(total, arithmetic.cast(float(d)), fold_key(key, 4))
-        scale = arithmetic.sqrt(arithmetic.add(variance, arithmetic.cast(eps), fold_key(key, 5)), fold_key(key, 6))
-        normed = arithmetic.div(c, scale, fold_key(key, 7))
-    scaled = arithmetic.mul(gamma[:, None], normed, fold_key(key, 8))
+        scaled = arithmetic.mul(gamma[:, None], layer_norm(X, arithmetic, fold_key(key, 0)), fold_key(key, 8))
+    else:  # the scaled RMS norm of the centred vector: the same operations in the same order
+        scaled = _scaled_rms(centring(X, arithmetic, fold_key(key, 1)), gamma, eps, arithmetic, fold_key(key, 2))
     return arithmetic.add(scaled, beta[:, None], fold_key(key, 9))
 
 
