@@ -27,8 +27,10 @@ therefore emulated in float32 when t <= 11 and their range (subnormals included)
 float32's normal range (fp16, fp8), and in float64 when t <= 25 or the format is float64 itself.
 
 XLA's algebraic simplifier would turn x / broadcast(y) into x * (1/y); ``div`` prevents it (see
-there).  exp is correctly rounded in every mode (``boundlab.elementary``: the few results near a
-rounding boundary are recomputed in double-word arithmetic).  Known deviation, documented rather
+there).  exp and the other elementwise functions (``Emulated.apply``) are correctly rounded in
+every mode (``boundlab.elementary``: the few results near a rounding boundary are placed on the
+exact value's side of it by a saturation, tangent or exact-point rule or a double-word value);
+an exact zero sum is -0 under round down (IEEE 754).  Known deviation, documented rather
 than hidden: XLA on the CPU flushes float64 subnormals, so t<N> results below 2^-1022 become zero.
 
 Why one file (over 500 lines): ``Policy`` and its subclasses are one class hierarchy whose
@@ -173,7 +175,13 @@ class Policy:
         if self.mode in ("nearest", "stochastic"):
             return total
         y_virtual = total - x
-        return elementary.sticky(total, (x - (total - y_virtual)) + (y - y_virtual))
+        total = elementary.sticky(total, (x - (total - y_virtual)) + (y - y_virtual))
+        if self.mode == "down":
+            # IEEE 754: an exact zero sum is -0 when rounding toward -inf (x - x, x + (-x)), unless
+            # both terms are +0; the container's sum, formed to nearest, gave +0
+            plus_zeros = (x == 0) & (y == 0) & ~jnp.signbit(x) & ~jnp.signbit(y)
+            total = jnp.where((total == 0) & ~plus_zeros, jnp.asarray(-0.0, total.dtype), total)
+        return total
 
     # -- elementwise operations (Model 4.1) ---------------------------------------------------
     def add(self, x, y, key=None) -> jax.Array:
@@ -603,6 +611,21 @@ class Emulated(Policy):
         if self.kernel == "xla" or self.accumulation == "pairwise" or self.mode == "stochastic" or self.unit:
             return False
         return self.kernel == "pallas" or jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
+
+    def apply(self, fn, *args, key=None) -> jax.Array:
+        """fl(fn(*args)) for an elementwise function other than exp, correctly rounded in every
+        mode when ``fn`` is one primitive with a rule (``boundlab.elementary.RULES``: ``jnp.tanh``,
+        ``lax.erf``, ``jax.nn.sigmoid``, ``jnp.log``, ...; ``boundlab.elementary.functions`` says
+        how); any other ``fn`` is evaluated in float64 and rounded once (``Policy.apply``)."""
+        args = [jnp.asarray(a) for a in args]
+        floats = all(jnp.issubdtype(a.dtype, jnp.floating) for a in args)
+        found = elementary.single_primitive(fn, args) if floats else None
+        if found is None:
+            return super().apply(fn, *args, key=key)
+        primitive, params = found
+        args = jnp.broadcast_arrays(*[a.astype(self.dtype) for a in args])
+        rounded = elementary.rounded(primitive, params, self.fmt, self.mode)
+        return rounded(*args, random_bits=self._random_bits(args[0], key))
 
     def __str__(self) -> str:
         extras = "" if self.mode == "nearest" else f", {self.mode}"

@@ -138,3 +138,53 @@ def _adversarial(fmt, dtype, n, rng):
         extra = rng.integers(0, np.iinfo(uint).max, n, dtype=uint, endpoint=True).view(dtype)
         values = np.concatenate([values, extra.astype(np.float64)])
     return values.astype(dtype)
+
+
+def _logistic(ctx, v):
+    """logistic(v) correctly rounded in ``ctx``: for v <= 0, e^v / (1 + e^v) at 300 bits rounded
+    once (exactly a format number only at 0 and -inf, where it is exact); for v > 0, 1 - d with
+    d = e^-v / (1 + e^-v) at 300 bits, the subtraction correctly rounded by MPFR (1 - d lies within
+    2^-300 of 1 for large v: no fixed precision would hold it)."""
+    wide = gmpy2.context(precision=300, emin=gmpy2.get_emin_min(), emax=gmpy2.get_emax_max())
+    tail = wide.exp(-abs(v))
+    small = wide.div(tail, wide.add(gmpy2.mpfr(1), tail))
+    # stand-ins that round the same in every mode, inside MPFR's exponent range (gmpy2 takes the
+    # far smaller d as zero): below half the smallest positive number, 2^(emin - 1) in MPFR's terms,
+    # and for 1 - d with d below 2^-(t+3), 1 - 2^-(t+3)
+    if v <= 0:
+        return ctx.plus(max(small, gmpy2.mpfr(2) ** (ctx.emin - 3)))
+    return ctx.sub(gmpy2.mpfr(1), max(small, gmpy2.mpfr(2) ** -(ctx.precision + 3)))
+
+
+# The MPFR functions of the primitives emulate rounds correctly: name -> f(ctx, *mpfr args).
+MPFR_FUNCTIONS = {
+    "tanh": lambda c, x: c.tanh(x), "erf": lambda c, x: c.erf(x), "erfc": lambda c, x: c.erfc(x),
+    "log": lambda c, x: c.log(x), "log1p": lambda c, x: c.log1p(x), "expm1": lambda c, x: c.expm1(x),
+    "exp2": lambda c, x: c.exp2(x), "sin": lambda c, x: c.sin(x), "cos": lambda c, x: c.cos(x),
+    "tan": lambda c, x: c.tan(x), "atan": lambda c, x: c.atan(x), "sinh": lambda c, x: c.sinh(x),
+    "cosh": lambda c, x: c.cosh(x), "asinh": lambda c, x: c.asinh(x), "acosh": lambda c, x: c.acosh(x),
+    "atanh": lambda c, x: c.atanh(x), "rsqrt": lambda c, x: c.rec_sqrt(x), "cbrt": lambda c, x: c.cbrt(x),
+    "asin": lambda c, x: c.asin(x), "acos": lambda c, x: c.acos(x), "lgamma": lambda c, x: c.lgamma(x)[0],
+    "digamma": lambda c, x: c.digamma(x), "exp": lambda c, x: c.exp(x), "sqrt": lambda c, x: c.sqrt(x),
+    "logistic": _logistic, "atan2": lambda c, y, x: c.atan2(y, x), "pow": lambda c, x, y: c.pow(x, y),
+}
+
+
+def mpfr_function(name: str, fmt, mode: str, *columns: np.ndarray) -> np.ndarray:
+    """f(*columns) correctly rounded to ``fmt`` in ``mode`` by MPFR, elementwise, as float64 (the
+    overflow of the FN and saturating formats by IEEE 754's rule, as ``mpfr_round``)."""
+    ctx = mpfr_context(fmt, mode)
+    function = MPFR_FUNCTIONS[name]
+    flat = [np.asarray(c, np.float64).reshape(-1) for c in columns]
+    out = np.array([float(function(ctx, *[gmpy2.mpfr(v) for v in values])) for values in zip(*flat)])
+    over = np.isfinite(out) & (np.abs(out) > fmt.max_finite)
+    if not fmt.infinities:  # an overflow by the mode's rule; an exact infinity (log 0) has no code: NaN
+        unbounded = gmpy2.context(precision=fmt.precision, emin=gmpy2.get_emin_min(), emax=gmpy2.get_emax_max())
+        infinite = np.flatnonzero(np.isinf(out))
+        exact = [math.isinf(function(unbounded, *[gmpy2.mpfr(c[i]) for c in flat])) for i in infinite]
+        out[infinite[exact]] = math.nan
+        over |= np.isinf(out)
+    out[over] = [_overflow_value(v < 0, fmt, mode) for v in out[over].tolist()]
+    if not fmt.negative_zero:
+        out[out == 0] = 0.0
+    return out.reshape(np.shape(columns[0]))

@@ -52,6 +52,33 @@ def test_elementwise_operations_are_correctly_rounded(name, mode):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("name", ["bf16", "fp8_e4m3fnuz"])
+def test_zeros_carry_ieee_signs_in_every_mode(name):
+    # IEEE 754 (6.3): an exact zero sum is -0 under round down and +0 otherwise, unless both terms
+    # are zeros of one sign; products and quotients carry the sign rule (FNUZ: every zero is +0);
+    # compared with MPFR, on a float32 and a float64 container, under jit
+    fmt = get_format(name)
+    values = [0.0, -0.0, 1.5, -1.5, 2.0 ** -20, -3.0]
+    pairs = [(a, b) for a in values for b in values] + [(a, -a) for a in values]
+    x, y = (np.asarray(Emulated(name).cast(np.array(v)), np.float64) for v in zip(*pairs))  # format numbers
+    ops = ("add", "sub", "mul", "div")
+    for mode in MODES:
+        ctx = mpfr_context(fmt, mode)
+        want = np.array([[float(getattr(ctx, op)(float(a), float(b))) for a, b in zip(x, y)] for op in ops])
+        if not fmt.negative_zero:
+            want[want == 0] = 0.0
+        if not fmt.infinities:
+            want[np.isinf(want)] = np.nan  # x / 0 has no infinity to be
+        for container in (None, "float64"):
+            arithmetic = Emulated(name, mode=mode, container=container)
+            got = np.asarray(jax.jit(lambda a, b: jnp.stack([getattr(arithmetic, op)(a, b) for op in ops]))(
+                arithmetic.cast(x), arithmetic.cast(y)), np.float64)
+            same = (got == want) & (np.signbit(got) == np.signbit(want)) | (np.isnan(got) & np.isnan(want))
+            assert same.all(), (mode, container, got[~same], want[~same])
+        total = jax.jit(lambda v: Emulated(name, mode=mode).sum(v))(jnp.asarray([1.5, -1.5]))
+        assert np.signbit(total) == (mode == "down" and fmt.negative_zero)
+
+
 def test_division_is_not_turned_into_a_reciprocal_multiplication():
     # XLA rewrites a / broadcast(b) and a / constant as a * (1/b); 1/20 is inexact.
     arithmetic = Emulated("t24")

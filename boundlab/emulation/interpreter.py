@@ -4,12 +4,12 @@ The pattern of JAX's "Writing custom Jaxpr interpreters": trace ``f`` to a jaxpr
 equations with a handler for each primitive.  Model 4.1 decides the handlers:
 
 * rounded once (``policy.add/sub/mul/div/sqrt/exp``): ``add``, ``add_any``, ``sub``, ``mul``,
-  ``div``, ``sqrt``, ``exp``, ``square`` (x * x);
+  ``div``, ``sqrt``, ``exp``, ``square`` (x * x); ``integer_pow`` as XLA evaluates it, binary
+  powering by rounded multiplications (x**3 = fl(x fl(x x)));
 * other elementwise functions (``log``, ``tanh``, ``logistic``, ``erf``, ``rsqrt``, ``pow``,
-  ``integer_pow``, trigonometric, ...): evaluated in float64 (the container without x64) and
-  rounded once.  Only exp is correctly rounded in every case (``boundlab.elementary``); for the
-  others the float64 value is rounded, which differs from the correctly rounded one only when
-  the exact value lies within a float64 ulp of a rounding boundary;
+  trigonometric, ...): correctly rounded once in every mode by ``policy.apply``
+  (``boundlab.elementary.functions``: the wide value, placed on the exact value's side of a
+  rounding boundary near it; where no rule tells the side, the wide value rounded);
 * ``dot_general`` through the policy's contraction (its accumulation order: every product and
   partial sum rounded); ``reduce_sum`` through ``policy.sum`` (the reduced axes flattened in
   row-major order); ``cumsum``/``cumprod`` one rounded operation per step, in index order;
@@ -60,9 +60,9 @@ class UnsupportedPrimitive(NotImplementedError):
 
 
 ROUNDED_BINARY = {"add": "add", "add_any": "add", "sub": "sub", "mul": "mul", "div": "div"}
-ROUNDED_UNARY = {"sqrt", "exp", "square"}
+ROUNDED_UNARY = {"sqrt", "exp", "square", "integer_pow"}
 WIDE = {"log", "log1p", "expm1", "exp2", "tanh", "logistic", "erf", "erfc", "erf_inv", "rsqrt", "cbrt", "pow",
-        "integer_pow", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh",
+        "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh",
         "atanh", "lgamma", "digamma"}
 EXACT = {"max", "min", "neg", "abs", "sign", "floor", "ceil", "round", "is_finite", "select_n", "clamp", "eq",
          "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor", "broadcast_in_dim", "reshape", "squeeze",
@@ -329,6 +329,8 @@ def _rounded(primitive, policy, invals, params, key):
         return policy.sqrt(invals[0], key)
     if name == "exp":
         return policy.exp(invals[0], key)
+    if name == "integer_pow":
+        return _integer_pow(policy, invals[0], int(params["y"]), key)
     if name in WIDE:
         return policy.apply(lambda *args: primitive.bind(*args, **params), *invals, key=key)
     if name == "dot_general":
@@ -336,6 +338,27 @@ def _rounded(primitive, policy, invals, params, key):
     if name == "reduce_sum":
         return _reduce_sum(policy, invals[0], params["axes"], key)
     return _cumulative(policy, policy.add if name == "cumsum" else policy.mul, invals[0], params, key)
+
+
+def _integer_pow(policy, x, n: int, key):
+    """x**n as XLA evaluates it (``lax.integer_pow``: binary powering, then 1 / x**|n| for n < 0),
+    each multiplication and the division rounded (Model 4.1: x**3 is fl(x fl(x x)), two roundings,
+    what the hardware computes)."""
+    keys = iter(range(1, 2 * 64 + 2))
+
+    def next_key():
+        return None if key is None else hash_fold_in(key, next(keys))
+
+    if n == 0:
+        return jnp.ones_like(x)
+    exponent, acc = abs(n), None
+    while exponent > 0:
+        if exponent & 1:
+            acc = x if acc is None else policy.mul(acc, x, next_key())
+        exponent >>= 1
+        if exponent > 0:
+            x = policy.mul(x, x, next_key())
+    return policy.div(jnp.ones_like(acc), acc, next_key()) if n < 0 else acc
 
 
 def _scatter_add(eqn, invals, params, ctx: Context):

@@ -149,7 +149,7 @@ def first_order_program(fn, arithmetic, outputs, confidence, chunk, lumped):
 
         maps0 = [jnp.zeros(site.shape, jnp.float64) for site in sites]
         maps, (shares, squares, flags) = lax.scan(one_chunk, maps0, starts)
-        shares = jnp.moveaxis(shares, 0, 1).reshape(len(sites), -1)[:, :m]
+        shares = jnp.moveaxis(shares, 0, 1).reshape(len(sites), starts.shape[0] * size)[:, :m]  # no -1: 0 sites
         squares = squares.reshape(-1)[:m]
         site_flags = jnp.max(flags, axis=0) if flags.shape[0] else jnp.zeros((len(sites), len(FLAGS)))
         bound = jnp.sum(shares, axis=0)
