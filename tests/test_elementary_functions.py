@@ -142,3 +142,39 @@ def test_vmap_jit_and_the_straight_through_gradient():
     np.testing.assert_array_equal(jax.vmap(one)(x), one(x))
     gradient = jax.grad(lambda v: jnp.sum(arithmetic.apply(jnp.tanh, v)))(x.astype(arithmetic.dtype))
     np.testing.assert_array_equal(gradient, jax.vmap(jax.vmap(jax.grad(jnp.tanh)))(x.astype(arithmetic.dtype)))
+
+
+SIDE_DOMAINS = {  # argument ranges where each rule decides by double words (not by a saturation or identity rule)
+    "tanh": (-18, 18), "atanh": (-0.999, 0.999), "logistic": (-700, 250), "log": (1e-300, 1e300), "log1p": (-0.999, 1e6),
+    "expm1": (-40, 700), "exp2": (-1000, 1000), "sinh": (-700, 700), "cosh": (-700, 700), "asinh": (-1e6, 1e6),
+    "acosh": (1, 1e6), "rsqrt": (1e-300, 1e300), "cbrt": (-1e300, 1e300), "erf": (-5.9, 5.9), "erfc": (-5.0, 4.0),
+}
+
+
+@pytest.mark.parametrize("name", list(SIDE_DOMAINS))
+def test_each_side_rule_against_mpfr_at_the_boundaries_next_to_the_exact_value(name):
+    # the rules' double-word arithmetic alone: for t24 arguments x, the 25-bit numbers just below and
+    # above the exact f(x) (a t24 format's rounding boundaries) are on the side the rule says
+    import gmpy2
+    from oracles import MPFR_FUNCTIONS
+
+    from boundlab.elementary import RULES
+
+    rng = np.random.default_rng(11)
+    lo, hi = SIDE_DOMAINS[name]
+    if lo > 0 and hi / lo > 1e3:
+        x = np.exp(rng.uniform(np.log(lo), np.log(hi), 400))
+    else:
+        x = rng.uniform(lo, hi, 400) * np.where(rng.random(400) < 0.3, 2.0 ** -rng.integers(0, 20, 400), 1.0)
+    x = np.asarray(jax.jit(lambda v: Emulated("t24").cast(v))(x), np.float64)
+    wide = gmpy2.context(precision=400, emin=gmpy2.get_emin_min(), emax=gmpy2.get_emax_max())
+    below, above = gmpy2.context(precision=25, round=gmpy2.RoundDown), gmpy2.context(precision=25, round=gmpy2.RoundUp)
+    exact = [MPFR_FUNCTIONS[name](wide, gmpy2.mpfr(v)) for v in x.tolist()]
+    for ctx, side in ((below, 1.0), (above, -1.0)):
+        b = np.array([float(ctx.plus(e)) for e in exact])
+        want = np.array([0.0 if gmpy2.mpfr(c) == e else side for c, e in zip(b.tolist(), exact)])
+        got = np.asarray(jax.jit(lambda a, c: RULES[name].side([a], c))(x, b))
+        decided = ~np.isnan(got)
+        assert decided.mean() > 0.9, f"{name}: the rule decided only {decided.mean():.0%}"
+        wrong = np.flatnonzero(decided & (got != want))
+        assert wrong.size == 0, (name, x[wrong[:4]], b[wrong[:4]], got[wrong[:4]], want[wrong[:4]])

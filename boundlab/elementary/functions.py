@@ -67,12 +67,26 @@ def _sign(x):
 
 
 def _ones(x):
-    return jnp.ones_like(x)
+    """Ones as an operand of TwoSum: behind a barrier, since XLA's simplifier folds (1 + b) - 1
+    into b when the 1 is a constant, which zeroes TwoSum's error term (measured: erf lost its
+    low word beyond x = 4)."""
+    return lax.optimization_barrier(jnp.ones_like(x))
+
+
+_TINY, _LIFT = 2.0 ** -900, 600  # below 2^-969 a pair's low word is subnormal, which XLA:CPU flushes
+
+
+def _lift(c):
+    """(k, c 2^k): k = 600 where |c| is tiny, so that exp(a) 2^k = exp(a + k ln2) keeps its low word."""
+    k = jnp.where(jnp.abs(c) < _TINY, float(_LIFT), 0.0).astype(c.dtype)
+    return k, c * jnp.where(jnp.abs(c) < _TINY, 2.0 ** _LIFT, 1.0).astype(c.dtype)
 
 
 def _exp_vs(a, c):
-    """sign(exp(a) - c) for exp(a) normal."""
-    return dw.sign(dw.sub(dw.double_word_exp(a), dw.pair(c)))
+    """sign(exp(a) - c) for exp(a) normal (lifted by 2^600 where c is tiny)."""
+    k, lifted = _lift(c)
+    argument = dw.add(dw.pair(a), dw.mul(dw.pair(k), dw.ln2_pair(a)))
+    return dw.sign(dw.sub(dw.exp_of_pair(argument), dw.pair(lifted)))
 
 
 def _tanh_vs(a, c):
@@ -124,14 +138,16 @@ def erf_pair(x):
     s = jnp.where(small, a, 0)
     minus_square = dw.neg(dw.two_prod(s, s))
 
-    def step(n, carry):
-        term, total = carry
-        nf = n.astype(x.dtype) * _ones(x)
-        term = dw.mul(dw.mul(term, minus_square), _reciprocal_pair(nf))
-        return term, dw.add(total, dw.mul(term, _reciprocal_pair(2 * nf + 1)))
+    def step(_, carry):
+        # n is carried as an array: computed from the loop index it is a broadcast scalar, and
+        # XLA:CPU then evaluates the pairs' divisions by it less exactly (measured: 2^-42 in erf)
+        term, total, n = carry
+        n = n + 1
+        term = dw.mul(dw.mul(term, minus_square), _reciprocal_pair(n))
+        return term, dw.add(total, dw.mul(term, _reciprocal_pair(2 * n + 1))), n
 
     start = dw.pair(s)
-    _, total = lax.fori_loop(1, _ERF_TERMS, step, (start, start))
+    _, total, _ = lax.fori_loop(1, _ERF_TERMS, step, (start, start, jnp.zeros_like(x)))
     series = dw.mul(total, dw.constant_pair(_two_over_root_pi(), x))
     tail = dw.two_sum(_ones(x), -lax.erfc(jnp.where(small, 1, a)))
     value = (jnp.where(small, series[0], tail[0]), jnp.where(small, series[1], tail[1]))
@@ -212,8 +228,9 @@ def _expm1(args, b):
 def _exp2(args, b):
     (x,) = args
     power = dw.power_of_two(jnp.clip(x, -1100, 1100).astype(jnp.int32), x.dtype)  # 2^k exactly at an integer k
-    argument = dw.mul(dw.pair(jnp.clip(x, -1000, 1000)), dw.ln2_pair(x))
-    general = dw.sign(dw.sub(dw.exp_of_pair(argument), dw.pair(b)))
+    k, lifted = _lift(b)  # 2^x 2^k = 2^(x + k), x + k exact
+    argument = dw.mul(dw.pair(jnp.clip(x, -1000, 1000) + k), dw.ln2_pair(x))
+    general = dw.sign(dw.sub(dw.exp_of_pair(argument), dw.pair(lifted)))
     return jnp.where(b == 0, jnp.where(x == -np.inf, 0, 1),
                      jnp.where(x == jnp.round(x), _sign(power - b), general)).astype(x.dtype)
 
