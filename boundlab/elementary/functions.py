@@ -73,13 +73,16 @@ def _ones(x):
     return lax.optimization_barrier(jnp.ones_like(x))
 
 
-_TINY, _LIFT = 2.0 ** -900, 600  # below 2^-969 a pair's low word is subnormal, which XLA:CPU flushes
+# below 2^-969 (float32: 2^-102) a pair's low word is subnormal, which XLA:CPU flushes
+_LIFTS = {np.dtype(np.float64): (2.0 ** -900, 600), np.dtype(np.float32): (2.0 ** -90, 60)}
 
 
 def _lift(c):
-    """(k, c 2^k): k = 600 where |c| is tiny, so that exp(a) 2^k = exp(a + k ln2) keeps its low word."""
-    k = jnp.where(jnp.abs(c) < _TINY, float(_LIFT), 0.0).astype(c.dtype)
-    return k, c * jnp.where(jnp.abs(c) < _TINY, 2.0 ** _LIFT, 1.0).astype(c.dtype)
+    """(k, c 2^k): k = 600 (float32: 60) where |c| is tiny, so that exp(a) 2^k = exp(a + k ln2)
+    keeps its low word."""
+    tiny, lift = _LIFTS[np.dtype(c.dtype)]
+    small = jnp.abs(c) < tiny
+    return jnp.where(small, float(lift), 0.0).astype(c.dtype), c * jnp.where(small, 2.0 ** lift, 1.0).astype(c.dtype)
 
 
 def _exp_vs(a, c):
