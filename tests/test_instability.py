@@ -16,8 +16,9 @@ def test_a_nonfinite_loss_is_recorded_skipped_and_the_run_goes_on_when_so_config
     going = instability._train(TINY, TINY.recipe, False, 1e-1, 1, TINY.steps, instability._data(TINY), stop=False)
     assert len(going) == TINY.steps
     bad = [r["step"] for r in going if not r["finite"]]
-    # a step is not finite by its loss or by its gradient (fp16's overflow in the backward pass)
-    assert bad and bad[0] < TINY.steps - 1 and any(not np.isfinite(going[b]["loss"]) for b in bad)
+    # a step is not finite by its loss or by its fp16 gradients (on this model the backward pass
+    # overflows first: the recorded loss, and the float64 gradient norm, can stay finite)
+    assert bad and bad[0] < TINY.steps - 1
     assert all(np.isfinite(going[b]["loss"]) for b in range(bad[0]))
     assert all(np.isfinite(r["kappa_softmax"]) for r in going)  # the skipped steps never reached the weights
 
