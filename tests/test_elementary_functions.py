@@ -178,3 +178,34 @@ def test_each_side_rule_against_mpfr_at_the_boundaries_next_to_the_exact_value(n
         assert decided.mean() > 0.9, f"{name}: the rule decided only {decided.mean():.0%}"
         wrong = np.flatnonzero(decided & (got != want))
         assert wrong.size == 0, (name, x[wrong[:4]], b[wrong[:4]], got[wrong[:4]], want[wrong[:4]])
+
+
+TRIG_DOMAINS = {"sin": (-1e5, 1e5), "cos": (-1e5, 1e5), "tan": (-1e5, 1e5), "atan": (-1e6, 1e6),
+                "asin": (-1, 1), "acos": (-1, 1)}
+
+
+@pytest.mark.parametrize("name", list(TRIG_DOMAINS))
+def test_the_trigonometric_side_rules_against_mpfr(name):
+    SIDE_DOMAINS[name] = TRIG_DOMAINS[name]
+    try:
+        test_each_side_rule_against_mpfr_at_the_boundaries_next_to_the_exact_value(name)
+    finally:
+        del SIDE_DOMAINS[name]
+
+
+def test_the_atan2_side_rule_against_mpfr():
+    import gmpy2
+    from oracles import MPFR_FUNCTIONS
+
+    from boundlab.elementary import RULES
+
+    rng = np.random.default_rng(12)
+    y, x = (np.asarray(Emulated("t24").cast(rng.standard_normal(400) * 10.0 ** rng.integers(-3, 4, 400)), np.float64)
+            for _ in range(2))
+    wide = gmpy2.context(precision=400)
+    exact = [MPFR_FUNCTIONS["atan2"](wide, gmpy2.mpfr(a), gmpy2.mpfr(b)) for a, b in zip(y.tolist(), x.tolist())]
+    for rounding, side in ((gmpy2.RoundDown, 1.0), (gmpy2.RoundUp, -1.0)):
+        ctx = gmpy2.context(precision=25, round=rounding)
+        b = np.array([float(ctx.plus(e)) for e in exact])
+        got = np.asarray(jax.jit(lambda p, q, c: RULES["atan2"].side([p, q], c))(y, x, b))
+        assert np.all(got == side), (y[got != side][:4], x[got != side][:4], got[got != side][:4])

@@ -13,14 +13,15 @@ side rule: side(args, b) = sign(f(args) - b) for a boundary b near f(args), from
 * or, near any other boundary, a double-word value (``boundlab.elementary.double_word``, relative
   error about 2^-100 in float64): the exp family through exp and its inverse (log: sign(x - exp b),
   log1p, expm1, exp2, tanh: sign(e^2x (1 - b) - (1 + b)), logistic, sinh, cosh, asinh, acosh,
-  atanh, pow: y log x against log b), erf by its Taylor series to |x| = 4 and 1 - erfc(x) beyond,
-  erfc(x) = 1 - erf(x) to x = 4, and exact integer arithmetic for rsqrt (sign(1 - b^2 x)) and
-  cbrt (sign(x - b^3)).
+  atanh, pow: y log x against log b), sin and cos by Cody-Waite reduction and Taylor in pairs
+  (``boundlab.elementary.trigonometry``; tan: sign((sin x - b cos x) cos x)), their inverses
+  through sin and cos of the boundary (atan2: sign(y cos b - x sin b)), erf by its Taylor series
+  to |x| = 4 and 1 - erfc(x) beyond, erfc(x) = 1 - erf(x) to x = 4, and error-free sums for rsqrt
+  (sign(1 - b^2 x)) and cbrt (sign(x - b^3)).
 
 Where no rule applies (NaN) the wide value is rounded, which is the correct rounding unless the
-exact value lies within ``boundary.MARGIN_ULPS`` wide ulps of a boundary: sin, cos and tan away
-from zero and +-1, asin, acos, atan, atan2 away from their exact points, erf_inv, lgamma,
-digamma, and erfc beyond x = 4.  For t-bit format arguments such a value is within about
+exact value lies within the rule's margin of a boundary: sin, cos and tan beyond |x| = 2^20,
+erf_inv, lgamma, digamma away from their exact points, and erfc beyond x = 4.  For t-bit format arguments such a value is within about
 2^-(2t + 11) of a boundary at the closest (the table-maker's estimate), so it takes about 2^(47-t)
 random arguments to meet one; the docs' table (docs/formats-and-rounding.md) lists them.
 
@@ -42,6 +43,7 @@ from jax import lax
 
 from boundlab.elementary import boundary
 from boundlab.elementary import double_word as dw
+from boundlab.elementary import trigonometry
 from boundlab.formats import Format
 from boundlab.runtime.x64 import x64_enabled
 
@@ -285,40 +287,55 @@ def _erfc(args, b):
 
 def _sin(args, b):
     (x,) = args  # |sin x| < |x| and |sin x| < 1 at every nonzero format number
-    return jnp.where(b == 0, _sign(x), jnp.where(b == x, -_sign(x), jnp.where(jnp.abs(b) == 1, -_sign(b), _NAN)))
+    sine, _ = trigonometry.sin_cos_pair(x)
+    general = jnp.where(trigonometry.reducible(x), dw.sign(dw.sub(sine, dw.pair(b))), _NAN)
+    return jnp.where(b == 0, _sign(x), jnp.where(b == x, -_sign(x), jnp.where(jnp.abs(b) == 1, -_sign(b), general)))
 
 
 def _cos(args, b):
     (x,) = args
-    return jnp.where(b == 1, jnp.where(x == 0, 0, -1), jnp.where(b == -1, 1, _NAN)).astype(x.dtype)
+    _, cosine = trigonometry.sin_cos_pair(x)
+    general = jnp.where(trigonometry.reducible(x), dw.sign(dw.sub(cosine, dw.pair(b))), _NAN)
+    return jnp.where(b == 1, jnp.where(x == 0, 0, -1), jnp.where(b == -1, 1, general)).astype(x.dtype)
 
 
 def _tan(args, b):
-    (x,) = args  # |tan x| > |x|
-    return jnp.where(b == 0, _sign(x), jnp.where(b == x, _sign(x), _NAN))
+    (x,) = args  # |tan x| > |x|; tan x - b has the sign of (sin x - b cos x) cos x
+    sine, cosine = trigonometry.sin_cos_pair(x)
+    d = dw.sub(sine, dw.mul(dw.pair(b), cosine))
+    general = jnp.where(trigonometry.reducible(x), dw.sign(d) * dw.sign(cosine), _NAN)
+    return jnp.where(b == 0, _sign(x), jnp.where(b == x, _sign(x), general))
+
+
+def _x_cos_minus_sin(y, x, b):
+    """sign(y cos b - x sin b): for the angle t of (x, y) near b, the sign of sin(t - b) = of t - b."""
+    sine, cosine = trigonometry.sin_cos_pair(b)
+    return dw.sign(dw.sub(dw.mul(dw.pair(y), cosine), dw.mul(dw.pair(x), sine)))
 
 
 def _atan(args, b):
-    (x,) = args  # |atan x| < |x|
-    return jnp.where(b == 0, _sign(x), jnp.where(b == x, -_sign(x), _NAN))
+    (x,) = args  # |atan x| < |x|; atan x - b has the sign of x cos b - sin b (|b| < pi/2)
+    return jnp.where(b == 0, _sign(x), jnp.where(b == x, -_sign(x), _x_cos_minus_sin(x, _ones(x), b)))
 
 
 def _asin(args, b):
-    (x,) = args  # |asin x| > |x|
-    return jnp.where(b == 0, _sign(x), jnp.where(b == x, _sign(x), _NAN))
+    (x,) = args  # |asin x| > |x|; asin x - b has the sign of x - sin b (|b| <= pi/2)
+    sine, _ = trigonometry.sin_cos_pair(b)
+    return jnp.where(b == 0, _sign(x), jnp.where(b == x, _sign(x), -dw.sign(dw.sub(sine, dw.pair(x)))))
 
 
 def _acos(args, b):
-    (x,) = args
-    return jnp.where(b == 0, jnp.where(x == 1, 0, 1), _NAN).astype(x.dtype)
+    (x,) = args  # acos decreases: acos x - b has the sign of cos b - x (0 <= b <= pi)
+    _, cosine = trigonometry.sin_cos_pair(b)
+    return jnp.where(b == 0, jnp.where(x == 1, 0, 1), dw.sign(dw.sub(cosine, dw.pair(x)))).astype(x.dtype)
 
 
 def _atan2(args, b):
-    y, x = args  # for x > 0, atan2(y, x) = atan(y / x), below y / x in magnitude
+    y, x = args  # the angle of (x, y) against b: the sign of y cos b - x sin b
     p, e = dw.two_prod(b, x)
     quotient = (p == y) & (e == 0) & (x > 0) & (y != 0)
     return jnp.where(b == 0, jnp.where(y == 0, 0, jnp.where(x > 0, _sign(y), _NAN)),
-                     jnp.where(quotient, -_sign(y), _NAN)).astype(y.dtype)
+                     jnp.where(quotient, -_sign(y), _x_cos_minus_sin(y, x, b))).astype(y.dtype)
 
 
 def _erf_inv(args, b):
