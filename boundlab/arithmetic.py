@@ -224,6 +224,11 @@ class Policy:
         value = fn(*[a.astype(wide) if jnp.issubdtype(a.dtype, jnp.floating) else a for a in args])
         return self.round(value, key).astype(self.dtype)
 
+    def apply_primitive(self, primitive, params: dict, *args, key=None) -> jax.Array:
+        """``apply`` of one bound primitive (the emulation interpreter's entry: the primitive is
+        known, so ``Emulated`` need not trace a function to find it)."""
+        return self.apply(lambda *values: primitive.bind(*values, **params), *args, key=key)
+
     # -- reductions -----------------------------------------------------------------------------
     def sum(self, x, axis: int = -1, key=None) -> jax.Array:
         """fl(sum_i x_i) along ``axis`` in the policy's accumulation order.
@@ -351,6 +356,10 @@ class Policy:
         if self.accumulator is not None and self.accumulator != self.fmt:
             total = self.round(total, keys.next())
         return total
+
+
+def _all_float(arrays) -> bool:
+    return all(jnp.issubdtype(a.dtype, jnp.floating) for a in arrays)
 
 
 def _dimensions(lhs, rhs, dimension_numbers):
@@ -618,11 +627,17 @@ class Emulated(Policy):
         ``lax.erf``, ``jax.nn.sigmoid``, ``jnp.log``, ...; ``boundlab.elementary.functions`` says
         how); any other ``fn`` is evaluated in float64 and rounded once (``Policy.apply``)."""
         args = [jnp.asarray(a) for a in args]
-        floats = all(jnp.issubdtype(a.dtype, jnp.floating) for a in args)
-        found = elementary.single_primitive(fn, args) if floats else None
+        found = elementary.single_primitive(fn, args) if _all_float(args) else None
         if found is None:
             return super().apply(fn, *args, key=key)
-        primitive, params = found
+        return self.apply_primitive(*found, *args, key=key)
+
+    def apply_primitive(self, primitive, params: dict, *args, key=None) -> jax.Array:
+        """fl(primitive(*args)), correctly rounded (``boundlab.elementary.rounded``) when the
+        primitive has a rule; else its float64 value rounded once (``Policy.apply``)."""
+        args = [jnp.asarray(a) for a in args]
+        if primitive.name not in elementary.RULES or not _all_float(args):
+            return Policy.apply(self, lambda *values: primitive.bind(*values, **params), *args, key=key)
         args = jnp.broadcast_arrays(*[a.astype(self.dtype) for a in args])
         rounded = elementary.rounded(primitive, params, self.fmt, self.mode)
         return rounded(*args, random_bits=self._random_bits(args[0], key))

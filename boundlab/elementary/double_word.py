@@ -138,14 +138,16 @@ def double_word_exp(x):
         acc = mul(acc, acc)
     k = k.astype(jnp.int32)
     half = k // 2  # two factors, so that 2^k is never formed outside the normal range
-    uint = UINT[dtype]
-    bias = 1023 if p == 53 else 127
-
-    def power_of_two(e):
-        return lax.bitcast_convert_type(lax.shift_left((e + bias).astype(uint), jnp.asarray(p - 1, uint)), dtype)
-
-    f1, f2 = power_of_two(half), power_of_two(k - half)
+    f1, f2 = normal_power_of_two(half, dtype), normal_power_of_two(k - half, dtype)
     return acc[0] * f1 * f2, acc[1] * f1 * f2
+
+
+def normal_power_of_two(e, dtype):
+    """2^e from its bit pattern, for int32 e in the normal range of ``dtype``."""
+    dtype = np.dtype(dtype)
+    p = PRECISION[dtype]
+    bias, uint = (1023 if p == 53 else 127), UINT[dtype]
+    return lax.bitcast_convert_type(lax.shift_left((e + bias).astype(uint), jnp.asarray(p - 1, uint)), dtype)
 
 
 def power_of_two(k, dtype):
@@ -155,15 +157,9 @@ def power_of_two(k, dtype):
     dtype = np.dtype(dtype)
     p = PRECISION[dtype]
     bias = 1023 if p == 53 else 127
-    uint = UINT[dtype]
     k = jnp.clip(k, -2 * bias - p, 2 * bias + 2)
-
-    def factor(e):  # 2^e for e in the normal range
-        e = jnp.clip(e, 1 - bias, bias)
-        return lax.bitcast_convert_type(lax.shift_left((e + bias).astype(uint), jnp.asarray(p - 1, uint)), dtype)
-
     first = jnp.clip(k, 1 - bias, bias)
-    return factor(first) * factor(k - first)
+    return normal_power_of_two(first, dtype) * normal_power_of_two(jnp.clip(k - first, 1 - bias, bias), dtype)
 
 
 def nudge(y, ulps):

@@ -114,13 +114,11 @@ def _series_pair(x, coefficients):
 _LOG1P_SERIES = [Fraction(0)] + [Fraction((-1) ** (k + 1), k) for k in range(1, 13)]  # error < 2^-120 |x|
 
 
-_PI = "3.14159265358979323846264338327950288419716939937510582097494"  # 60 digits
-
-
 def _two_over_root_pi() -> Fraction:
     with decimal.localcontext() as context:
         context.prec = 60
-        return Fraction(decimal.Decimal(2) / decimal.Decimal(_PI).sqrt())
+        pi = decimal.Decimal(trigonometry.PI.numerator) / decimal.Decimal(trigonometry.PI.denominator)
+        return Fraction(decimal.Decimal(2) / pi.sqrt())
 
 
 _ERF_TERMS = 100  # (2/sqrt pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1)): at |x| = 4 the terms fall below 2^-120

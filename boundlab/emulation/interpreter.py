@@ -7,7 +7,7 @@ equations with a handler for each primitive.  Model 4.1 decides the handlers:
   ``div``, ``sqrt``, ``exp``, ``square`` (x * x); ``integer_pow`` as XLA evaluates it, binary
   powering by rounded multiplications (x**3 = fl(x fl(x x)));
 * other elementwise functions (``log``, ``tanh``, ``logistic``, ``erf``, ``rsqrt``, ``pow``,
-  trigonometric, ...): correctly rounded once in every mode by ``policy.apply``
+  trigonometric, ...): correctly rounded once in every mode by ``policy.apply_primitive``
   (``boundlab.elementary.functions``: the wide value, placed on the exact value's side of a
   rounding boundary near it; where no rule tells the side, the wide value rounded);
 * ``dot_general`` through the policy's contraction (its accumulation order: every product and
@@ -50,6 +50,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core
 
+from boundlab.accumulation import KeyStream
 from boundlab.arithmetic import Exact
 from boundlab.runtime.x64 import x64_enabled
 from boundlab.rounding import hash_fold_in
@@ -332,7 +333,7 @@ def _rounded(primitive, policy, invals, params, key):
     if name == "integer_pow":
         return _integer_pow(policy, invals[0], int(params["y"]), key)
     if name in WIDE:
-        return policy.apply(lambda *args: primitive.bind(*args, **params), *invals, key=key)
+        return policy.apply_primitive(primitive, params, *invals, key=key)
     if name == "dot_general":
         return policy._contract(*invals, params["dimension_numbers"], None, key)
     if name == "reduce_sum":
@@ -344,21 +345,17 @@ def _integer_pow(policy, x, n: int, key):
     """x**n as XLA evaluates it (``lax.integer_pow``: binary powering, then 1 / x**|n| for n < 0),
     each multiplication and the division rounded (Model 4.1: x**3 is fl(x fl(x x)), two roundings,
     what the hardware computes)."""
-    keys = iter(range(1, 2 * 64 + 2))
-
-    def next_key():
-        return None if key is None else hash_fold_in(key, next(keys))
-
+    keys = KeyStream(key)
     if n == 0:
         return jnp.ones_like(x)
     exponent, acc = abs(n), None
     while exponent > 0:
         if exponent & 1:
-            acc = x if acc is None else policy.mul(acc, x, next_key())
+            acc = x if acc is None else policy.mul(acc, x, keys.next())
         exponent >>= 1
         if exponent > 0:
-            x = policy.mul(x, x, next_key())
-    return policy.div(jnp.ones_like(acc), acc, next_key()) if n < 0 else acc
+            x = policy.mul(x, x, keys.next())
+    return policy.div(jnp.ones_like(acc), acc, keys.next()) if n < 0 else acc
 
 
 def _scatter_add(eqn, invals, params, ctx: Context):
