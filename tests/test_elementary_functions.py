@@ -19,7 +19,7 @@ UNARY = {
     "exp2": jnp.exp2, "sin": jnp.sin, "cos": jnp.cos, "tan": jnp.tan, "atan": jnp.arctan, "sinh": jnp.sinh,
     "cosh": jnp.cosh, "asinh": jnp.arcsinh, "acosh": jnp.arccosh, "atanh": jnp.arctanh, "rsqrt": lax.rsqrt,
     "cbrt": jnp.cbrt, "asin": jnp.arcsin, "acos": jnp.arccos, "lgamma": lax.lgamma, "digamma": lax.digamma,
-    "logistic": jax.nn.sigmoid,
+    "logistic": jax.nn.sigmoid, "erf_inv": lax.erf_inv,
 }
 BINARY = {"atan2": jnp.arctan2, "pow": lax.pow}
 NUMBERS = {"fp16": (np.uint16, np.float16), "bf16": (np.uint16, ml_dtypes.bfloat16),
@@ -127,7 +127,7 @@ def test_stochastic_rounding_takes_the_correctly_rounded_neighbours():
 def test_without_x64_a_float32_container_rounds_tanh_and_erf_correctly(x64_off):
     numbers = every_number("fp16")[::5].astype(np.float32)
     fmt = get_format("fp16")
-    for name in ("tanh", "erf", "logistic", "log"):
+    for name in ("tanh", "erf", "logistic", "log", "sin", "erfc"):  # sin beyond 2^10: Payne-Hanek in float32 pairs
         results = jax.jit(lambda x: [Emulated("fp16", mode=m).apply(UNARY[name], x) for m in MODES])(jnp.asarray(numbers))
         for mode, got in zip(MODES, results):
             assert got.dtype == jnp.float32
@@ -147,9 +147,24 @@ def test_vmap_jit_and_the_straight_through_gradient():
 SIDE_DOMAINS = {  # argument ranges where each rule decides by double words (not by a saturation or identity rule)
     "tanh": (-18, 18), "atanh": (-0.999, 0.999), "logistic": (-700, 250), "log": (1e-300, 1e300), "log1p": (-0.999, 1e6),
     "expm1": (-40, 700), "exp2": (-1000, 1000), "sinh": (-700, 700), "cosh": (-700, 700), "asinh": (-1e6, 1e6),
-    "acosh": (1, 1e6), "rsqrt": (1e-300, 1e300), "cbrt": (-1e300, 1e300), "erf": (-5.9, 5.9), "erfc": (-5.0, 4.0),
-    "sin": (-1e5, 1e5), "cos": (-1e5, 1e5), "tan": (-1e5, 1e5), "atan": (-1e6, 1e6), "asin": (-1, 1), "acos": (-1, 1),
+    "acosh": (1, 1e6), "rsqrt": (1e-300, 1e300), "cbrt": (-1e300, 1e300), "erf": (-8.0, 8.0), "erfc": (-6.0, 26.0),
+    "erf_inv": (-1, 1), "sin": (-1e5, 1e5), "cos": (-1e5, 1e5), "tan": (-1e5, 1e5), "atan": (-1e6, 1e6),
+    "asin": (-1, 1), "acos": (-1, 1),
+    # Payne-Hanek's reduction: magnitudes log-uniform from 2^20 to 1e300, either sign
+    "sin beyond 2^20": (2.0 ** 20, 1e300), "cos beyond 2^20": (2.0 ** 20, 1e300), "tan beyond 2^20": (2.0 ** 20, 1e300),
 }
+
+
+def side_arguments(name, rng):
+    lo, hi = SIDE_DOMAINS[name]
+    if name == "erf_inv":  # near 0 and next to +-1, where erf_inv grows without bound
+        x = np.concatenate([rng.uniform(-1, 1, 300), (1 - 2.0 ** -rng.integers(8, 24, 100)) * rng.choice([-1, 1], 100)])
+    elif lo > 0 and hi / lo > 1e3:
+        x = np.exp(rng.uniform(np.log(lo), np.log(hi), 400))
+        x = x * rng.choice([-1.0, 1.0], 400) if "beyond" in name else x
+    else:
+        x = rng.uniform(lo, hi, 400) * np.where(rng.random(400) < 0.3, 2.0 ** -rng.integers(0, 20, 400), 1.0)
+    return np.asarray(jax.jit(lambda v: Emulated("t24").cast(v))(x), np.float64)
 
 
 @pytest.mark.parametrize("name", list(SIDE_DOMAINS))
@@ -161,24 +176,49 @@ def test_each_side_rule_against_mpfr_at_the_boundaries_next_to_the_exact_value(n
 
     from boundlab.elementary import RULES
 
-    rng = np.random.default_rng(11)
-    lo, hi = SIDE_DOMAINS[name]
-    if lo > 0 and hi / lo > 1e3:
-        x = np.exp(rng.uniform(np.log(lo), np.log(hi), 400))
-    else:
-        x = rng.uniform(lo, hi, 400) * np.where(rng.random(400) < 0.3, 2.0 ** -rng.integers(0, 20, 400), 1.0)
-    x = np.asarray(jax.jit(lambda v: Emulated("t24").cast(v))(x), np.float64)
+    function = name.split()[0]
+    x = side_arguments(name, np.random.default_rng(11))
     wide = gmpy2.context(precision=400, emin=gmpy2.get_emin_min(), emax=gmpy2.get_emax_max())
     below, above = gmpy2.context(precision=25, round=gmpy2.RoundDown), gmpy2.context(precision=25, round=gmpy2.RoundUp)
-    exact = [MPFR_FUNCTIONS[name](wide, gmpy2.mpfr(v)) for v in x.tolist()]
+    exact = [MPFR_FUNCTIONS[function](wide, gmpy2.mpfr(v)) for v in x.tolist()]
     for ctx, side in ((below, 1.0), (above, -1.0)):
         b = np.array([float(ctx.plus(e)) for e in exact])
         want = np.array([0.0 if gmpy2.mpfr(c) == e else side for c, e in zip(b.tolist(), exact)])
-        got = np.asarray(jax.jit(lambda a, c: RULES[name].side([a], c))(x, b))
+        got = np.asarray(jax.jit(lambda a, c: RULES[function].side([a], c))(x, b))
         decided = ~np.isnan(got)
         assert decided.mean() > 0.9, f"{name}: the rule decided only {decided.mean():.0%}"
         wrong = np.flatnonzero(decided & (got != want))
         assert wrong.size == 0, (name, x[wrong[:4]], b[wrong[:4]], got[wrong[:4]], want[wrong[:4]])
+
+
+def test_payne_hanek_at_the_double_closest_to_a_multiple_of_pi_over_2():
+    # x = 6381956970095103 2^797 lies 2^-61 (relatively) from an odd multiple of pi/2 (Muller,
+    # Elementary Functions, Table 11.1), the hardest float64 argument to reduce: cos x ~ 2^-61.
+    # The rules tell the 47-bit numbers on either side of cos x and sin x apart (t = 46 is the
+    # widest format refined in float64).
+    import gmpy2
+
+    from boundlab.elementary import RULES
+
+    x = np.array([6381956970095103 * 2.0 ** 797, -6381956970095103 * 2.0 ** 797])
+    wide = gmpy2.context(precision=2000)
+    for name, f in (("cos", wide.cos), ("sin", wide.sin), ("tan", wide.tan)):
+        exact = [f(gmpy2.mpfr(v)) for v in x.tolist()]
+        for rounding, side in ((gmpy2.RoundDown, 1.0), (gmpy2.RoundUp, -1.0)):
+            ctx = gmpy2.context(precision=47, round=rounding)
+            b = np.array([float(ctx.plus(e)) for e in exact])
+            got = np.asarray(jax.jit(lambda a, c, name=name: RULES[name].side([a], c))(x, b))
+            np.testing.assert_array_equal(got, side, err_msg=f"{name} {gmpy2.mpfr(exact[0]):.6e}")
+    assert abs(float(wide.cos(gmpy2.mpfr(x[0])))) < 2.0 ** -60
+
+
+def test_pi_from_machins_formula_is_mpfrs_pi():
+    import gmpy2
+
+    from boundlab.elementary.trigonometry import PI
+
+    wide = gmpy2.context(precision=1600)
+    assert abs(wide.sub(wide.div(gmpy2.mpz(PI.numerator), gmpy2.mpz(PI.denominator)), wide.const_pi())) < gmpy2.mpfr(2) ** -1499
 
 
 def test_the_atan2_side_rule_against_mpfr():

@@ -4,9 +4,9 @@ rounding boundary (``boundlab.elementary.boundary``).
 
 The operations survive XLA's contraction of products and sums into fused multiply-adds: the
 split is a bit mask (26 + 27 bits in float64, 12 + 12 in float32), so the partial products are
-exact and fusing one of them changes nothing, and the rounded product p of TwoProduct sits
-behind an optimisation barrier, so no FMA can fuse the product that must stay rounded (XLA:CPU
-did so when this code ran inside ``lax.fori_loop``: the tests caught it).
+exact and fusing one of them changes nothing, and the rounded product p of TwoProduct is a select
+LLVM cannot see through (``rounded_product``), so no FMA can use the unrounded product in its
+place (XLA:CPU did so under jit, with an optimisation barrier too: the tests caught it).
 
 ``double_word_exp`` is exp(x) as such a pair; ``exp_of_pair`` extends it to a pair argument and
 ``expm1_pair`` to exp(x) - 1 without cancellation; ``log_pair`` is log(x) by one Newton step on
@@ -62,10 +62,18 @@ def split(a):
     return hi, a - hi
 
 
+def rounded_product(a, b):
+    """fl(a b) as a value no later operation can fuse: a select on ``a == a`` (false only for NaN,
+    where it gives the NaN a), which LLVM cannot fold away.  A bare product feeding ``ah bh - p``
+    is contracted by XLA:CPU's LLVM into fma(-a, b, ah bh), which uses the unrounded product and
+    makes TwoProduct's error term wrong (measured: 2^-59 relative, a product by a constant pair
+    under jit); ``lax.optimization_barrier`` does not prevent it (XLA:CPU removes the barrier
+    before fusion, which then recomputes the product inside the consumer)."""
+    return jnp.where(a == a, a * b, a)
+
+
 def two_prod(a, b):
-    # the barrier keeps p a rounded value: contracting p's product into ``ah * bh - p`` (an FMA on
-    # the wrong product, which XLA:CPU does inside loops) would make the error term wrong
-    p = lax.optimization_barrier(a * b)
+    p = rounded_product(a, b)
     ah, al = split(a)
     bh, bl = split(b)
     return p, (((ah * bh - p) + ah * bl) + al * bh) + al * bl
@@ -81,6 +89,17 @@ def add(x, y):
 def mul(x, y):
     p, e = two_prod(x[0], y[0])
     return fast_two_sum(p, e + (x[0] * y[1] + x[1] * y[0]))
+
+
+def div(x, y):
+    """x / y for pairs: three quotient words, each from the remainder of the ones before (the
+    remainders x - q y are formed in pairs; relative error about 2^-104 in float64)."""
+    q1 = x[0] / y[0]
+    r = sub(x, mul(pair(q1), y))
+    q2 = r[0] / y[0]
+    r = sub(r, mul(pair(q2), y))
+    q3 = r[0] / y[0]
+    return add(fast_two_sum(q1, q2), pair(q3))
 
 
 def constant(value: Fraction, dtype, bits: int | None = None):

@@ -13,17 +13,17 @@ side rule: side(args, b) = sign(f(args) - b) for a boundary b near f(args), from
 * or, near any other boundary, a double-word value (``boundlab.elementary.double_word``, relative
   error about 2^-100 in float64): the exp family through exp and its inverse (log: sign(x - exp b),
   log1p, expm1, exp2, tanh: sign(e^2x (1 - b) - (1 + b)), logistic, sinh, cosh, asinh, acosh,
-  atanh, pow: y log x against log b), sin and cos by Cody-Waite reduction and Taylor in pairs
-  (``boundlab.elementary.trigonometry``; tan: sign((sin x - b cos x) cos x)), their inverses
-  through sin and cos of the boundary (atan2: sign(y cos b - x sin b)), erf by its Taylor series
-  to |x| = 4 and 1 - erfc(x) beyond, erfc(x) = 1 - erf(x) to x = 4, and error-free sums for rsqrt
-  (sign(1 - b^2 x)) and cbrt (sign(x - b^3)).
+  atanh, pow: y log x against log b), sin and cos by Cody-Waite or Payne-Hanek reduction and
+  Taylor in pairs (``boundlab.elementary.trigonometry``; tan: sign((sin x - b cos x) cos x)), their
+  inverses through sin and cos of the boundary (atan2: sign(y cos b - x sin b)), erf by its Taylor
+  series to |x| = 4, erfc = 1 - erf to x = 4 and Laplace's continued fraction beyond (``erf_vs``,
+  ``erfc_tail_vs``), erf_inv through erf of the boundary (sign(x - erf b)), and error-free sums for
+  rsqrt (sign(1 - b^2 x)) and cbrt (sign(x - b^3)).
 
 Where no rule applies (NaN) the wide value is rounded, which is the correct rounding unless the
-exact value lies within the rule's margin of a boundary: sin, cos and tan beyond |x| = 2^20,
-erf_inv, lgamma, digamma away from their exact points, and erfc beyond x = 4.  For t-bit format arguments such a value is within about
-2^-(2t + 11) of a boundary at the closest (the table-maker's estimate), so it takes about 2^(47-t)
-random arguments to meet one; the docs' table (docs/formats-and-rounding.md) lists them.
+exact value lies within the rule's margin of a boundary: lgamma and digamma away from their exact
+points (XLA's values err without bound in relative terms next to their zeros); the docs' table
+(docs/formats-and-rounding.md) says so.
 
 ``integer_pow`` is not here: Model 4.1 evaluates x**n as XLA does, by repeated rounded
 multiplications (``boundlab.emulation``).
@@ -55,13 +55,18 @@ class Rule:
     """How one function is rounded correctly: ``side(args, b)`` (wide arrays; the sign of the
     exact value minus b, NaN where unknown); ``finite(args)``: where the function is finite at
     finite arguments (a wide overflow there is a huge finite value, not infinity); ``margin``:
-    the wide function's trusted ulps."""
+    the wide function's trusted ulps in float64 (``margin32``: in float32, where it differs)."""
 
     side: Callable
     finite: Callable | None = None
     margin: float = boundary.MARGIN_ULPS
     special: Callable | None = None  # (args, y) -> y with IEEE 754's special values where XLA differs
     value: Callable | None = None  # (args) -> the wide value, where XLA's own is not within the margin
+    margin32: float | None = None
+
+    def margin_for(self, wide) -> float:
+        """The trusted ulps of the wide function in the dtype ``wide``."""
+        return self.margin32 if (self.margin32 is not None and np.dtype(wide) == np.float32) else self.margin
 
 
 def _sign(x):
@@ -114,11 +119,16 @@ def _series_pair(x, coefficients):
 _LOG1P_SERIES = [Fraction(0)] + [Fraction((-1) ** (k + 1), k) for k in range(1, 13)]  # error < 2^-120 |x|
 
 
-def _two_over_root_pi() -> Fraction:
+def _root_pi() -> Fraction:
+    """sqrt(pi) to 60 digits."""
     with decimal.localcontext() as context:
         context.prec = 60
         pi = decimal.Decimal(trigonometry.PI.numerator) / decimal.Decimal(trigonometry.PI.denominator)
-        return Fraction(decimal.Decimal(2) / pi.sqrt())
+        return Fraction(pi.sqrt())
+
+
+def _two_over_root_pi() -> Fraction:
+    return 2 / _root_pi()
 
 
 _ERF_TERMS = 100  # (2/sqrt pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1)): at |x| = 4 the terms fall below 2^-120
@@ -133,12 +143,10 @@ def _reciprocal_pair(n):
 
 
 def erf_pair(x):
-    """erf(x) as a pair: the Taylor series for |x| <= 4 (at most 17 bits cancel there), else
-    sign(x) (1 - erfc(|x|)) with the wide erfc (erfc(4) < 2^-25, so its relative error is
-    2^-25 times smaller in erf)."""
+    """erf(x) as a pair for |x| <= 4 by its Taylor series (at most 17 bits cancel there); 0 beyond
+    (callers use ``erfc_tail`` there)."""
     a = jnp.abs(x)
-    small = a <= _ERF_SERIES_LIMIT
-    s = jnp.where(small, a, 0)
+    s = jnp.where(a <= _ERF_SERIES_LIMIT, a, 0)
     minus_square = dw.neg(dw.two_prod(s, s))
 
     def step(_, carry):
@@ -151,10 +159,37 @@ def erf_pair(x):
 
     start = dw.pair(s)
     _, total, _ = lax.fori_loop(1, _ERF_TERMS, step, (start, start, jnp.zeros_like(x)))
-    series = dw.mul(total, dw.constant_pair(_two_over_root_pi(), x))
-    tail = dw.two_sum(_ones(x), -lax.erfc(jnp.where(small, 1, a)))
-    value = (jnp.where(small, series[0], tail[0]), jnp.where(small, series[1], tail[1]))
+    value = dw.mul(total, dw.constant_pair(_two_over_root_pi(), x))
     return jnp.where(jnp.signbit(x), -value[0], value[0]), jnp.where(jnp.signbit(x), -value[1], value[1])
+
+
+_ERFC_FRACTION_DEPTH = 80  # Laplace's continued fraction to depth 80: relative error below 2^-122 for x >= 4
+
+
+def erfc_tail_vs(x, c):
+    """sign(erfc(x) - c) for x >= 4 (elsewhere meaningless) and c > 0: erfc(x) = e^(-x^2) / sqrt(pi)
+    / (x + (1/2) / (x + 1 / (x + (3/2) / (x + ...)))), the fraction evaluated from depth 80 up in
+    pairs, e^(-x^2) with x^2 as a pair, lifted by 2^600 where c is tiny (as ``_exp_vs``)."""
+    x = jnp.where(x >= _ERF_SERIES_LIMIT, x, _ERF_SERIES_LIMIT)
+    half = jnp.full_like(x, 0.5)
+
+    def level(i, t):  # t_(n-1) = x + (n/2) / t_n, n = depth - i
+        n = (_ERFC_FRACTION_DEPTH - i) * half
+        return dw.add(dw.pair(x), dw.div(dw.pair(n), t))
+
+    fraction = lax.fori_loop(0, _ERFC_FRACTION_DEPTH, level, dw.pair(x))
+    k, lifted = _lift(c)
+    exponent = dw.add(dw.neg(dw.two_prod(x, x)), dw.mul(dw.pair(k), dw.ln2_pair(x)))
+    value = dw.div(dw.mul(dw.exp_of_pair(exponent), dw.constant_pair(1 / _root_pi(), x)), fraction)
+    return dw.sign(dw.sub(value, dw.pair(lifted)))
+
+
+def erf_vs(x, c):
+    """sign(erf(x) - c) for |c| < 1: the series to |x| = 4; beyond, with s = sign(x),
+    erf(x) - c = -s (erfc(|x|) - (1 - s c)), 1 - s c exact when c is near erf(x) (Sterbenz)."""
+    s = _sign(x)
+    tail = -s * erfc_tail_vs(jnp.abs(x), _ones(c) - s * c)
+    return jnp.where(jnp.abs(x) <= _ERF_SERIES_LIMIT, dw.sign(dw.sub(erf_pair(x), dw.pair(c))), tail)
 
 
 def _exact_sign(terms):
@@ -273,27 +308,30 @@ def _cbrt(args, b):
 def _erf(args, b):
     (x,) = args
     return jnp.where(b == 0, _sign(x), jnp.where(jnp.abs(b) == 1, jnp.where(jnp.isinf(x), 0, -_sign(b)),
-                     dw.sign(dw.sub(erf_pair(x), dw.pair(b))))).astype(x.dtype)
+                     erf_vs(x, jnp.where(jnp.abs(b) < 1, b, 0)))).astype(x.dtype)
 
 
 def _erfc(args, b):
-    (x,) = args
-    one_minus_erf = dw.sign(dw.sub(dw.sub(dw.pair(_ones(x)), erf_pair(x)), dw.pair(b)))
+    (x,) = args  # 1 - erf(x) to |x| = 4; beyond, the continued fraction (erfc(-x) = 2 - erfc(x))
+    middle = dw.sign(dw.sub(dw.sub(dw.pair(_ones(x)), erf_pair(x)), dw.pair(b)))
+    right = erfc_tail_vs(x, jnp.where(b > 0, b, 1))
+    left = -erfc_tail_vs(-x, jnp.where(b < 2, 2 - b, 1))  # 2 - b exact for b near 2
+    general = jnp.where(x > _ERF_SERIES_LIMIT, right, jnp.where(x < -_ERF_SERIES_LIMIT, left, middle))
     return jnp.where(b == 0, jnp.where(x == np.inf, 0, 1), jnp.where(b == 2, jnp.where(x == -np.inf, 0, -1),
-                     jnp.where(b == 1, -_sign(x), jnp.where(x <= _ERF_SERIES_LIMIT, one_minus_erf, _NAN)))).astype(x.dtype)
+                     jnp.where(b == 1, -_sign(x), general))).astype(x.dtype)
 
 
 def _sin(args, b):
     (x,) = args  # |sin x| < |x| and |sin x| < 1 at every nonzero format number
     sine, _ = trigonometry.sin_cos_pair(x)
-    general = jnp.where(trigonometry.reducible(x), dw.sign(dw.sub(sine, dw.pair(b))), _NAN)
+    general = dw.sign(dw.sub(sine, dw.pair(b)))
     return jnp.where(b == 0, _sign(x), jnp.where(b == x, -_sign(x), jnp.where(jnp.abs(b) == 1, -_sign(b), general)))
 
 
 def _cos(args, b):
     (x,) = args
     _, cosine = trigonometry.sin_cos_pair(x)
-    general = jnp.where(trigonometry.reducible(x), dw.sign(dw.sub(cosine, dw.pair(b))), _NAN)
+    general = dw.sign(dw.sub(cosine, dw.pair(b)))
     return jnp.where(b == 1, jnp.where(x == 0, 0, -1), jnp.where(b == -1, 1, general)).astype(x.dtype)
 
 
@@ -301,7 +339,7 @@ def _tan(args, b):
     (x,) = args  # |tan x| > |x|; tan x - b has the sign of (sin x - b cos x) cos x
     sine, cosine = trigonometry.sin_cos_pair(x)
     d = dw.sub(sine, dw.mul(dw.pair(b), cosine))
-    general = jnp.where(trigonometry.reducible(x), dw.sign(d) * dw.sign(cosine), _NAN)
+    general = dw.sign(d) * dw.sign(cosine)
     return jnp.where(b == 0, _sign(x), jnp.where(b == x, _sign(x), general))
 
 
@@ -337,8 +375,8 @@ def _atan2(args, b):
 
 
 def _erf_inv(args, b):
-    (x,) = args
-    return jnp.where(b == 0, _sign(x), _NAN)
+    (x,) = args  # erf increases: erf_inv(x) - b has the sign of x - erf(b) (erf(b) = x only at 0)
+    return jnp.where(b == 0, _sign(x), -erf_vs(b, x)).astype(x.dtype)
 
 
 def _lgamma(args, b):
@@ -401,22 +439,25 @@ def _logistic_value(args):
     return jnp.where(x < 0, e / (1 + e), 1 / (1 + e))
 
 
-# The margins are XLA:CPU's float64 errors measured against MPFR (2026-12-07, jax 0.10.2: tanh 6.5
-# ulps, exp2 279, sinh and cosh 480, erfc 475, atanh 123, the others below 4), with room.  lgamma
-# and digamma err by thousands of ulps next to their zeros (relative error without bound there),
-# which no margin covers: their values there may be a format ulp off (docs/formats-and-rounding.md).
+# The margins are XLA:CPU's errors measured against MPFR (2026-12-07, jax 0.10.2), with room.  In
+# float64: tanh 6.5 ulps, exp2 279, sinh and cosh 480, erfc 475, atanh 123, the others below 4; in
+# float32 (``margin32``, where smaller): erfc 61, exp2 66, sinh and cosh 24, atanh 2.5, pow 0.5.
+# lgamma and digamma err by thousands of ulps next to their zeros (relative error without bound
+# there), which no margin covers: their values there may be a format ulp off
+# (docs/formats-and-rounding.md).
 RULES: dict[str, Rule] = {
-    "tanh": Rule(_tanh, margin=32), "atanh": Rule(_atanh, margin=512),
+    "tanh": Rule(_tanh, margin=32), "atanh": Rule(_atanh, margin=512, margin32=8),
     "logistic": Rule(_logistic, value=_logistic_value), "log": Rule(_log),
     "log1p": Rule(_log1p, margin=16), "expm1": Rule(_expm1, _all_finite, margin=16),
-    "exp2": Rule(_exp2, _all_finite, margin=2048), "sinh": Rule(_sinh, _all_finite, margin=2048),
-    "cosh": Rule(_cosh, _all_finite, margin=2048), "asinh": Rule(_asinh, margin=16),
+    "exp2": Rule(_exp2, _all_finite, margin=2048, margin32=128),
+    "sinh": Rule(_sinh, _all_finite, margin=2048, margin32=64),
+    "cosh": Rule(_cosh, _all_finite, margin=2048, margin32=64), "asinh": Rule(_asinh, margin=16),
     "acosh": Rule(_acosh, margin=16), "rsqrt": Rule(_rsqrt, special=_rsqrt_special),
-    "cbrt": Rule(_cbrt, margin=16), "erf": Rule(_erf, margin=32), "erfc": Rule(_erfc, margin=2048),
+    "cbrt": Rule(_cbrt, margin=16), "erf": Rule(_erf, margin=32), "erfc": Rule(_erfc, margin=2048, margin32=128),
     "sin": Rule(_sin), "cos": Rule(_cos), "tan": Rule(_tan), "atan": Rule(_atan), "asin": Rule(_asin, margin=16),
     "acos": Rule(_acos, margin=16), "atan2": Rule(_atan2, margin=16), "erf_inv": Rule(_erf_inv, margin=64),
     "lgamma": Rule(_lgamma, _lgamma_finite, margin=2048), "digamma": Rule(_digamma, margin=2048),
-    "pow": Rule(_pow, _pow_finite, margin=2048),
+    "pow": Rule(_pow, _pow_finite, margin=2048, margin32=8),
 }
 """The functions with a side rule, by primitive name."""
 
@@ -435,7 +476,7 @@ def _evaluate(primitive, params, rule: Rule, fmt: Format, mode: str, operands, r
     if rule.finite is not None:  # a wide overflow of a finite value: huge, beyond every format's range
         huge = jnp.asarray(np.finfo(np.dtype(wide)).max, wide)
         y = jnp.where(jnp.isinf(y) & rule.finite(args), jnp.where(y > 0, huge, -huge), y)
-    y = boundary.resolve(y, fmt, mode, lambda b: rule.side(args, b), rule.margin)
+    y = boundary.resolve(y, fmt, mode, lambda b: rule.side(args, b), rule.margin_for(wide))
     return boundary.round_wide(y, fmt, mode, random_bits, container)
 
 
