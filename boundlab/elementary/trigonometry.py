@@ -102,17 +102,18 @@ def _two_over_pi_chunks(dtype):
 def _renormalise(terms):
     """VecSum passes (TwoSum from the first term to the last), as many as there are terms: the
     same exact sum of ``terms`` (stacked on axis 0) as a non-overlapping expansion, the largest
-    part last."""
-    n = terms.shape[0]
+    part last.  Loops, not unrolled code: this runs only for huge arguments, and a loop body of
+    one TwoSum keeps the compiled program small."""
 
     def one_pass(_, t):
-        rows, carry = [], t[0]
-        for i in range(1, n):
-            carry, error = dw.two_sum(t[i], carry)
-            rows.append(error)
-        return jnp.stack(rows + [carry])
+        def step(carry, term):
+            total, error = dw.two_sum(term, carry)
+            return total, error
 
-    return lax.fori_loop(0, n, one_pass, terms)
+        last, errors = lax.scan(step, t[0], t[1:])
+        return jnp.concatenate([errors, last[None]])
+
+    return lax.fori_loop(0, terms.shape[0], one_pass, terms)
 
 
 def _pair_sum(terms):
@@ -129,13 +130,11 @@ def _payne_hanek(a):
     exponent = e - p  # a = M 2^E
     mantissa = jnp.ldexp(a, -exponent)  # M, an integer below 2^p
     first = jnp.maximum(0, -(-(exponent - 1) // w) - 1)  # the first chunk whose product is not a multiple of 4
-    terms = []
-    for i in range(_CHUNKS_KEPT):
-        c = jnp.take(table, first + i, mode="clip")
-        hi, lo = dw.two_prod(mantissa, c)
-        power = dw.power_of_two(exponent - w * (first + i + 1), dtype)
-        terms += [jnp.fmod(hi * power, 4), jnp.fmod(lo * power, 4)]
-    exact = _renormalise(jnp.stack(terms[::-1]))  # smallest first
+    index = first[None] + jnp.arange(_CHUNKS_KEPT, dtype=first.dtype).reshape((-1,) + (1,) * a.ndim)
+    hi, lo = dw.two_prod(jnp.broadcast_to(mantissa, index.shape), jnp.take(table, index, mode="clip"))
+    power = dw.power_of_two(exponent[None] - w * (index + 1), dtype)  # x C_j = M c_j 2^(E - w (j + 1))
+    terms = jnp.concatenate([jnp.fmod(lo * power, 4)[::-1], jnp.fmod(hi * power, 4)[::-1]])  # smallest first
+    exact = _renormalise(terms)
     k = jnp.round(exact[-1])
     # the largest part minus k is exact (k is 0 or within a factor 2 of it) and, when not 0, at least
     # an ulp of the largest part, twice the rest: the pair sum of the parts has no cancellation
