@@ -97,27 +97,39 @@ _BLOCK_UNROLL = 64  # block sizes up to this are summed in straight-line code
 
 
 def blocked(raw_term: Callable, k: int, add: Add, round_block: Callable, size: int, keys: KeyStream,
-            unroll: int):
+            unroll: int, zero_down: bool = False):
     """Blocks of ``size`` unrounded terms ``raw_term(j)`` summed exactly in float64, each block
     rounded once (``round_block(block, key)``), the block results added recursively.
 
     Each block's sum is formed where ``recursive`` asks for the block (unrolled, or inside its
     loop over the blocks): the same float64 additions in the same order, so the same bits either
     way; no straight-line code over all k terms and no stack of the blocks (which Pallas's Triton
-    lowering cannot build)."""
+    lowering cannot build).  The float64 additions give an exact zero block sum IEEE 754's sign
+    for every mode but round toward -inf (+0, unless every term is -0); ``zero_down`` gives it
+    that mode's (-0, unless every term is +0)."""
     def block_sum(b):
         start = b * size
 
-        def body(i, s):  # past k (the last block): the sum kept as it is, not + 0 (-0 + 0 = +0)
-            if isinstance(start + i, int):  # an unrolled block, its indices known
-                return s + raw_term(start + i).astype(jnp.float64) if start + i < k else s
-            return jnp.where(start + i < k, s + raw_term(start + i).astype(jnp.float64), s)
+        def body(i, carry):  # past k (the last block): the sum kept as it is, not + 0 (-0 + 0 = +0)
+            s, plus_zeros = carry  # plus_zeros: every term so far is +0 (tracked only for zero_down)
+            static = isinstance(start + i, int)  # an unrolled block, its indices known
+            if static and start + i >= k:
+                return carry
+            term = raw_term(start + i).astype(jnp.float64)
+            inside = True if static else start + i < k
+            total = s + term if static else jnp.where(inside, s + term, s)
+            if plus_zeros is not None:
+                plus_zeros = jnp.where(inside, plus_zeros & (term == 0) & ~jnp.signbit(term), plus_zeros)
+            return total, plus_zeros
 
-        total = raw_term(start).astype(jnp.float64)  # the fused part: no rounding to t bits
+        first = raw_term(start).astype(jnp.float64)  # the fused part: no rounding to t bits
+        carry = (first, ((first == 0) & ~jnp.signbit(first)) if zero_down else None)
         if size <= _BLOCK_UNROLL:  # straight-line inside the block: XLA fuses it (3x faster at 16)
             for i in range(1, size):
-                total = body(i, total)
-            return total
-        return lax.fori_loop(1, size, body, total)  # static trip count: reverse-mode differentiable
+                carry = body(i, carry)
+        else:
+            carry = lax.fori_loop(1, size, body, carry)  # static trip count: reverse-mode differentiable
+        total, plus_zeros = carry
+        return jnp.where((total == 0) & ~plus_zeros, -0.0, total) if zero_down else total
 
     return recursive(lambda b, key: round_block(block_sum(b), key), -(-k // size), add, keys, unroll)

@@ -352,7 +352,8 @@ class Policy:
             def round_block(block, block_key):  # rounded in float64, held exactly in the container
                 return self._round_acc(block, block_key).astype(container)
 
-            total = accumulation.blocked(term, k, add, round_block, self.block_size, keys, unroll)
+            total = accumulation.blocked(term, k, add, round_block, self.block_size, keys, unroll,
+                                         zero_down=self.mode == "down")
         if self.accumulator is not None and self.accumulator != self.fmt:
             total = self.round(total, keys.next())
         return total

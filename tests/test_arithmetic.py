@@ -77,6 +77,19 @@ def test_zeros_carry_ieee_signs_in_every_mode(name):
             assert same.all(), (mode, container, got[~same], want[~same])
         total = jax.jit(lambda v: Emulated(name, mode=mode).sum(v))(jnp.asarray([1.5, -1.5]))
         assert np.signbit(total) == (mode == "down" and fmt.negative_zero)
+        # a fused block (accumulation="blocked") sums exactly and rounds once: the same rule for
+        # its exact zero sum (-0 under round down unless every term is +0; +0 otherwise unless every
+        # term is -0), for block sizes unrolled and looped, in the first block and the last
+        for size in (2, 3, 100):
+            blocked = Emulated(name, mode=mode, accumulation="blocked", block_size=size)
+            sums = jax.jit(lambda v, w: blocked.dot_general(v, w, (((1,), (0,)), ((), ()))))(
+                jnp.asarray([[1.5, -1.5, 0.0], [0.0, 0.0, 0.0], [-0.0, -0.0, -0.0], [0.0, -0.0, 0.0]]),
+                jnp.asarray([1.0, 1.0, 1.0]))
+            negative = np.signbit(np.asarray(sums))
+            if fmt.negative_zero:
+                assert list(negative) == ([True, False, True, True] if mode == "down" else [False, False, True, False]), (mode, size)
+            else:
+                assert not negative.any()
 
 
 def test_division_is_not_turned_into_a_reciprocal_multiplication():
