@@ -193,6 +193,25 @@ def nudge(y, ulps):
 
 # -- helpers on pairs ------------------------------------------------------------------------------
 
+def ones(x):
+    """Ones as an operand of TwoSum: behind a barrier, since XLA's simplifier folds (1 + b) - 1
+    into b when the 1 is a constant, which zeroes TwoSum's error term (measured: erf lost its
+    low word beyond x = 4)."""
+    return lax.optimization_barrier(jnp.ones_like(x))
+
+
+# below 2^-969 (float32: 2^-102) a pair's low word is subnormal, which XLA:CPU flushes
+_LIFTS = {np.dtype(np.float64): (2.0 ** -900, 600), np.dtype(np.float32): (2.0 ** -90, 60)}
+
+
+def lift(c):
+    """(k, c 2^k): k = 600 (float32: 60) where |c| is tiny, so that exp(a) 2^k = exp(a + k ln2)
+    keeps its low word."""
+    tiny, power = _LIFTS[np.dtype(c.dtype)]
+    small = jnp.abs(c) < tiny
+    return jnp.where(small, float(power), 0.0).astype(c.dtype), c * jnp.where(small, 2.0 ** power, 1.0).astype(c.dtype)
+
+
 def pair(x):
     """x as a pair (x, 0)."""
     return x, jnp.zeros_like(x)

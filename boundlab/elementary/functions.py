@@ -16,9 +16,9 @@ side rule: side(args, b) = sign(f(args) - b) for a boundary b near f(args), from
   atanh, pow: y log x against log b), sin and cos by Cody-Waite or Payne-Hanek reduction and
   Taylor in pairs (``boundlab.elementary.trigonometry``; tan: sign((sin x - b cos x) cos x)), their
   inverses through sin and cos of the boundary (atan2: sign(y cos b - x sin b)), erf by its Taylor
-  series to |x| = 4, erfc = 1 - erf to x = 4 and Laplace's continued fraction beyond (``erf_vs``,
-  ``erfc_tail_vs``), erf_inv through erf of the boundary (sign(x - erf b)), and error-free sums for
-  rsqrt (sign(1 - b^2 x)) and cbrt (sign(x - b^3)).
+  series to |x| = 4, erfc = 1 - erf to x = 4 and Laplace's continued fraction beyond
+  (``boundlab.elementary.error_function``), erf_inv through erf of the boundary
+  (sign(x - erf b)), and error-free sums for rsqrt (sign(1 - b^2 x)) and cbrt (sign(x - b^3)).
 
 Where no rule applies (NaN) the wide value is rounded, which is the correct rounding unless the
 exact value lies within the rule's margin of a boundary: lgamma and digamma away from their exact
@@ -32,7 +32,6 @@ multiplications (``boundlab.emulation``).
 from __future__ import annotations
 
 import dataclasses
-import decimal
 from fractions import Fraction
 from typing import Callable
 
@@ -43,6 +42,7 @@ from jax import lax
 
 from boundlab.elementary import boundary
 from boundlab.elementary import double_word as dw
+from boundlab.elementary import error_function
 from boundlab.elementary import trigonometry
 from boundlab.formats import Format
 from boundlab.runtime.x64 import x64_enabled
@@ -73,28 +73,9 @@ def _sign(x):
     return jnp.sign(x).astype(x.dtype)
 
 
-def _ones(x):
-    """Ones as an operand of TwoSum: behind a barrier, since XLA's simplifier folds (1 + b) - 1
-    into b when the 1 is a constant, which zeroes TwoSum's error term (measured: erf lost its
-    low word beyond x = 4)."""
-    return lax.optimization_barrier(jnp.ones_like(x))
-
-
-# below 2^-969 (float32: 2^-102) a pair's low word is subnormal, which XLA:CPU flushes
-_LIFTS = {np.dtype(np.float64): (2.0 ** -900, 600), np.dtype(np.float32): (2.0 ** -90, 60)}
-
-
-def _lift(c):
-    """(k, c 2^k): k = 600 (float32: 60) where |c| is tiny, so that exp(a) 2^k = exp(a + k ln2)
-    keeps its low word."""
-    tiny, lift = _LIFTS[np.dtype(c.dtype)]
-    small = jnp.abs(c) < tiny
-    return jnp.where(small, float(lift), 0.0).astype(c.dtype), c * jnp.where(small, 2.0 ** lift, 1.0).astype(c.dtype)
-
-
 def _exp_vs(a, c):
     """sign(exp(a) - c) for exp(a) normal (lifted by 2^600 where c is tiny)."""
-    k, lifted = _lift(c)
+    k, lifted = dw.lift(c)
     argument = dw.add(dw.pair(a), dw.mul(dw.pair(k), dw.ln2_pair(a)))
     return dw.sign(dw.sub(dw.exp_of_pair(argument), dw.pair(lifted)))
 
@@ -102,14 +83,14 @@ def _exp_vs(a, c):
 def _tanh_vs(a, c):
     """sign(tanh(a) - c) for |c| < 1: (e^2a + 1)(tanh a - c) = e^2a (1 - c) - (1 + c)."""
     e = dw.double_word_exp(jnp.clip(2 * a, -700, 700))
-    one = _ones(c)
+    one = dw.ones(c)
     return dw.sign(dw.sub(dw.mul(e, dw.two_sum(one, -c)), dw.two_sum(one, c)))
 
 
 def _logistic_vs(a, c):
     """sign(logistic(a) - c) for 0 < c < 1: (1 + e^-a)(logistic a - c) = (1 - c) - c e^-a."""
     e = dw.double_word_exp(jnp.clip(-a, -708, 708))
-    return dw.sign(dw.sub(dw.two_sum(_ones(c), -c), dw.mul(dw.pair(c), e)))
+    return dw.sign(dw.sub(dw.two_sum(dw.ones(c), -c), dw.mul(dw.pair(c), e)))
 
 
 def _series_pair(x, coefficients):
@@ -117,79 +98,6 @@ def _series_pair(x, coefficients):
 
 
 _LOG1P_SERIES = [Fraction(0)] + [Fraction((-1) ** (k + 1), k) for k in range(1, 13)]  # error < 2^-120 |x|
-
-
-def _root_pi() -> Fraction:
-    """sqrt(pi) to 60 digits."""
-    with decimal.localcontext() as context:
-        context.prec = 60
-        pi = decimal.Decimal(trigonometry.PI.numerator) / decimal.Decimal(trigonometry.PI.denominator)
-        return Fraction(pi.sqrt())
-
-
-def _two_over_root_pi() -> Fraction:
-    return 2 / _root_pi()
-
-
-_ERF_TERMS = 100  # (2/sqrt pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1)): at |x| = 4 the terms fall below 2^-120
-_ERF_SERIES_LIMIT = 4.0
-
-
-def _reciprocal_pair(n):
-    """1/n as a pair for a float n holding an integer."""
-    hi = 1 / n
-    p, e = dw.two_prod(hi, n)
-    return hi, ((1 - p) - e) / n
-
-
-def erf_pair(x):
-    """erf(x) as a pair for |x| <= 4 by its Taylor series (at most 17 bits cancel there); 0 beyond
-    (callers use ``erfc_tail`` there)."""
-    a = jnp.abs(x)
-    s = jnp.where(a <= _ERF_SERIES_LIMIT, a, 0)
-    minus_square = dw.neg(dw.two_prod(s, s))
-
-    def step(_, carry):
-        # n is carried as an array: computed from the loop index it is a broadcast scalar, and
-        # XLA:CPU then evaluates the pairs' divisions by it less exactly (measured: 2^-42 in erf)
-        term, total, n = carry
-        n = n + 1
-        term = dw.mul(dw.mul(term, minus_square), _reciprocal_pair(n))
-        return term, dw.add(total, dw.mul(term, _reciprocal_pair(2 * n + 1))), n
-
-    start = dw.pair(s)
-    _, total, _ = lax.fori_loop(1, _ERF_TERMS, step, (start, start, jnp.zeros_like(x)))
-    value = dw.mul(total, dw.constant_pair(_two_over_root_pi(), x))
-    return jnp.where(jnp.signbit(x), -value[0], value[0]), jnp.where(jnp.signbit(x), -value[1], value[1])
-
-
-_ERFC_FRACTION_DEPTH = 80  # Laplace's continued fraction to depth 80: relative error below 2^-122 for x >= 4
-
-
-def erfc_tail_vs(x, c):
-    """sign(erfc(x) - c) for x >= 4 (elsewhere meaningless) and c > 0: erfc(x) = e^(-x^2) / sqrt(pi)
-    / (x + (1/2) / (x + 1 / (x + (3/2) / (x + ...)))), the fraction evaluated from depth 80 up in
-    pairs, e^(-x^2) with x^2 as a pair, lifted by 2^600 where c is tiny (as ``_exp_vs``)."""
-    x = jnp.where(x >= _ERF_SERIES_LIMIT, x, _ERF_SERIES_LIMIT)
-    half = jnp.full_like(x, 0.5)
-
-    def level(i, t):  # t_(n-1) = x + (n/2) / t_n, n = depth - i
-        n = (_ERFC_FRACTION_DEPTH - i) * half
-        return dw.add(dw.pair(x), dw.div(dw.pair(n), t))
-
-    fraction = lax.fori_loop(0, _ERFC_FRACTION_DEPTH, level, dw.pair(x))
-    k, lifted = _lift(c)
-    exponent = dw.add(dw.neg(dw.two_prod(x, x)), dw.mul(dw.pair(k), dw.ln2_pair(x)))
-    value = dw.div(dw.mul(dw.exp_of_pair(exponent), dw.constant_pair(1 / _root_pi(), x)), fraction)
-    return dw.sign(dw.sub(value, dw.pair(lifted)))
-
-
-def erf_vs(x, c):
-    """sign(erf(x) - c) for |c| < 1: the series to |x| = 4; beyond, with s = sign(x),
-    erf(x) - c = -s (erfc(|x|) - (1 - s c)), 1 - s c exact when c is near erf(x) (Sterbenz)."""
-    s = _sign(x)
-    tail = -s * erfc_tail_vs(jnp.abs(x), _ones(c) - s * c)
-    return jnp.where(jnp.abs(x) <= _ERF_SERIES_LIMIT, dw.sign(dw.sub(erf_pair(x), dw.pair(c))), tail)
 
 
 def _exact_sign(terms):
@@ -222,7 +130,7 @@ def _one_minus_square_times(b, x):
     b1, b2 = dw.two_prod(m, m)
     p1, p2 = dw.two_prod(b1, xs)
     q1, q2 = dw.two_prod(b2, xs)
-    return _exact_sign([-q2, -q1, -p2, -p1, _ones(x)])
+    return _exact_sign([-q2, -q1, -p2, -p1, dw.ones(x)])
 
 
 # -- the side rules: sign(f(args) - b) -------------------------------------------------------------
@@ -253,7 +161,7 @@ def _log1p(args, b):
     (x,) = args
     small = jnp.abs(x) < dw.SMALL
     series = dw.sign(dw.sub(_series_pair(jnp.where(small, x, 0), _LOG1P_SERIES), dw.pair(b)))
-    general = dw.sign(dw.sub(dw.two_sum(_ones(x), x), dw.double_word_exp(b)))  # (1 + x) - exp(b)
+    general = dw.sign(dw.sub(dw.two_sum(dw.ones(x), x), dw.double_word_exp(b)))  # (1 + x) - exp(b)
     return jnp.where(b == 0, _sign(x), jnp.where(b == x, -1, jnp.where(small, series, general))).astype(x.dtype)
 
 
@@ -266,7 +174,7 @@ def _expm1(args, b):
 def _exp2(args, b):
     (x,) = args
     power = dw.power_of_two(jnp.clip(x, -1100, 1100).astype(jnp.int32), x.dtype)  # 2^k exactly at an integer k
-    k, lifted = _lift(b)  # 2^x 2^k = 2^(x + k), x + k exact
+    k, lifted = dw.lift(b)  # 2^x 2^k = 2^(x + k), x + k exact
     argument = dw.mul(dw.pair(jnp.clip(x, -1000, 1000) + k), dw.ln2_pair(x))
     general = dw.sign(dw.sub(dw.exp_of_pair(argument), dw.pair(lifted)))
     return jnp.where(b == 0, jnp.where(x == -np.inf, 0, 1),
@@ -308,15 +216,15 @@ def _cbrt(args, b):
 def _erf(args, b):
     (x,) = args
     return jnp.where(b == 0, _sign(x), jnp.where(jnp.abs(b) == 1, jnp.where(jnp.isinf(x), 0, -_sign(b)),
-                     erf_vs(x, jnp.where(jnp.abs(b) < 1, b, 0)))).astype(x.dtype)
+                     error_function.erf_vs(x, jnp.where(jnp.abs(b) < 1, b, 0)))).astype(x.dtype)
 
 
 def _erfc(args, b):
     (x,) = args  # 1 - erf(x) to |x| = 4; beyond, the continued fraction (erfc(-x) = 2 - erfc(x))
-    middle = dw.sign(dw.sub(dw.sub(dw.pair(_ones(x)), erf_pair(x)), dw.pair(b)))
-    right = erfc_tail_vs(x, jnp.where(b > 0, b, 1))
-    left = -erfc_tail_vs(-x, jnp.where(b < 2, 2 - b, 1))  # 2 - b exact for b near 2
-    general = jnp.where(x > _ERF_SERIES_LIMIT, right, jnp.where(x < -_ERF_SERIES_LIMIT, left, middle))
+    middle = dw.sign(dw.sub(dw.sub(dw.pair(dw.ones(x)), error_function.erf_pair(x)), dw.pair(b)))
+    right = error_function.erfc_tail_vs(x, jnp.where(b > 0, b, 1))
+    left = -error_function.erfc_tail_vs(-x, jnp.where(b < 2, 2 - b, 1))  # 2 - b exact for b near 2
+    general = jnp.where(x > error_function.SERIES_LIMIT, right, jnp.where(x < -error_function.SERIES_LIMIT, left, middle))
     return jnp.where(b == 0, jnp.where(x == np.inf, 0, 1), jnp.where(b == 2, jnp.where(x == -np.inf, 0, -1),
                      jnp.where(b == 1, -_sign(x), general))).astype(x.dtype)
 
@@ -351,7 +259,7 @@ def _x_cos_minus_sin(y, x, b):
 
 def _atan(args, b):
     (x,) = args  # |atan x| < |x|; atan x - b has the sign of x cos b - sin b (|b| < pi/2)
-    return jnp.where(b == 0, _sign(x), jnp.where(b == x, -_sign(x), _x_cos_minus_sin(x, _ones(x), b)))
+    return jnp.where(b == 0, _sign(x), jnp.where(b == x, -_sign(x), _x_cos_minus_sin(x, dw.ones(x), b)))
 
 
 def _asin(args, b):
@@ -376,7 +284,7 @@ def _atan2(args, b):
 
 def _erf_inv(args, b):
     (x,) = args  # erf increases: erf_inv(x) - b has the sign of x - erf(b) (erf(b) = x only at 0)
-    return jnp.where(b == 0, _sign(x), -erf_vs(b, x)).astype(x.dtype)
+    return jnp.where(b == 0, _sign(x), -error_function.erf_vs(b, x)).astype(x.dtype)
 
 
 def _lgamma(args, b):
