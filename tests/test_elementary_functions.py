@@ -127,7 +127,7 @@ def test_stochastic_rounding_takes_the_correctly_rounded_neighbours():
 def test_without_x64_a_float32_container_rounds_tanh_and_erf_correctly(x64_off):
     numbers = every_number("fp16")[::5].astype(np.float32)
     fmt = get_format("fp16")
-    for name in ("tanh", "erf", "logistic", "log", "sin", "erfc"):  # sin beyond 2^10: Payne-Hanek in float32 pairs
+    for name in ("tanh", "erf", "logistic", "log", "sin", "erfc", "lgamma"):  # sin beyond 2^10: Payne-Hanek in float32 pairs
         results = jax.jit(lambda x: [Emulated("fp16", mode=m).apply(UNARY[name], x) for m in MODES])(jnp.asarray(numbers))
         for mode, got in zip(MODES, results):
             assert got.dtype == jnp.float32
@@ -152,16 +152,25 @@ SIDE_DOMAINS = {  # argument ranges where each rule decides by double words (not
     "asin": (-1, 1), "acos": (-1, 1),
     # Payne-Hanek's reduction: magnitudes log-uniform from 2^20 to 1e300, either sign
     "sin beyond 2^20": (2.0 ** 20, 1e300), "cos beyond 2^20": (2.0 ** 20, 1e300), "tan beyond 2^20": (2.0 ** 20, 1e300),
+    "lgamma": (-12.0, 30.0), "digamma": (-12.0, 30.0), "lgamma beyond 30": (30.0, 1e300), "digamma beyond 30": (30.0, 1e300),
+    # next to the zeros, within a few thousand t24 ulps: lgamma's 1, 2 and three negative ones, digamma's
+    # positive one and two negative ones (where the relative error of the recurrence would grow)
+    "lgamma next to its zeros": (1.0, 2.0, -2.4570247382208006, -2.7476826467274127, -3.1435808883499800),
+    "digamma next to its zeros": (1.4616321449683622, -0.5040830082644554, -1.5734984731623803),
 }
 
 
 def side_arguments(name, rng):
+    if "zeros" in name:
+        zeros = np.array(SIDE_DOMAINS[name])
+        x = np.repeat(zeros, 400 // zeros.size) + rng.integers(-3000, 3000, 400 // zeros.size * zeros.size) * 2.0 ** -22
+        return np.asarray(jax.jit(lambda v: Emulated("t24").cast(v))(x), np.float64)
     lo, hi = SIDE_DOMAINS[name]
     if name == "erf_inv":  # near 0 and next to +-1, where erf_inv grows without bound
         x = np.concatenate([rng.uniform(-1, 1, 300), (1 - 2.0 ** -rng.integers(8, 24, 100)) * rng.choice([-1, 1], 100)])
     elif lo > 0 and hi / lo > 1e3:
         x = np.exp(rng.uniform(np.log(lo), np.log(hi), 400))
-        x = x * rng.choice([-1.0, 1.0], 400) if "beyond" in name else x
+        x = x * rng.choice([-1.0, 1.0], 400) if name.split()[0] in ("sin", "cos", "tan") else x
     else:
         x = rng.uniform(lo, hi, 400) * np.where(rng.random(400) < 0.3, 2.0 ** -rng.integers(0, 20, 400), 1.0)
     return np.asarray(jax.jit(lambda v: Emulated("t24").cast(v))(x), np.float64)
@@ -210,6 +219,22 @@ def test_payne_hanek_at_the_double_closest_to_a_multiple_of_pi_over_2():
             got = np.asarray(jax.jit(lambda a, c, name=name: RULES[name].side([a], c))(x, b))
             np.testing.assert_array_equal(got, side, err_msg=f"{name} {gmpy2.mpfr(exact[0]):.6e}")
     assert abs(float(wide.cos(gmpy2.mpfr(x[0])))) < 2.0 ** -60
+
+
+def test_the_gamma_functions_constants_are_mpfrs():
+    import gmpy2
+
+    from boundlab.elementary.gamma import bernoulli, euler_gamma, zeta
+
+    wide = gmpy2.context(precision=300)
+
+    def mpq(f):
+        return gmpy2.mpq(f.numerator, f.denominator)
+
+    assert bernoulli(8)[:9] == (1, 0.5, gmpy2.mpq(1, 6), 0, gmpy2.mpq(-1, 30), 0, gmpy2.mpq(1, 42), 0, gmpy2.mpq(-1, 30))
+    assert abs(wide.sub(mpq(euler_gamma()), wide.const_euler())) < gmpy2.mpfr(2) ** -120
+    for k in (2, 3, 7, 30, 64, 101):
+        assert abs(wide.div(wide.sub(mpq(zeta(k)), wide.zeta(k)), wide.zeta(k))) < gmpy2.mpfr(2) ** -120, k
 
 
 def test_pi_from_machins_formula_is_mpfrs_pi():

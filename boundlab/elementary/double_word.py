@@ -63,13 +63,14 @@ def split(a):
 
 
 def rounded_product(a, b):
-    """fl(a b) as a value no later operation can fuse: a select on ``a == a`` (false only for NaN,
-    where it gives the NaN a), which LLVM cannot fold away.  A bare product feeding ``ah bh - p``
-    is contracted by XLA:CPU's LLVM into fma(-a, b, ah bh), which uses the unrounded product and
-    makes TwoProduct's error term wrong (measured: 2^-59 relative, a product by a constant pair
-    under jit); ``lax.optimization_barrier`` does not prevent it (XLA:CPU removes the barrier
-    before fusion, which then recomputes the product inside the consumer)."""
-    return jnp.where(a == a, a * b, a)
+    """fl(a b) as a value no later operation can fuse: selects on ``a == a`` and ``b == b`` (false
+    only for NaN, where they give that NaN), which LLVM cannot fold away; two, since a select on a
+    constant operand is folded (a product by a constant pair under jit).  A bare product feeding
+    ``ah bh - p`` is contracted by XLA:CPU's LLVM into fma(-a, b, ah bh), which uses the unrounded
+    product and makes TwoProduct's error term wrong (measured: 2^-54 to 2^-59 relative);
+    ``lax.optimization_barrier`` does not prevent it (XLA:CPU removes the barrier before fusion,
+    which then recomputes the product inside the consumer)."""
+    return jnp.where(b == b, jnp.where(a == a, a * b, a), b)
 
 
 def two_prod(a, b):
@@ -236,9 +237,11 @@ def scale(x, power_of_two):
 
 
 def constant_pair(value: Fraction, like):
-    """The exact rational ``value`` as a pair of ``like``'s dtype, broadcast to its shape."""
+    """The exact rational ``value`` as a pair of ``like``'s dtype, broadcast to its shape, behind
+    an optimisation barrier: XLA's simplifier folds (c + b) - c into b for a constant c, which
+    zeroes TwoSum's error term (measured: log(pi) - log|sin(pi x)| - lgamma(1 - x) lost 2^-54)."""
     hi, lo = constant(value, like.dtype)
-    return jnp.full_like(like, hi), jnp.full_like(like, lo)
+    return lax.optimization_barrier((jnp.full_like(like, hi), jnp.full_like(like, lo)))
 
 
 def ln2_pair(like):

@@ -18,12 +18,13 @@ side rule: side(args, b) = sign(f(args) - b) for a boundary b near f(args), from
   inverses through sin and cos of the boundary (atan2: sign(y cos b - x sin b)), erf by its Taylor
   series to |x| = 4, erfc = 1 - erf to x = 4 and Laplace's continued fraction beyond
   (``boundlab.elementary.error_function``), erf_inv through erf of the boundary
-  (sign(x - erf b)), and error-free sums for rsqrt (sign(1 - b^2 x)) and cbrt (sign(x - b^3)).
+  (sign(x - erf b)), lgamma and digamma by their pairs, and error-free sums for rsqrt
+  (sign(1 - b^2 x)) and cbrt (sign(x - b^3)).
 
-Where no rule applies (NaN) the wide value is rounded, which is the correct rounding unless the
-exact value lies within the rule's margin of a boundary: lgamma and digamma away from their exact
-points (XLA's values err without bound in relative terms next to their zeros); the docs' table
-(docs/formats-and-rounding.md) says so.
+lgamma and digamma (``boundlab.elementary.gamma``) take their wide value from their pairs too (the
+Taylor series at 1 and 2 next to their zeros, Stirling's series after the recurrence, the
+reflection for x < 0): XLA's err without bound in relative terms next to the zeros.  Where no
+rule applies (NaN: poles, overflow) the wide value is rounded.
 
 ``integer_pow`` is not here: Model 4.1 evaluates x**n as XLA does, by repeated rounded
 multiplications (``boundlab.emulation``).
@@ -43,6 +44,7 @@ from jax import lax
 from boundlab.elementary import boundary
 from boundlab.elementary import double_word as dw
 from boundlab.elementary import error_function
+from boundlab.elementary import gamma
 from boundlab.elementary import trigonometry
 from boundlab.formats import Format
 from boundlab.runtime.x64 import x64_enabled
@@ -288,15 +290,35 @@ def _erf_inv(args, b):
 
 
 def _lgamma(args, b):
-    (x,) = args
-    return jnp.where((b == 0) & ((x == 1) | (x == 2)), 0, _NAN).astype(x.dtype)
+    (x,) = args  # lgamma(1) = lgamma(2) = 0; elsewhere the pair (boundlab.elementary.gamma)
+    general = dw.sign(dw.sub(gamma.lgamma_pair(x), dw.pair(b)))
+    exact = (b == 0) & ((x == 1) | (x == 2))
+    return jnp.where(exact, 0, jnp.where(jnp.isfinite(general), general, _NAN)).astype(x.dtype)
 
 
 def _digamma(args, b):
-    (x,) = args  # near the pole at 0, digamma(x) = -1/x + digamma(1 + x), the second term about -0.58
-    p, e = dw.two_prod(b, x)
-    reciprocal = (p == -1) & (e == 0) & (jnp.abs(x) < 0.25)
-    return jnp.where(reciprocal, _sign(lax.digamma(1 + x)), _NAN)
+    (x,) = args
+    general = dw.sign(dw.sub(gamma.digamma_pair(x), dw.pair(b)))
+    # next to the pole at 0, digamma(x) - b = -(1 + b x) / x + digamma(1 + x), 1 + b x exact: the
+    # pair of digamma(x) ~ -1/x cannot hold the -0.58 below a huge -1/x (x = -2^-127)
+    small = jnp.abs(x) < 0.25
+    xs = jnp.where(small & (x != 0), x, 0.125)
+    p, e = dw.two_prod(jnp.where(small, b, 0), xs)
+    one_plus = dw.add(dw.two_sum(dw.ones(x), p), dw.pair(e))
+    pole = dw.sign(dw.add(dw.div(dw.neg(one_plus), dw.pair(xs)), gamma.digamma_pair_of(dw.two_sum(dw.ones(x), xs))))
+    side = jnp.where(small, pole, general)
+    return jnp.where(jnp.isfinite(side), side, _NAN).astype(x.dtype)
+
+
+def _pair_value(pair_function, primitive):
+    """The wide value as the pair's leading word (within an ulp of the exact value even next to
+    the function's zeros, where XLA's own errs without bound relatively); XLA's at the poles."""
+    def value(args):
+        (x,) = args
+        hi = pair_function(x)[0]
+        return jnp.where(jnp.isfinite(hi), hi, primitive(x))
+
+    return value
 
 
 def _pow(args, b):
@@ -351,8 +373,7 @@ def _logistic_value(args):
 # float64: tanh 6.5 ulps, exp2 279, sinh and cosh 480, erfc 475, atanh 123, the others below 4; in
 # float32 (``margin32``, where smaller): erfc 61, exp2 66, sinh and cosh 24, atanh 2.5, pow 0.5.
 # lgamma and digamma err by thousands of ulps next to their zeros (relative error without bound
-# there), which no margin covers: their values there may be a format ulp off
-# (docs/formats-and-rounding.md).
+# there), so their wide value is the pair's (``boundlab.elementary.gamma``), within an ulp.
 RULES: dict[str, Rule] = {
     "tanh": Rule(_tanh, margin=32), "atanh": Rule(_atanh, margin=512, margin32=8),
     "logistic": Rule(_logistic, value=_logistic_value), "log": Rule(_log),
@@ -364,7 +385,8 @@ RULES: dict[str, Rule] = {
     "cbrt": Rule(_cbrt, margin=16), "erf": Rule(_erf, margin=32), "erfc": Rule(_erfc, margin=2048, margin32=128),
     "sin": Rule(_sin), "cos": Rule(_cos), "tan": Rule(_tan), "atan": Rule(_atan), "asin": Rule(_asin, margin=16),
     "acos": Rule(_acos, margin=16), "atan2": Rule(_atan2, margin=16), "erf_inv": Rule(_erf_inv, margin=64),
-    "lgamma": Rule(_lgamma, _lgamma_finite, margin=2048), "digamma": Rule(_digamma, margin=2048),
+    "lgamma": Rule(_lgamma, _lgamma_finite, value=_pair_value(gamma.lgamma_pair, lax.lgamma)),
+    "digamma": Rule(_digamma, value=_pair_value(gamma.digamma_pair, lax.digamma)),
     "pow": Rule(_pow, _pow_finite, margin=2048, margin32=8),
 }
 """The functions with a side rule, by primitive name."""
