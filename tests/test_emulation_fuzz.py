@@ -1,6 +1,6 @@
 """A differential fuzz of ``emulate``: random programs over the primitives it accepts
 (elementwise functions, +-*/, integer powers, literals, max/min, where, sums, cumsum, a
-matrix-vector product, scan, cond), in every format family and every deterministic mode, against
+matrix-vector product, a dot_general with a batch dimension, scan, cond, while), in every format family and every deterministic mode, against
 the scalar MPFR evaluation of Model 4.1 (tests/programs.py): the same bits, the sign of zero
 included.  The same programs check ``first_order``: never below the measured error where Model
 4.1's first-order analysis applies (no branch, no overflow or underflow, finite bound)."""
@@ -27,9 +27,9 @@ def programs(draw, max_length=5):
     for k in range(draw(st.integers(1, max_length))):
         register = st.integers(0, 1 + k)
         op = draw(st.sampled_from(UNARY + BINARY + OTHER))
-        if op in UNARY or op in ("sum", "cumsum", "matvec"):
+        if op in UNARY or op in ("sum", "cumsum", "matvec", "batched_dot"):
             args = (draw(register),)
-        elif op in BINARY or op in ("scan", "cond"):
+        elif op in BINARY or op in ("scan", "cond", "while"):
             args = (draw(register), draw(register))
         elif op.startswith("literal"):
             args = (draw(register), draw(st.integers(0, len(LITERALS) - 1)))
