@@ -226,6 +226,27 @@ def sub(x, y):
     return add(x, neg(y))
 
 
+def select(mask, x, y):
+    """The pair x where ``mask``, else y."""
+    return jnp.where(mask, x[0], y[0]), jnp.where(mask, x[1], y[1])
+
+
+def vec_sum(terms):
+    """VecSum passes (TwoSum from the first term to the last), as many as there are terms: the
+    same exact sum of ``terms`` (stacked on axis 0) as a non-overlapping expansion, the largest
+    part last.  Loops, not unrolled code: a loop body of one TwoSum keeps the program small."""
+
+    def one_pass(_, t):
+        def step(carry, term):
+            total, error = two_sum(term, carry)
+            return total, error
+
+        last, errors = lax.scan(step, t[0], t[1:])
+        return jnp.concatenate([errors, last[None]])
+
+    return lax.fori_loop(0, terms.shape[0], one_pass, terms)
+
+
 def sign(x):
     """The sign (-1, 0, 1) of hi + lo (hi carries it unless it is zero)."""
     return jnp.where(x[0] != 0, jnp.sign(x[0]), jnp.sign(x[1]))
@@ -248,12 +269,24 @@ def ln2_pair(like):
     return constant_pair(_LN2, like)
 
 
-def horner(x, coefficients, like):
-    """sum_k coefficients[k] x^k (exact rationals, highest degree last) for a pair x, in pairs."""
-    acc = constant_pair(coefficients[-1], like)
-    for c in reversed(coefficients[:-1]):
-        acc = add(mul(acc, x), constant_pair(c, like))
-    return acc
+def horner(x, coefficients, like, loop: bool = False):
+    """sum_k coefficients[k] x^k (exact rationals, highest degree last) for a pair x, in pairs;
+    ``loop``: in a ``fori_loop`` over a table of the coefficients (a small program however many
+    terms) rather than unrolled."""
+    if not loop:
+        acc = constant_pair(coefficients[-1], like)
+        for c in reversed(coefficients[:-1]):
+            acc = add(mul(acc, x), constant_pair(c, like))
+        return acc
+    pairs = [constant(c, like.dtype) for c in coefficients]
+    hi, lo = (jnp.asarray([q[i] for q in pairs], like.dtype) for i in range(2))
+    n = len(coefficients)
+
+    def step(i, acc):
+        j = n - 2 - i
+        return add(mul(acc, x), (jnp.broadcast_to(hi[j], like.shape), jnp.broadcast_to(lo[j], like.shape)))
+
+    return lax.fori_loop(0, n - 1, step, (jnp.broadcast_to(hi[-1], like.shape), jnp.broadcast_to(lo[-1], like.shape)))
 
 
 def exp_of_pair(x):

@@ -5,6 +5,7 @@ by Laplace's continued fraction, and erf(x) beyond 4 as 1 - erfc(|x|) (``boundla
 from __future__ import annotations
 
 import decimal
+import functools
 from fractions import Fraction
 
 import jax.numpy as jnp
@@ -14,12 +15,12 @@ from boundlab.elementary import double_word as dw
 from boundlab.elementary import trigonometry
 
 
+@functools.cache
 def root_pi() -> Fraction:
     """sqrt(pi) to 60 digits."""
     with decimal.localcontext() as context:
         context.prec = 60
-        pi = decimal.Decimal(trigonometry.PI.numerator) / decimal.Decimal(trigonometry.PI.denominator)
-        return Fraction(pi.sqrt())
+        return Fraction(trigonometry.pi_decimal().sqrt())
 
 
 def _two_over_root_pi() -> Fraction:
@@ -39,7 +40,7 @@ def _reciprocal_pair(n):
 
 def erf_pair(x):
     """erf(x) as a pair for |x| <= 4 by its Taylor series (at most 17 bits cancel there); 0 beyond
-    (callers use ``erfc_tail`` there)."""
+    (callers use ``erfc_tail_vs`` there)."""
     a = jnp.abs(x)
     s = jnp.where(a <= SERIES_LIMIT, a, 0)
     minus_square = dw.neg(dw.two_prod(s, s))
@@ -55,7 +56,7 @@ def erf_pair(x):
     start = dw.pair(s)
     _, total, _ = lax.fori_loop(1, _ERF_TERMS, step, (start, start, jnp.zeros_like(x)))
     value = dw.mul(total, dw.constant_pair(_two_over_root_pi(), x))
-    return jnp.where(jnp.signbit(x), -value[0], value[0]), jnp.where(jnp.signbit(x), -value[1], value[1])
+    return dw.select(jnp.signbit(x), dw.neg(value), value)
 
 
 _ERFC_FRACTION_DEPTH = 80  # Laplace's continued fraction to depth 80: relative error below 2^-122 for x >= 4
@@ -64,7 +65,7 @@ _ERFC_FRACTION_DEPTH = 80  # Laplace's continued fraction to depth 80: relative 
 def erfc_tail_vs(x, c):
     """sign(erfc(x) - c) for x >= 4 (elsewhere meaningless) and c > 0: erfc(x) = e^(-x^2) / sqrt(pi)
     / (x + (1/2) / (x + 1 / (x + (3/2) / (x + ...)))), the fraction evaluated from depth 80 up in
-    pairs, e^(-x^2) with x^2 as a pair, lifted by 2^600 where c is tiny (as ``_exp_vs``)."""
+    pairs, e^(-x^2) with x^2 as a pair, lifted by 2^600 where c is tiny (``double_word.lift``)."""
     x = jnp.where(x >= SERIES_LIMIT, x, SERIES_LIMIT)
     half = jnp.full_like(x, 0.5)
 

@@ -103,16 +103,13 @@ _LOG1P_SERIES = [Fraction(0)] + [Fraction((-1) ** (k + 1), k) for k in range(1, 
 
 
 def _exact_sign(terms):
-    """sign of an exact sum of floats (a few VecSum passes of TwoSum: error-free, until the
-    components no longer overlap; the sign is the largest nonzero component's)."""
-    terms = list(terms)
-    for _ in range(len(terms)):
-        for i in range(1, len(terms)):
-            terms[i], terms[i - 1] = dw.two_sum(terms[i], terms[i - 1])
-    result = jnp.zeros_like(terms[0])
-    for term in terms:  # smallest first: a larger nonzero component overrides
-        result = jnp.where(term != 0, jnp.sign(term), result)
-    return result.astype(terms[0].dtype)
+    """sign of an exact sum of floats: VecSum passes (``double_word.vec_sum``) until the components
+    no longer overlap; the sign is the largest nonzero component's."""
+    parts = dw.vec_sum(jnp.stack(jnp.broadcast_arrays(*terms)))
+    result = jnp.zeros_like(parts[0])
+    for i in range(parts.shape[0]):  # smallest first: a larger nonzero component overrides
+        result = jnp.where(parts[i] != 0, jnp.sign(parts[i]), result)
+    return result.astype(parts.dtype)
 
 
 def _cube_minus(x, b):
@@ -290,24 +287,14 @@ def _erf_inv(args, b):
 
 
 def _lgamma(args, b):
-    (x,) = args  # lgamma(1) = lgamma(2) = 0; elsewhere the pair (boundlab.elementary.gamma)
+    (x,) = args  # lgamma(1) = lgamma(2) = 0; elsewhere the pair (boundlab.elementary.gamma), NaN at poles
     general = dw.sign(dw.sub(gamma.lgamma_pair(x), dw.pair(b)))
-    exact = (b == 0) & ((x == 1) | (x == 2))
-    return jnp.where(exact, 0, jnp.where(jnp.isfinite(general), general, _NAN)).astype(x.dtype)
+    return jnp.where((b == 0) & ((x == 1) | (x == 2)), 0, general).astype(x.dtype)
 
 
 def _digamma(args, b):
-    (x,) = args
-    general = dw.sign(dw.sub(gamma.digamma_pair(x), dw.pair(b)))
-    # next to the pole at 0, digamma(x) - b = -(1 + b x) / x + digamma(1 + x), 1 + b x exact: the
-    # pair of digamma(x) ~ -1/x cannot hold the -0.58 below a huge -1/x (x = -2^-127)
-    small = jnp.abs(x) < 0.25
-    xs = jnp.where(small & (x != 0), x, 0.125)
-    p, e = dw.two_prod(jnp.where(small, b, 0), xs)
-    one_plus = dw.add(dw.two_sum(dw.ones(x), p), dw.pair(e))
-    pole = dw.sign(dw.add(dw.div(dw.neg(one_plus), dw.pair(xs)), gamma.digamma_pair_of(dw.two_sum(dw.ones(x), xs))))
-    side = jnp.where(small, pole, general)
-    return jnp.where(jnp.isfinite(side), side, _NAN).astype(x.dtype)
+    (x,) = args  # NaN at the poles
+    return dw.sign(gamma.digamma_minus(x, b)).astype(x.dtype)
 
 
 def _pair_value(pair_function, primitive):

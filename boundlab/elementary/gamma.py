@@ -79,41 +79,18 @@ def euler_gamma() -> Fraction:
     return 1 - sum((zeta(k) - 1) / k for k in range(2, 202))
 
 
+@functools.cache
 def _log_two_pi_half() -> Fraction:
     with decimal.localcontext() as context:
         context.prec = _DIGITS
-        pi = decimal.Decimal(trigonometry.PI.numerator) / decimal.Decimal(trigonometry.PI.denominator)
-        return Fraction((2 * pi).ln() / 2)
+        return Fraction((2 * trigonometry.pi_decimal()).ln() / 2)
 
 
+@functools.cache
 def _log_pi() -> Fraction:
     with decimal.localcontext() as context:
         context.prec = _DIGITS
-        return Fraction((decimal.Decimal(trigonometry.PI.numerator) / decimal.Decimal(trigonometry.PI.denominator)).ln())
-
-
-def _table(coefficients, like):
-    """Coefficients as two arrays (hi, lo) in ``like``'s dtype."""
-    pairs = [dw.constant(c, like.dtype) for c in coefficients]
-    return jnp.asarray([p[0] for p in pairs], like.dtype), jnp.asarray([p[1] for p in pairs], like.dtype)
-
-
-def _horner(x, coefficients):
-    """sum_k coefficients[k] x^k for a pair x, in a loop over the coefficients (a small program
-    however many terms)."""
-    hi, lo = _table(coefficients, x[0])
-    n = len(coefficients)
-
-    def step(i, acc):
-        j = n - 2 - i
-        return dw.add(dw.mul(acc, x), (jnp.broadcast_to(hi[j], x[0].shape), jnp.broadcast_to(lo[j], x[0].shape)))
-
-    start = (jnp.broadcast_to(hi[-1], x[0].shape), jnp.broadcast_to(lo[-1], x[0].shape))
-    return lax.fori_loop(0, n - 1, step, start)
-
-
-def _select(mask, a, b):
-    return jnp.where(mask, a[0], b[0]), jnp.where(mask, a[1], b[1])
+        return Fraction(trigonometry.pi_decimal().ln())
 
 
 def _log_of_pair(z):
@@ -138,25 +115,26 @@ def _lgamma_positive(z):
     d = dw.sub(z, dw.pair(2 * dw.ones(like)))
     near_one = jnp.abs(z[0] - one) <= 0.25
     near_two = (z[0] - two >= -0.25) & (z[0] - two <= 0.5)
-    series_one = _horner(_select(near_one, e, dw.pair(jnp.zeros_like(like))), at_one)
-    series_two = _horner(_select(near_two, d, dw.pair(jnp.zeros_like(like))), at_two)
+    series_one = dw.horner(dw.select(near_one, e, dw.pair(jnp.zeros_like(like))), at_one, like, loop=True)
+    series_two = dw.horner(dw.select(near_two, d, dw.pair(jnp.zeros_like(like))), at_two, like, loop=True)
     # the recurrence: lgamma(z) = lgamma(z + n) - log(z (z + 1) ... (z + n - 1))
-    general = _select(near_one | near_two, dw.pair(one * 3), z)
+    general = dw.select(near_one | near_two, dw.pair(one * 3), z)
     shifted, n = _shift(general)
 
     def factor(i, product):
         term = dw.add(general, dw.pair(jnp.full_like(like, i)))
-        return _select(jnp.asarray(i, like.dtype) < n, dw.mul(product, term), product)
+        return dw.select(jnp.asarray(i, like.dtype) < n, dw.mul(product, term), product)
 
     product = lax.fori_loop(0, int(_STIRLING_FROM) + 1, factor, dw.pair(one))
     w = dw.div(dw.pair(one), shifted)
     b = bernoulli(2 * _STIRLING_TERMS)
-    corrections = _horner(dw.mul(w, w), [b[2 * k] / (2 * k * (2 * k - 1)) for k in range(1, _STIRLING_TERMS + 1)])
+    terms = [b[2 * k] / (2 * k * (2 * k - 1)) for k in range(1, _STIRLING_TERMS + 1)]
+    corrections = dw.horner(dw.mul(w, w), terms, like, loop=True)
     stirling = dw.mul(dw.sub(shifted, dw.pair(jnp.full_like(like, 0.5))), _log_of_pair(shifted))
     stirling = dw.add(dw.sub(stirling, shifted), dw.constant_pair(_log_two_pi_half(), like))
     stirling = dw.add(stirling, dw.mul(corrections, w))
     value = dw.sub(stirling, _log_of_pair(product))
-    return _select(near_one, series_one, _select(near_two, series_two, value))
+    return dw.select(near_one, series_one, dw.select(near_two, series_two, value))
 
 
 def _sin_cos_pi(x):
@@ -173,7 +151,7 @@ def _reflected_argument(x):
     pole, else -1/2 (a placeholder for the reflection's sin(pi x))."""
     positive = x > 0
     f = jnp.where(positive | (x == jnp.round(x)), -0.5, x)
-    z = _select(positive, dw.pair(jnp.where(positive, x, 1)), dw.two_sum(dw.ones(x), -f))
+    z = dw.select(positive, dw.pair(jnp.where(positive, x, 1)), dw.two_sum(dw.ones(x), -f))
     return positive, z, f
 
 
@@ -189,9 +167,9 @@ def lgamma_pair(x):
     positive, z, f = _reflected_argument(x)
     value = _lgamma_positive(z)
     sine, _ = _sin_cos_pi(f)
-    sine = _select(sine[0] < 0, dw.neg(sine), sine)
+    sine = dw.select(sine[0] < 0, dw.neg(sine), sine)
     reflected = dw.sub(dw.sub(dw.constant_pair(_log_pi(), x), _log_of_pair(sine)), value)
-    return _at_poles_nan(x, _select(positive, value, reflected))
+    return _at_poles_nan(x, dw.select(positive, value, reflected))
 
 
 def _digamma_positive(z):
@@ -202,34 +180,42 @@ def _digamma_positive(z):
     at_two = [1 - gamma] + [Fraction((-1) ** (k + 1)) * (zeta(k + 1) - 1) for k in range(1, _DIGAMMA_TERMS)]
     d = dw.sub(z, dw.pair(2 * dw.ones(like)))
     near = (z[0] >= 1.25) & (z[0] <= 2.5)
-    series = _horner(_select(near, d, dw.pair(jnp.zeros_like(like))), at_two)
-    general = _select(near, dw.pair(one * 3), z)
+    series = dw.horner(dw.select(near, d, dw.pair(jnp.zeros_like(like))), at_two, like, loop=True)
+    general = dw.select(near, dw.pair(one * 3), z)
     shifted, n = _shift(general)
 
     def reciprocal(i, total):
         term = dw.div(dw.pair(one), dw.add(general, dw.pair(jnp.full_like(like, i))))
-        return _select(jnp.asarray(i, like.dtype) < n, dw.add(total, term), total)
+        return dw.select(jnp.asarray(i, like.dtype) < n, dw.add(total, term), total)
 
     reciprocals = lax.fori_loop(0, int(_STIRLING_FROM) + 1, reciprocal, dw.pair(jnp.zeros_like(like)))
     w = dw.div(dw.pair(one), shifted)
     w2 = dw.mul(w, w)
     b = bernoulli(2 * _STIRLING_TERMS)
-    corrections = _horner(w2, [Fraction(0)] + [b[2 * k] / (2 * k) for k in range(1, _STIRLING_TERMS + 1)])
+    terms = [Fraction(0)] + [b[2 * k] / (2 * k) for k in range(1, _STIRLING_TERMS + 1)]
+    corrections = dw.horner(w2, terms, like, loop=True)
     asymptotic = dw.sub(dw.sub(_log_of_pair(shifted), dw.mul(w, dw.pair(jnp.full_like(like, 0.5)))), corrections)
     value = dw.sub(asymptotic, reciprocals)
-    return _select(near, series, value)
+    return dw.select(near, series, value)
 
 
-def digamma_pair_of(z):
-    """digamma(z) for a pair z > 0."""
-    return _digamma_positive(z)
+def digamma_minus(x, b):
+    """digamma(x) - b as a pair for finite x that is not a pole (0, -1, -2, ...): for x < 0,
+    digamma(1 - x) - pi cos(pi x) / sin(pi x) - b; next to the pole at 0 (|x| < 1/4),
+    digamma(1 + x) - (1 + b x) / x with 1 + b x exact, since a pair of digamma(x) ~ -1/x cannot hold
+    the -0.58 below a huge -1/x (x = -2^-127) that decides against b = -1/x."""
+    positive, z, f = _reflected_argument(x)
+    small = (jnp.abs(x) < 0.25) & (x != 0)
+    xs = jnp.where(small, x, 0.125)
+    value = _digamma_positive(dw.select(small, dw.two_sum(dw.ones(x), xs), z))
+    sine, cosine = _sin_cos_pi(f)
+    reflected = dw.sub(value, dw.mul(dw.constant_pair(trigonometry.PI, x), dw.div(cosine, sine)))
+    far = dw.sub(dw.select(positive, value, reflected), dw.pair(b))
+    p, e = dw.two_prod(jnp.where(small, b, 0), xs)
+    near = dw.sub(value, dw.div(dw.add(dw.two_sum(dw.ones(x), p), dw.pair(e)), dw.pair(xs)))
+    return _at_poles_nan(x, dw.select(small, near, far))
 
 
 def digamma_pair(x):
-    """digamma(x) as a pair for finite x that is not a pole (0, -1, -2, ...); for x < 0,
-    digamma(1 - x) - pi cos(pi x) / sin(pi x)."""
-    positive, z, f = _reflected_argument(x)
-    value = _digamma_positive(z)
-    sine, cosine = _sin_cos_pi(f)
-    reflected = dw.sub(value, dw.mul(dw.constant_pair(trigonometry.PI, x), dw.div(cosine, sine)))
-    return _at_poles_nan(x, _select(positive, value, reflected))
+    """digamma(x) as a pair for finite x that is not a pole (``digamma_minus`` with b = 0)."""
+    return digamma_minus(x, jnp.zeros_like(x))

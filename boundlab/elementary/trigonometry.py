@@ -24,6 +24,8 @@ MPFR's const_pi in the tests).
 
 from __future__ import annotations
 
+import decimal
+import functools
 import math
 from fractions import Fraction
 
@@ -46,6 +48,7 @@ def _arctan_inverse(n: int, bits: int) -> int:
     return total
 
 
+@functools.cache
 def pi_fixed(bits: int) -> int:
     """round(pi 2^bits) within a unit: Machin's pi = 16 atan(1/5) - 4 atan(1/239), with 64 guard bits."""
     guard = 64
@@ -55,6 +58,11 @@ def pi_fixed(bits: int) -> int:
 
 _PI_BITS = 1500
 PI = Fraction(pi_fixed(_PI_BITS), 1 << _PI_BITS)  # within 2^-1500 of pi
+
+
+def pi_decimal() -> decimal.Decimal:
+    """pi in the current ``decimal`` context's precision (from ``PI``)."""
+    return decimal.Decimal(PI.numerator) / decimal.Decimal(PI.denominator)
 REDUCIBLE = {np.dtype(np.float64): 2.0 ** 20, np.dtype(np.float32): 2.0 ** 10}  # |x| below which k P_i is exact
 _SIN = [Fraction((-1) ** k, math.factorial(2 * k + 1)) for k in range(14)]  # in r^2, times r
 _COS = [Fraction((-1) ** k, math.factorial(2 * k)) for k in range(15)]
@@ -86,6 +94,7 @@ _CHUNK_BITS = {np.dtype(np.float64): 24, np.dtype(np.float32): 12}
 _CHUNKS_KEPT = 12
 
 
+@functools.cache
 def _two_over_pi_chunks(dtype):
     """The integers c_j (as floats) with 2/pi = sum_j c_j 2^(-w (j + 1)), enough of them for every
     finite x of ``dtype``."""
@@ -97,23 +106,6 @@ def _two_over_pi_chunks(dtype):
     scaled = (1 << (bits + _PI_BITS + 1)) // pi_fixed(_PI_BITS)  # 2/pi 2^bits (error below 2)
     assert bits + 8 < _PI_BITS
     return np.array([(scaled >> (w * (count - 1 - j))) & ((1 << w) - 1) for j in range(count)], dtype)
-
-
-def _renormalise(terms):
-    """VecSum passes (TwoSum from the first term to the last), as many as there are terms: the
-    same exact sum of ``terms`` (stacked on axis 0) as a non-overlapping expansion, the largest
-    part last.  Loops, not unrolled code: this runs only for huge arguments, and a loop body of
-    one TwoSum keeps the compiled program small."""
-
-    def one_pass(_, t):
-        def step(carry, term):
-            total, error = dw.two_sum(term, carry)
-            return total, error
-
-        last, errors = lax.scan(step, t[0], t[1:])
-        return jnp.concatenate([errors, last[None]])
-
-    return lax.fori_loop(0, terms.shape[0], one_pass, terms)
 
 
 def _pair_sum(terms):
@@ -134,7 +126,7 @@ def _payne_hanek(a):
     hi, lo = dw.two_prod(jnp.broadcast_to(mantissa, index.shape), jnp.take(table, index, mode="clip"))
     power = dw.power_of_two(exponent[None] - w * (index + 1), dtype)  # x C_j = M c_j 2^(E - w (j + 1))
     terms = jnp.concatenate([jnp.fmod(lo * power, 4)[::-1], jnp.fmod(hi * power, 4)[::-1]])  # smallest first
-    exact = _renormalise(terms)
+    exact = dw.vec_sum(terms)
     k = jnp.round(exact[-1])
     # the largest part minus k is exact (k is 0 or within a factor 2 of it) and, when not 0, at least
     # an ulp of the largest part, twice the rest: the pair sum of the parts has no cancellation
@@ -152,8 +144,8 @@ def _reduce(x):
         a = jnp.where(large, jnp.abs(x), 0)
         kb, rb = _payne_hanek(a)
         negative = jnp.signbit(x)  # -a = -k pi/2 - r
-        kb, rb = jnp.where(negative, -kb, kb), (jnp.where(negative, -rb[0], rb[0]), jnp.where(negative, -rb[1], rb[1]))
-        return (jnp.where(large, kb, k), (jnp.where(large, rb[0], r[0]), jnp.where(large, rb[1], r[1])))
+        kb, rb = jnp.where(negative, -kb, kb), dw.select(negative, dw.neg(rb), rb)
+        return jnp.where(large, kb, k), dw.select(large, rb, r)
 
     return lax.cond(jnp.any(large), beyond, lambda _: (k, r), None)
 
