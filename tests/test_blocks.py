@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from llama_reference import hf_attention, hf_rms_norm, hf_rotary, hf_swiglu
 from tolerances import relative_difference, relative_tolerance
 
 from boundlab import Emulated, Exact, emulate
@@ -25,38 +26,6 @@ WO = RNG.standard_normal((d, H * DH)) / np.sqrt(H * DH)
 GATE, UP = (RNG.standard_normal((HIDDEN, d)) / np.sqrt(d) for _ in range(2))
 DOWN = RNG.standard_normal((d, HIDDEN)) / np.sqrt(HIDDEN)
 BASE = 1e5  # SmolLM2's rotary base
-
-
-# -- Hugging Face's Llama, in NumPy float64 (tokens as columns) ------------------------------------
-def hf_rms_norm(x, gain, eps):
-    return gain[:, None] * (x / np.sqrt(np.mean(x**2, axis=0) + eps))
-
-
-def hf_rotary(x, positions, base):
-    inv = 1.0 / base ** (np.arange(0, x.shape[0], 2) / x.shape[0])
-    angles = np.concatenate([inv, inv])[:, None] * positions[None, :]
-    half = x.shape[0] // 2
-    rotated = np.concatenate([-x[half:], x[:half]])
-    return x * np.cos(angles) + rotated * np.sin(angles)
-
-
-def hf_attention(x, wq, wk, wv, wo, heads, kv_heads, base):
-    dh, positions = wq.shape[0] // heads, np.arange(x.shape[1])
-    out = []
-    for h in range(heads):
-        g = h // (heads // kv_heads)
-        q = hf_rotary(wq[h * dh:(h + 1) * dh] @ x, positions, base)
-        k = hf_rotary(wk[g * dh:(g + 1) * dh] @ x, positions, base)
-        s = k.T @ q / np.sqrt(dh)
-        s = np.where(np.arange(x.shape[1])[:, None] <= np.arange(x.shape[1])[None, :], s, -np.inf)
-        p = np.exp(s - s.max(axis=0))
-        out.append((wv[g * dh:(g + 1) * dh] @ x) @ (p / p.sum(axis=0)))
-    return wo @ np.concatenate(out)
-
-
-def hf_swiglu(x, gate, up, down):
-    g = gate @ x
-    return down @ (g / (1 + np.exp(-g)) * (up @ x))
 
 
 def test_exact_parts_are_the_reference_formulas():

@@ -171,6 +171,10 @@ def _cmd_model(args: argparse.Namespace) -> int:
 
     if args.name not in MODELS:
         raise ValueError(f"unknown model {args.name!r}; boundlab knows {', '.join(MODELS)}")
+    if args.name not in real_model.STUDY_MODELS:
+        raise ValueError(f"boundlab model runs the encoder study ({', '.join(real_model.STUDY_MODELS)}); "
+                         f"{args.name!r} is a decoder: use boundlab.models.load({args.name!r}) with "
+                         "boundlab.models.decoder (its study is not a command yet)")
     changes = {"model": args.name, "fmt": args.format}
     if args.quick:
         changes |= real_model.QUICK

