@@ -13,7 +13,7 @@ import pytest
 from llama_reference import hf_decoder
 from tolerances import relative_tolerance
 
-from boundlab import Emulated, Exact, emulate, get_format, round_to
+from boundlab import Emulated, Exact, emulate, first_order, get_format, round_to
 from boundlab.arithmetic import Native
 from boundlab.models import decoder as dec
 
@@ -147,3 +147,18 @@ def test_bad_configurations_and_parameters_are_refused():
         dec.CacheFormat(scaled=True)
     with pytest.raises(ValueError, match="steps must be >= 1"):
         dec.generate(PARAMS, IDS, 0, CONFIG)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_the_first_order_bound_is_finite_and_never_below_the_measured_error(fmt):
+    # masked scores are exact zeros here (blocks.softmax); the masks that overflow (finfo.min) are
+    # tests/test_sensitivity.py's; weights x 4 (not x 20): nothing that matters overflows in fp16
+    arithmetic = Emulated(fmt)
+    plain = lambda p, i: dec.forward(p, i, CONFIG, Native())  # noqa: E731
+    params = dec.cast_params(jax.tree.map(lambda a: a / 5 if a.ndim > 1 else a, PARAMS), arithmetic)
+    record = first_order(plain, arithmetic, lumped=True)(params, IDS)
+    # Emulated(fmt) is emulate of the plain program bit for bit (the test above)
+    measured = jnp.abs(dec.forward(params, IDS, CONFIG, arithmetic).astype(jnp.float64) - record.value)
+    assert record.verdict() is None
+    assert bool(jnp.all(measured <= record.bound)), float(jnp.max(measured / record.bound))
+    assert float(jnp.max(measured / record.bound)) > 1e-3  # and not vacuous

@@ -175,7 +175,7 @@ def test_the_reverse_pass_carries_no_cotangent_into_local_bounds_or_partial_sums
         channel = zero_channel(x.shape)
         e = 2.0**-8 * jnp.abs(x)
         flags = jnp.stack([0.0, jnp.any(jnp.abs(x) > 1.0).astype(jnp.float64), 0.0])
-        return jnp.sum(jnp.sin(tap(x, e, flags, channel["z"], channel["w"], channel["q"])))
+        return jnp.sum(jnp.sin(tap(x, e, flags, jnp.abs(x) > 2.0, channel["z"], channel["w"], channel["q"])))
 
     x = jnp.linspace(-1.0, 1.0, 7)
     names = [eqn.primitive.name for eqn in _equations(jax.make_jaxpr(jax.grad(tapped))(x).jaxpr)]
@@ -189,3 +189,44 @@ def test_the_reverse_pass_carries_no_cotangent_into_local_bounds_or_partial_sums
     np.testing.assert_array_equal(_recursive_total(terms), jnp.cumsum(terms, axis=0)[-1])
     expected = jnp.broadcast_to(jnp.cos(jnp.cumsum(terms, axis=0)[-1]), (5, 3))
     np.testing.assert_array_equal(jax.grad(total)(terms), expected)
+
+
+class _CausalAttention:
+    """A causal decoder's attention as users write it: Flax's attention with a causal mask, whose
+    masked scores are finfo(float64).min (beyond fp16's range: -inf there)."""
+
+    def __new__(cls):
+        from flax import nnx
+
+        class Model(nnx.Module):
+            def __init__(self, rngs):
+                self.attention = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8, decode=False,
+                                                        rngs=rngs, param_dtype=jnp.float64, dtype=jnp.float64)
+
+            def __call__(self, x):
+                return self.attention(x, mask=nnx.make_causal_mask(jnp.ones(x.shape[:1]), dtype=jnp.bool_))
+
+        return Model(nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_masked_scores_that_overflow_contribute_nothing_and_the_bound_holds(fmt):
+    model = _CausalAttention()
+    x = jax.random.normal(jax.random.key(1), (6, 8), jnp.float64)
+    with jax.numpy_dtype_promotion("standard"):  # Flax's attention mixes its float32 mask in
+        record = first_order(model, Emulated(fmt))(x)
+        measured = jnp.abs(emulate(model, Emulated(fmt))(x).astype(jnp.float64) - record.value)
+    assert bool(record.flags["finite"]) and not bool(jnp.any(record.flags["overflow"]))
+    assert record.verdict() is None
+    assert bool(jnp.all(measured <= record.bound)), float(jnp.max(measured / record.bound))
+    assert float(jnp.min(record.bound)) > 0
+
+
+def test_an_overflow_that_matters_is_flagged_at_its_site():
+    record = first_order(lambda x: jnp.sum(x * 1e3), Emulated("fp16"))(jnp.array([100.0, 1.0]))
+    flagged = [site.primitive for site, flag in zip(record.sites, record.flags["overflow"]) if flag]
+    assert "mul" in flagged and "reduce_sum" in flagged  # the product and the sum it enters
+    assert record.verdict().startswith("not checked (overflow at #0 mul [2]")
+    # the same overflowed product multiplied by zero downstream matters nowhere
+    quiet = first_order(lambda x: jnp.sum(x * 1e3 * jnp.array([0.0, 1.0])), Emulated("fp16"))(jnp.array([100.0, 1.0]))
+    assert not bool(jnp.any(quiet.flags["overflow"])) and bool(jnp.isfinite(quiet.bound)) and quiet.verdict() is None

@@ -304,6 +304,8 @@ def _program(fn, formats, with_first_order, with_condition, lumped, weights, chu
                 output[f"other/{f}"] = shares[f]["other"]
                 flags[f"sites matched: {f}"] = jnp.array(shares[f]["matched"])
                 flags[f"bound finite: {f}"] = jnp.all(jnp.isfinite(bound))
+                # an overflowed value that matters (a masked score at -inf does not): no bound there
+                flags[f"no overflow that matters: {f}"] = ~jnp.any(result.flags["overflow"])
         parts = {}
         for part in structure.parts:
             recorded = not part.in_loop

@@ -27,7 +27,9 @@ Large outputs: the cost is one VJP per entry of ``outputs(f(...))``; pass ``outp
 chosen subset (``lambda y: y[:, -1]``) or linear functionals (``lambda y: w @ y`` bounds
 |w^T (y_hat - y)| with one VJP; the error of a linear selection is the selection of the
 error).  Norms follow from the entries: ||y_hat - y||_inf <= max_j bound_j, ||.||_2 <=
-||bound||_2.  Underflow (gradual or to zero) and overflow are outside Model 4.1 and are flagged.
+||bound||_2.  Underflow (gradual or to zero) and overflow are outside Model 4.1 and are flagged;
+a rounding whose sensitivity is exactly zero contributes zero whatever its value (a masked score
+at -inf), so an overflow is flagged only where it matters (``FirstOrder.verdict``).
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ class FirstOrder:
     site_maps: for each site, sum over output entries of |dy_j/dv| e, in the site's shape:
       which entries of an intermediate matter.
     flags: "finite" (value and bound), and per site (arrays over sites) "same-sign sum",
-      "underflow", "overflow"; see ``independence_doubtful``.
+      "underflow", "overflow" (a value beyond the format's range whose sensitivity is not zero:
+      a masked score that overflows contributes zero and raises no flag); see
+      ``independence_doubtful`` and ``verdict``.
     sites: the ``Site`` records (primitive, scope, source line, shape), in trace order.
     """
 
@@ -101,6 +105,24 @@ class FirstOrder:
         for site, total in zip(self.sites, totals):
             groups[site.scope] = groups.get(site.scope, 0.0) + float(total)
         return dict(sorted(groups.items(), key=lambda item: -item[1]))
+
+    def overflow_sites(self) -> list[str]:
+        """The labels of the sites where a value beyond the format's range matters (its
+        sensitivity is not zero); empty when none does.  Outside ``jit``."""
+        return [site.label() for site, flag in zip(self.sites, self.flags["overflow"]) if bool(flag)]
+
+    def verdict(self) -> str | None:
+        """None when the bound is a first-order bound of Model 4.1's computation; otherwise why
+        not: "not checked (overflow at <site>)" (an overflowed value matters: Model 4.1 has no
+        overflow, so the bound is no bound there) or "not checked (a NaN or inf value or bound)".
+        Outside ``jit``; under ``jit`` read ``flags["finite"]`` and ``flags["overflow"]``."""
+        overflowed = self.overflow_sites()
+        if overflowed:
+            more = f" and {len(overflowed) - 1} more" if len(overflowed) > 1 else ""
+            return f"not checked (overflow at {overflowed[0]}{more})"
+        if not bool(self.flags["finite"]):
+            return "not checked (a NaN or inf value or bound)"
+        return None
 
     @property
     def independence_doubtful(self) -> bool:
@@ -144,7 +166,7 @@ def first_order_program(fn, arithmetic, outputs, confidence, chunk, lumped):
                 jnp.zeros((0, size))
             squares = sum((b["w"].reshape(size, -1).sum(axis=1) for b in bars), jnp.zeros(size))
             maps = [total + b["z"].sum(axis=0) for total, b in zip(maps, bars)]
-            flags = jnp.stack([b["q"][0] for b in bars]) if bars else jnp.zeros((0, len(FLAGS)))
+            flags = jnp.stack([jnp.max(b["q"], axis=0) for b in bars]) if bars else jnp.zeros((0, len(FLAGS)))
             return maps, (shares, squares, flags)
 
         maps0 = [jnp.zeros(site.shape, jnp.float64) for site in sites]

@@ -9,7 +9,13 @@ through ``tap``: the identity in the forward pass, whose reverse pass, given the
 * ``z``: |g| e, with e = u_eff |v| the local bound of Model 4.1 (|fl(v) - v| <= u_eff |v|;
   u_eff = u to nearest, 2u = one ulp for the directed and stochastic modes);
 * ``w``: (g e)^2, for the probabilistic bound;
-* ``q``: the site's flags, independent of g: [same-sign sum, underflow, overflow].
+* ``q``: the site's flags: [same-sign sum, underflow, overflow], the first two independent of g,
+  the third raised only where a value beyond the format's range has g != 0.
+
+A rounding whose sensitivity is exactly zero (g = 0: a masked score, a discarded branch)
+contributes zero, whatever its value: an overflowed value there (e = inf) would otherwise make the
+bound 0 * inf = NaN although the output does not depend on it.  An overflowed value with g != 0
+is outside Model 4.1: its contribution is infinite and the site's overflow flag is raised.
 
 The cotangent of a channel input is therefore the site's first-order contribution: summed over
 the channel, sum_i |dy/dv_i| e_i over the site's roundings (over every iteration inside a loop).
@@ -20,6 +26,7 @@ penalty differentiates through both |dy/dv| and e).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -50,41 +57,55 @@ def _fit(values, shape):
     return jnp.broadcast_to(jnp.sum(values) / max(size, 1), shape)  # no entrywise match: spread evenly
 
 
+def _reported_flags(flags, huge, matters, dtype):
+    """[same-sign sum, underflow, overflow where it matters] (see the module docstring)."""
+    overflow = jnp.any(huge & matters).astype(flags.dtype)
+    return jnp.stack([flags[0], flags[1], overflow]).astype(dtype)
+
+
 @jax.custom_vjp
-def tap(x, e, flags, z, w, q):
-    """The identity on x; its reverse pass reports |g| e, (g e)^2 and the flags (see above)."""
+def tap(x, e, flags, huge, z, w, q):
+    """The identity on x; its reverse pass reports |g| e, (g e)^2 (zero where g = 0) and the flags
+    (``huge``: the entries beyond the format's range; see above)."""
     return x
 
 
-def _tap_fwd(x, e, flags, z, w, q):
-    return x, (e, flags, jnp.zeros_like(z), jnp.zeros_like(w), jnp.zeros_like(q))
+def _tap_fwd(x, e, flags, huge, z, w, q):
+    return x, (e, flags, huge, jnp.zeros_like(z), jnp.zeros_like(w), jnp.zeros_like(q))
+
+
+def _finite(e):
+    """e with inf replaced by the largest float64 (no select): |g| e is then 0 where g = 0, and
+    where g != 0 as large as float64 goes (inf for |g| >= 1), the site's overflow flag raised."""
+    return jnp.minimum(e, jnp.finfo(jnp.float64).max)
 
 
 def _tap_bwd(residuals, g):
-    e, flags, z, w, q = residuals
-    contribution = jnp.abs(g) * e
-    return (g, None, None, _fit(contribution, z.shape), _fit(contribution * contribution, w.shape),
-            flags.astype(q.dtype))
+    e, flags, huge, z, w, q = residuals
+    contribution = jnp.abs(g) * _finite(e)
+    return (g, None, None, None, _fit(contribution, z.shape), _fit(contribution * contribution, w.shape),
+            _reported_flags(flags, huge, g != 0, q.dtype))
 
 
 tap.defvjp(_tap_fwd, _tap_bwd)
 
 
 @jax.custom_vjp
-def tap_sum(x, e, e2, flags, z, w, q):
+def tap_sum(x, e, e2, flags, huge, z, w, q):
     """The identity on x standing for many roundings whose sensitivity is that of x (the
     products and partial sums of a recursive sum: d x / d s_j = 1): its reverse pass reports
-    |g| e with e = sum_i e_i and g^2 e2 with e2 = sum_i e_i^2."""
+    |g| e with e = sum_i e_i and g^2 e2 with e2 = sum_i e_i^2 (zero where g = 0)."""
     return x
 
 
-def _tap_sum_fwd(x, e, e2, flags, z, w, q):
-    return x, (e, e2, flags, jnp.zeros_like(z), jnp.zeros_like(w), jnp.zeros_like(q))
+def _tap_sum_fwd(x, e, e2, flags, huge, z, w, q):
+    return x, (e, e2, flags, huge, jnp.zeros_like(z), jnp.zeros_like(w), jnp.zeros_like(q))
 
 
 def _tap_sum_bwd(residuals, g):
-    e, e2, flags, z, w, q = residuals
-    return (g, None, None, None, _fit(jnp.abs(g) * e, z.shape), _fit(g * g * e2, w.shape), flags.astype(q.dtype))
+    e, e2, flags, huge, z, w, q = residuals
+    return (g, None, None, None, None, _fit(jnp.abs(g) * _finite(e), z.shape), _fit(g * g * _finite(e2), w.shape),
+            _reported_flags(flags, huge, g != 0, q.dtype))
 
 
 tap_sum.defvjp(_tap_sum_fwd, _tap_sum_bwd)
@@ -131,14 +152,31 @@ class TapPolicy(Policy):
 
     def _tap(self, x, e, fmt):
         """x marked as a rounding site whose first-order error is at most e (entrywise)."""
-        return tap(x, e, self._flags([x], fmt), self.channel["z"], self.channel["w"], self.channel["q"])
+        return tap(x, e, self._flags([x], fmt), self._huge([x], fmt, jnp.shape(x)), self.channel["z"],
+                   self.channel["w"], self.channel["q"])
 
     def _flags(self, values, fmt):
-        """[same-sign sum, underflow, overflow] of the roundings of ``values`` into ``fmt``."""
+        """[same-sign sum, underflow, 0] of the roundings of ``values`` into ``fmt`` (overflow is
+        reported in the reverse pass, where it matters: ``_huge``)."""
         magnitudes = [jax.lax.stop_gradient(jnp.abs(v)) for v in values]
         tiny = jnp.any(jnp.stack([jnp.any((m > 0) & (m < fmt.min_normal)) for m in magnitudes]))
-        huge = jnp.any(jnp.stack([jnp.any(m > fmt.max_finite) for m in magnitudes]))
-        return jnp.stack([self.same_sign, tiny.astype(jnp.float64), huge.astype(jnp.float64)])
+        return jnp.stack([self.same_sign, tiny.astype(jnp.float64), jnp.zeros((), jnp.float64)])
+
+    @staticmethod
+    def _huge(values, fmt, shape):
+        """The entries of a site's result (``shape``) whose roundings leave the format's range:
+        values of that shape entry by entry, stacked ones (k, *shape) along their first axis, and
+        any other shape (a matrix unit's operands) for the whole site."""
+        masks = []
+        for v in values:
+            big = jax.lax.stop_gradient(jnp.abs(v)) > fmt.max_finite
+            if big.shape == tuple(shape):
+                masks.append(big)
+            elif big.shape[1:] == tuple(shape):
+                masks.append(jnp.any(big, axis=0))
+            else:
+                masks.append(jnp.broadcast_to(jnp.any(big), shape))
+        return functools.reduce(jnp.logical_or, masks)
 
     def _raw_add(self, x, y):
         return x + y
@@ -165,7 +203,8 @@ class TapPolicy(Policy):
         e = sum(jnp.sum(piece, axis=0) for piece in pieces)
         e2 = sum(jnp.sum(piece * piece, axis=0) for piece in pieces)
         flags = self._flags([terms, partial], self.fmt)
-        return tap_sum(total, e, e2, flags, self.channel["z"], self.channel["w"], self.channel["q"])
+        huge = self._huge([terms, partial], self.fmt, jnp.shape(total))
+        return tap_sum(total, e, e2, flags, huge, self.channel["z"], self.channel["w"], self.channel["q"])
 
     def exp(self, x, key=None):
         return self.round(jnp.exp(x), key)
@@ -205,9 +244,9 @@ class TapPolicy(Policy):
         unit = self.unit
         exact = jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
         e = first_order_error(unit, a, b)
-        flags = self._flags([a, b], get_format(unit.inputs)) if unit.scaling is None else \
-            self._flags([exact], get_format("fp32"))
-        marked = tap(exact, e, flags, self.channel["z"], self.channel["w"], self.channel["q"])
+        checked, fmt = ([a, b], get_format(unit.inputs)) if unit.scaling is None else ([exact], get_format("fp32"))
+        marked = tap(exact, e, self._flags(checked, fmt), self._huge(checked, fmt, jnp.shape(exact)), self.channel["z"],
+                     self.channel["w"], self.channel["q"])
         return self.round(marked, key)
 
     def _product(self, a, b, key):
