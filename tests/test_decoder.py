@@ -48,6 +48,9 @@ def test_the_module_is_the_pure_function_bit_for_bit():
         out = model(batch, arithmetic=arithmetic)
         assert out.shape == (2, CONFIG.vocab, IDS.shape[0])
         assert jnp.array_equal(out[1], dec.forward(PARAMS_BF16, IDS[::-1], CONFIG, arithmetic))
+    tokens, logits = model.generate(IDS, 4, return_logits=True)
+    expected_tokens, expected_logits = dec.generate(model.params(), IDS, 4, CONFIG, return_logits=True)
+    assert tokens.tolist() == expected_tokens.tolist() and jnp.array_equal(logits, expected_logits)
 
 
 def test_native_float32_stays_float32():
