@@ -63,6 +63,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from boundlab.runtime.compilation import compiled
@@ -190,7 +191,9 @@ def _scaled_rms(X, gain, eps, arithmetic, key):
 
 def rotary_angles(positions, head_dim: int, base: float):
     """(cos, sin), each (head_dim / 2, n), of the angles p theta_i, theta_i = base^(-2i/d_h), in
-    float64 (exact inputs of the rotation; the arithmetic rounds them once)."""
+    float64 (exact inputs of the rotation; the arithmetic rounds them once).  Computed in the
+    traced program: under ``boundlab.emulate`` its operations are rounded too; pass
+    ``rotary_table``'s host values as ``angles=`` where they must be operands."""
     if head_dim % 2:
         raise ValueError(f"rotary embeddings need an even head size, not {head_dim}")
     theta = jnp.asarray(base, jnp.float64) ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float64) / head_dim)
@@ -198,12 +201,27 @@ def rotary_angles(positions, head_dim: int, base: float):
     return jnp.cos(angles), jnp.sin(angles)
 
 
+def rotary_table(length: int, head_dim: int, base: float):
+    """(cos, sin) of the angles of positions 0, ..., length - 1, (head_dim / 2, length) each, in
+    NumPy float64 on the host: constants of the program, so ``boundlab.emulate`` rounds each of
+    them once into the format (as ``arithmetic.cast`` does), exactly as ``rotary``'s arithmetic
+    does; gather columns with traced positions for a cache (a gather is exact)."""
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head size, not {head_dim}")
+    theta = float(base) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    angles = theta[:, None] * np.arange(length, dtype=np.float64)[None, :]
+    return np.cos(angles), np.sin(angles)
+
+
 @compiled(static_argnames=('arithmetic', 'base'))
-def rotary(X, positions, base: float = 10000.0, arithmetic=Exact(), key=None):
+def rotary(X, positions=None, base: float = 10000.0, arithmetic=Exact(), key=None, angles=None):
     """The rotary position embedding of a head's vectors X (d_h x n) at ``positions`` (n,), the
-    "rotate half" pairing (i, i + d_h/2) of Hugging Face's Llama (module docstring)."""
+    "rotate half" pairing (i, i + d_h/2) of Hugging Face's Llama (module docstring); ``angles``:
+    their (cos, sin) (d_h/2 x n each, e.g. from ``rotary_table``) instead of ``positions``."""
     half = X.shape[0] // 2
-    cos, sin = (arithmetic.cast(v).astype(X.dtype) for v in rotary_angles(positions, X.shape[0], base))
+    if angles is None:
+        angles = rotary_angles(positions, X.shape[0], base)
+    cos, sin = (arithmetic.cast(v).astype(X.dtype) for v in angles)
     x1, x2 = X[:half], X[half:]
     first = arithmetic.sub(arithmetic.mul(x1, cos, fold_key(key, 0)), arithmetic.mul(x2, sin, fold_key(key, 1)),
                            fold_key(key, 2))
@@ -248,10 +266,10 @@ def grouped_query_attention(X, Wq, Wk, Wv, Wo, heads: int, kv_heads: int, arithm
 
 
 def project_qkv(X, Wq, Wk, Wv, heads: int, kv_heads: int, arithmetic=Exact(), key=None, positions=None,
-                rope_base: float | None = None, bq=None, bk=None, bv=None):
+                rope_base: float | None = None, bq=None, bk=None, bv=None, angles=None):
     """The queries (H, d_h, n), keys and values (H_kv, d_h, n) of ``grouped_query_attention``: the
     three linear maps, then the rotary embedding of queries and keys at ``positions`` (default
-    0, ..., n - 1) when ``rope_base`` is given."""
+    0, ..., n - 1) when ``rope_base`` is given (``angles``: their (cos, sin), see ``rotary``)."""
     d, n = X.shape
     if heads % kv_heads or Wq.shape[0] % heads or Wk.shape != Wv.shape or Wk.shape[0] * heads != Wq.shape[0] * kv_heads:
         raise ValueError(f"grouped-query attention: {heads} query heads over {kv_heads} key/value heads need "
@@ -266,8 +284,8 @@ def project_qkv(X, Wq, Wk, Wv, heads: int, kv_heads: int, arithmetic=Exact(), ke
         V = linear(Wv, bv, X, arithmetic, fold_key(key, 2)).reshape(kv_heads, dh, n)
     if rope_base is not None:
         with jax.named_scope("rotary"):
-            Q = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), Q, fold_key(key, 10))
-            K = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k), K, fold_key(key, 11))
+            Q = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k, angles), Q, fold_key(key, 10))
+            K = _per_head(lambda q, k: rotary(q, positions, rope_base, arithmetic, k, angles), K, fold_key(key, 11))
     return Q, K, V
 
 

@@ -36,7 +36,7 @@ from jax import lax
 from boundlab.accumulation import fold_key
 from boundlab.arithmetic import Exact
 from boundlab.formats import get_format
-from boundlab.models.blocks import attend
+from boundlab.models.blocks import attend, rotary_table
 from boundlab.models.decoder.network import (DecoderConfig, _attention_out, _feed_forward, _project,
                                              causal_positions_mask, embed, readout)
 from boundlab.rounding import round_to
@@ -100,12 +100,14 @@ def forward_cached(params, ids, cache, start, config: DecoderConfig, arithmetic=
     zero = jnp.zeros((), jnp.int32)
     slots = lax.dynamic_update_slice(cache["positions"], positions, (start,))
     mask = causal_positions_mask(slots, positions)
+    table = rotary_table(cache["positions"].shape[0], config.head_dim, config.rope_base)  # host constants
+    angles = tuple(jnp.take(t, positions, axis=1) for t in table)  # a gather: exact
     X = embed(params, ids)
 
     def step(Y, item):
         index, layer, K_all, V_all, sK, sV = item
         k = fold_key(key, index + 1)
-        Q, K, V = _project(Y, layer, positions, config, arithmetic, k)
+        Q, K, V = _project(Y, layer, positions, config, arithmetic, k, angles)
         if calibrate and cache_format.scaled:
             sK, sV = _scale(K, cache_format.fmt), _scale(V, cache_format.fmt)
         K_all = lax.dynamic_update_slice(K_all, _store(K, sK, cache_format), (zero, zero, start))

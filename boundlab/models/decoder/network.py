@@ -32,11 +32,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from boundlab.accumulation import fold_key
 from boundlab.arithmetic import Exact
-from boundlab.models.blocks import attend, gated_perceptron, linear, project_qkv, scaled_rms_norm
+from boundlab.models.blocks import attend, gated_perceptron, linear, project_qkv, rotary_table, scaled_rms_norm
 from boundlab.runtime import draws
 
 LAYER_KEYS = ("attn_norm", "Wq", "Wk", "Wv", "Wo", "ffn_norm", "W_gate", "W_up", "W_down")
@@ -146,11 +147,11 @@ def _feed_forward(h, layer, config, arithmetic, key):
     return _residual(h, fed, arithmetic, fold_key(key, 5))
 
 
-def _project(X, layer, positions, config, arithmetic, key):
+def _project(X, layer, positions, config, arithmetic, key, angles=None):
     N1 = _norm(X, layer["attn_norm"], config, arithmetic, fold_key(key, 0), 1)
     with jax.named_scope("attention"):
         return project_qkv(N1, layer["Wq"], layer["Wk"], layer["Wv"], config.heads, config.kv_heads, arithmetic,
-                           fold_key(key, 1), positions, config.rope_base)
+                           fold_key(key, 1), positions, config.rope_base, angles=angles)
 
 
 def _attention_out(X, O, layer, arithmetic, key):
@@ -159,11 +160,13 @@ def _attention_out(X, O, layer, arithmetic, key):
     return _residual(X, attended, arithmetic, fold_key(key, 2))
 
 
-def block(X, layer, positions, mask, config: DecoderConfig, arithmetic=Exact(), key=None, return_internals=False):
+def block(X, layer, positions, mask, config: DecoderConfig, arithmetic=Exact(), key=None, return_internals=False,
+          angles=None):
     """One decoder layer on the columns of X (d x n) at ``positions`` (n,) with the attention
-    ``mask`` (n x n): h = X + A(R_1(X)), X <- h + F(R_2(h)) (module docstring).  With
-    ``return_internals`` also (K, V) (H_kv, d_h, n), the scores and the softmax matrices."""
-    Q, K, V = _project(X, layer, positions, config, arithmetic, key)
+    ``mask`` (n x n): h = X + A(R_1(X)), X <- h + F(R_2(h)) (module docstring); ``angles``: the
+    rotary (cos, sin) of the positions (``blocks.rotary_table``).  With ``return_internals`` also
+    (K, V) (H_kv, d_h, n), the scores and the softmax matrices."""
+    Q, K, V = _project(X, layer, positions, config, arithmetic, key, angles)
     with jax.named_scope("attention"):
         O, S, P = attend(Q, K, V, mask, arithmetic, fold_key(key, 1), config.max_shift)
     h = _attention_out(X, O, layer, arithmetic, key)
@@ -196,7 +199,10 @@ def forward(params, ids, config: DecoderConfig, arithmetic=Exact(), key=None, po
     """Logits (V, n) of one sequence of ids (n,) (module docstring); with ``return_layers`` also
     the hidden states (L + 1, d, n): the embedding and each layer's output."""
     n = ids.shape[0]
-    positions = jnp.arange(n) if positions is None else jnp.asarray(positions)
+    angles = None
+    if positions is None:  # the angles as host constants, operands rounded once (blocks.rotary_table)
+        positions, angles = np.arange(n), rotary_table(n, config.head_dim, config.rope_base)
+    positions = jnp.asarray(positions)
     mask = causal_positions_mask(positions, positions)
     X = embed(params, ids)
     if unroll_layers:
@@ -204,13 +210,13 @@ def forward(params, ids, config: DecoderConfig, arithmetic=Exact(), key=None, po
         for index in range(config.layers):
             layer = jax.tree.map(lambda a, i=index: a[i], params["layers"])
             with jax.named_scope(f"layer{index + 1}"):
-                X = block(X, layer, positions, mask, config, arithmetic, fold_key(key, index + 1))
+                X = block(X, layer, positions, mask, config, arithmetic, fold_key(key, index + 1), angles=angles)
             states.append(X)
         states = jnp.stack(states)
     else:
         def step(Y, item):
             index, layer = item
-            Y = block(Y, layer, positions, mask, config, arithmetic, fold_key(key, index + 1))
+            Y = block(Y, layer, positions, mask, config, arithmetic, fold_key(key, index + 1), angles=angles)
             return Y, Y
 
         first = X
