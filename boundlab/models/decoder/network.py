@@ -15,8 +15,11 @@ reference implementations do) over the keys i <= t; the order of every operation
 ``boundlab.models.blocks``.  ``Exact()`` runs it in float64, ``Emulated(fmt)`` rounds every scalar
 operation (Model 4.1), ``Native()`` is the plain program ``boundlab.emulate`` and ``first_order``
 take: ``emulate(lambda *a: forward(*a, arithmetic=Native()), Emulated(f))`` equals
-``forward(..., arithmetic=Emulated(f))`` bit for bit.  The parameters are the caller's operands
-(``cast_params`` rounds them into a format once).
+``forward(..., arithmetic=Emulated(f))`` bit for bit (with the default positions and in
+``forward_cached``, whose rotary angles are host constants, ``blocks.rotary_table``, rounded once
+in both; angles of positions passed to ``forward`` are computed in the program, which ``emulate``
+rounds operation by operation).  The parameters are the caller's operands (``cast_params``
+rounds them into a format once).
 
 Layers run under ``lax.scan`` by default (one compiled layer whatever the depth: 30 for SmolLM2);
 ``unroll_layers=True`` runs them in a Python loop, each in ``jax.named_scope("layer<l>")``, so that
