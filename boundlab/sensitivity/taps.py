@@ -15,7 +15,8 @@ through ``tap``: the identity in the forward pass, whose reverse pass, given the
 A rounding whose sensitivity is exactly zero (g = 0: a masked score, a discarded branch)
 contributes zero, whatever its value: an overflowed value there (e = inf) would otherwise make the
 bound 0 * inf = NaN although the output does not depend on it.  An overflowed value with g != 0
-is outside Model 4.1: its contribution is infinite and the site's overflow flag is raised.
+is outside Model 4.1: the site's overflow flag is raised (its contribution |g| u |v| is then no
+bound; infinite where v is).
 
 The cotangent of a channel input is therefore the site's first-order contribution: summed over
 the channel, sum_i |dy/dv_i| e_i over the site's roundings (over every iteration inside a loop).
@@ -58,9 +59,10 @@ def _fit(values, shape):
 
 
 def _reported_flags(flags, huge, matters, dtype):
-    """[same-sign sum, underflow, overflow where it matters] (see the module docstring)."""
+    """[same-sign sum, underflow, overflow where it matters] from the forward pass's [same-sign sum,
+    underflow] and the entries beyond the range (see the module docstring)."""
     overflow = jnp.any(huge & matters).astype(flags.dtype)
-    return jnp.stack([flags[0], flags[1], overflow]).astype(dtype)
+    return jnp.concatenate([flags, overflow[None]]).astype(dtype)
 
 
 @jax.custom_vjp
@@ -152,31 +154,26 @@ class TapPolicy(Policy):
 
     def _tap(self, x, e, fmt):
         """x marked as a rounding site whose first-order error is at most e (entrywise)."""
-        return tap(x, e, self._flags([x], fmt), self._huge([x], fmt, jnp.shape(x)), self.channel["z"],
-                   self.channel["w"], self.channel["q"])
+        return tap(x, e, *self._marks([x], fmt, jnp.shape(x)), self.channel["z"], self.channel["w"], self.channel["q"])
 
-    def _flags(self, values, fmt):
-        """[same-sign sum, underflow, 0] of the roundings of ``values`` into ``fmt`` (overflow is
-        reported in the reverse pass, where it matters: ``_huge``)."""
+    def _marks(self, values, fmt, shape):
+        """What the roundings of ``values`` into ``fmt`` flag: [same-sign sum, underflow] for the
+        site, and the entries of its result (``shape``) beyond the format's range (overflow is
+        reported in the reverse pass, where it matters): values of that shape entry by entry,
+        stacked ones (k, *shape) along their first axis, any other shape (a matrix unit's operands)
+        for the whole site."""
         magnitudes = [jax.lax.stop_gradient(jnp.abs(v)) for v in values]
         tiny = jnp.any(jnp.stack([jnp.any((m > 0) & (m < fmt.min_normal)) for m in magnitudes]))
-        return jnp.stack([self.same_sign, tiny.astype(jnp.float64), jnp.zeros((), jnp.float64)])
-
-    @staticmethod
-    def _huge(values, fmt, shape):
-        """The entries of a site's result (``shape``) whose roundings leave the format's range:
-        values of that shape entry by entry, stacked ones (k, *shape) along their first axis, and
-        any other shape (a matrix unit's operands) for the whole site."""
         masks = []
-        for v in values:
-            big = jax.lax.stop_gradient(jnp.abs(v)) > fmt.max_finite
+        for m in magnitudes:
+            big = m > fmt.max_finite
             if big.shape == tuple(shape):
                 masks.append(big)
             elif big.shape[1:] == tuple(shape):
                 masks.append(jnp.any(big, axis=0))
             else:
                 masks.append(jnp.broadcast_to(jnp.any(big), shape))
-        return functools.reduce(jnp.logical_or, masks)
+        return jnp.stack([self.same_sign, tiny.astype(jnp.float64)]), functools.reduce(jnp.logical_or, masks)
 
     def _raw_add(self, x, y):
         return x + y
@@ -202,9 +199,8 @@ class TapPolicy(Policy):
             pieces.append(u * jnp.abs(total)[None])
         e = sum(jnp.sum(piece, axis=0) for piece in pieces)
         e2 = sum(jnp.sum(piece * piece, axis=0) for piece in pieces)
-        flags = self._flags([terms, partial], self.fmt)
-        huge = self._huge([terms, partial], self.fmt, jnp.shape(total))
-        return tap_sum(total, e, e2, flags, huge, self.channel["z"], self.channel["w"], self.channel["q"])
+        return tap_sum(total, e, e2, *self._marks([terms, partial], self.fmt, jnp.shape(total)), self.channel["z"],
+                       self.channel["w"], self.channel["q"])
 
     def exp(self, x, key=None):
         return self.round(jnp.exp(x), key)
@@ -245,8 +241,8 @@ class TapPolicy(Policy):
         exact = jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
         e = first_order_error(unit, a, b)
         checked, fmt = ([a, b], get_format(unit.inputs)) if unit.scaling is None else ([exact], get_format("fp32"))
-        marked = tap(exact, e, self._flags(checked, fmt), self._huge(checked, fmt, jnp.shape(exact)), self.channel["z"],
-                     self.channel["w"], self.channel["q"])
+        marked = tap(exact, e, *self._marks(checked, fmt, jnp.shape(exact)), self.channel["z"], self.channel["w"],
+                     self.channel["q"])
         return self.round(marked, key)
 
     def _product(self, a, b, key):
