@@ -5,7 +5,7 @@ For logits L (V x n) of ids (n,), the exact distributions p_t = softmax(L[:, t])
 ones q_t = softmax(L_hat[:, t]), both evaluated in float64 from the logits as given:
 
 * ``logits_error``: ||L_hat[:, t] - L[:, t]||_2 / ||L[:, t]||_2 per token (the paper's normwise
-  relative error, Section 3.1, of the model's output);
+  relative error, Section 3.1, of the model's output: ``boundlab.errors.relative_normwise``);
 * ``kl``: KL(p_t || q_t) = sum_i p_ti (log p_ti - log q_ti) per token, in nats;
 * ``top1``: argmax L_hat[:, t] = argmax L[:, t] per token;
 * ``loss`` and ``loss_exact``: the mean cross entropy of the next tokens ids[1:] under q and p
@@ -23,6 +23,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from boundlab.errors import relative_normwise
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -65,7 +67,7 @@ def next_token_errors(computed, exact, ids) -> NextTokenErrors:
     computed, exact = jnp.asarray(computed, jnp.float64), jnp.asarray(exact, jnp.float64)
     logq, logp = jax.nn.log_softmax(computed, axis=0), jax.nn.log_softmax(exact, axis=0)
     kl = jnp.sum(jnp.exp(logp) * (logp - logq), axis=0)
-    error = jnp.linalg.norm(computed - exact, axis=0) / jnp.linalg.norm(exact, axis=0)
+    error = relative_normwise(computed, exact, axis=0)
     top1 = jnp.argmax(computed, axis=0) == jnp.argmax(exact, axis=0)
     return NextTokenErrors(error, kl, top1, _loss(logq, ids), _loss(logp, ids), jnp.all(jnp.isfinite(computed)))
 

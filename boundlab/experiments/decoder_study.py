@@ -33,8 +33,11 @@ import numpy as np
 from boundlab.analysis.language import first_divergence, next_token_errors
 from boundlab.arithmetic import Emulated, Exact, Native
 from boundlab.emulation import Choice, mixed
+from boundlab.errors import relative_normwise
+from boundlab.experiments.real_model import truncated
 from boundlab.matrix_units import get_unit
 from boundlab.models import decoder as dec
+from boundlab.models import load, sentences, smollm2
 from boundlab.output.pyplot import pyplot
 from boundlab.output.strict_json import write_json
 from boundlab.output.tables import write_rows
@@ -88,18 +91,8 @@ def computed(name: str, f):
     return jax.jit(f(low_policy(name)))
 
 
-def truncated(config, params, layers):
-    """(config, params) of the first ``layers`` layers (None: all)."""
-    if layers is None or layers >= config.layers:
-        return config, params
-    return dataclasses.replace(config, layers=layers), params | {"layers": {k: v[:layers] for k, v in
-                                                                            params["layers"].items()}}
-
-
 def text_ids(model, tokens: int) -> np.ndarray:
     """The first ``tokens`` tokens of the shipped sentences, joined into one text."""
-    from boundlab.models import sentences, smollm2
-
     ids = smollm2.encode(model, " ".join(sentences()))
     if len(ids) < tokens:
         raise ValueError(f"the shipped text has {len(ids)} tokens, fewer than text_tokens = {tokens}")
@@ -110,10 +103,8 @@ def run(study: DecoderStudy, progress: bool = True, model=None) -> dict:
     """Every arithmetic on the text and the prompts (module docstring); a dict of plain numbers.
     ``model``: a loaded model (``boundlab.models.load(study.model)`` when None; the tests pass a
     small random one with SmolLM2's tokenizer)."""
-    from boundlab.models import load, smollm2
-
     model = load(study.model) if model is None else model
-    config, params = truncated(model.config, model.params, study.layers)
+    config, params = truncated(model, study.layers)
     params = jax.tree.map(jnp.asarray, params)
     ids = jnp.asarray(text_ids(model, study.text_tokens))
 
@@ -140,8 +131,7 @@ def run(study: DecoderStudy, progress: bool = True, model=None) -> dict:
         rounded = dec.cast_params(params, low)  # the weights as the arithmetic stores them
         logits, states = computed(name, forward)(rounded, ids)
         errors = next_token_errors(logits, exact_logits, ids)
-        layer_errors = jnp.linalg.norm((states.astype(jnp.float64) - exact_states).reshape(states.shape[0], -1), axis=1) \
-            / jnp.linalg.norm(exact_states.reshape(states.shape[0], -1), axis=1)
+        layer_errors = relative_normwise(states.astype(jnp.float64), exact_states, axis=(1, 2))
         say(f"{name}: generation")
         generation = computed(name, generate)
         generations = [generation(rounded, prompt) for prompt in prompts]

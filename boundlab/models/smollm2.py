@@ -7,9 +7,9 @@ matrix in blocks of 32 with a float16 scale d and minimum m (w = d q + m, q in 0
 embedding Q8_0 (w = d q, q in -128..127, a float16 d per 32), the norms float32. ``load`` decodes
 each block in float64, where d q + m is exact (an 11-bit d times a 4-bit q has 15 bits, and the
 exponents of two float16 numbers are at most 40 apart), so the parameters are exactly the numbers
-the quantised model computes with -- not the bf16 checkpoint it was made from. In float32 most of
-them are exact as well (``gguf.quants.dequantize`` rounds d q + m once in float32; the tests count
-the few it rounds).
+the quantised model computes with -- not the bf16 checkpoint it was made from.
+``gguf.quants.dequantize`` computes d q + m in float32, which rounds it once: the tests check that
+its values are these rounded to float32.
 
 The conversion to GGUF permutes the rows of ``attn_q`` and ``attn_k`` within each head (llama.cpp
 rotates adjacent pairs; GGUF row 2i + j of a head holds the original row 32 j + i): ``load`` undoes
@@ -175,11 +175,12 @@ def load(dtype=np.float64) -> Model:
     (float64: the quantised model's numbers exactly). Raises ``ExtraMissing`` without the extra."""
     _, tokenizers = require(("gguf", "tokenizers"), "SmolLM2", INSTALL_HINT)
     path = gguf_path()
-    fields = reader(path).fields
+    file = reader(path)
+    fields = file.fields
     if fields["general.architecture"].contents() != "llama":
         raise ValueError(f"{path} holds a {fields['general.architecture'].contents()} model, not llama")
     config = _config(fields)
-    tensors = {t.name: t for t in reader(path).tensors}
+    tensors = {t.name: t for t in file.tensors}
     params = _params(tensors, config, np.dtype(dtype))
     return Model("smollm2", config, params, path, tokenizer_from_gguf(fields, tokenizers),
                  bos=int(fields["tokenizer.ggml.bos_token_id"].contents()),

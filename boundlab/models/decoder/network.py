@@ -163,18 +163,15 @@ def _attention_out(X, O, layer, arithmetic, key):
     return _residual(X, attended, arithmetic, fold_key(key, 2))
 
 
-def block(X, layer, positions, mask, config: DecoderConfig, arithmetic=Exact(), key=None, return_internals=False,
-          angles=None):
+def block(X, layer, positions, mask, config: DecoderConfig, arithmetic=Exact(), key=None, angles=None):
     """One decoder layer on the columns of X (d x n) at ``positions`` (n,) with the attention
     ``mask`` (n x n): h = X + A(R_1(X)), X <- h + F(R_2(h)) (module docstring); ``angles``: the
-    rotary (cos, sin) of the positions (``blocks.rotary_table``).  With ``return_internals`` also
-    (K, V) (H_kv, d_h, n), the scores and the softmax matrices."""
+    rotary (cos, sin) of the positions (``blocks.rotary_table``)."""
     Q, K, V = _project(X, layer, positions, config, arithmetic, key, angles)
     with jax.named_scope("attention"):
-        O, S, P = attend(Q, K, V, mask, arithmetic, fold_key(key, 1), config.max_shift)
+        O, _, _ = attend(Q, K, V, mask, arithmetic, fold_key(key, 1), config.max_shift)
     h = _attention_out(X, O, layer, arithmetic, key)
-    out = _feed_forward(h, layer, config, arithmetic, key)
-    return (out, (K, V, S, P)) if return_internals else out
+    return _feed_forward(h, layer, config, arithmetic, key)
 
 
 def embed(params, ids):
