@@ -9,7 +9,7 @@ ones q_t = softmax(L_hat[:, t]), both evaluated in float64 from the logits as gi
 * ``kl``: KL(p_t || q_t) = sum_i p_ti (log p_ti - log q_ti) per token, in nats;
 * ``top1``: argmax L_hat[:, t] = argmax L[:, t] per token;
 * ``loss`` and ``loss_exact``: the mean cross entropy of the next tokens ids[1:] under q and p
-  (``perplexity`` = exp(loss));
+  (``boundlab.models.decoder.next_token_loss``; ``perplexity`` = exp(loss));
 * ``finite``: every computed logit is finite (else the numbers above are NaN where they meet it).
 
 ``first_divergence(computed, exact)``: the first step at which two token sequences differ (their
@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from boundlab.errors import relative_normwise
+from boundlab.models.decoder.network import next_token_loss
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -57,10 +58,6 @@ class NextTokenErrors:
                 "perplexity_exact": float(self.perplexity_exact), "finite": bool(self.finite)}
 
 
-def _loss(logp, ids):
-    return -jnp.mean(jnp.take_along_axis(logp[:, :-1], ids[None, 1:], axis=0))
-
-
 @jax.jit
 def next_token_errors(computed, exact, ids) -> NextTokenErrors:
     """``NextTokenErrors`` of computed logits (V, n) against exact ones (V, n) of ids (n,)."""
@@ -69,7 +66,8 @@ def next_token_errors(computed, exact, ids) -> NextTokenErrors:
     kl = jnp.sum(jnp.exp(logp) * (logp - logq), axis=0)
     error = relative_normwise(computed, exact, axis=0)
     top1 = jnp.argmax(computed, axis=0) == jnp.argmax(exact, axis=0)
-    return NextTokenErrors(error, kl, top1, _loss(logq, ids), _loss(logp, ids), jnp.all(jnp.isfinite(computed)))
+    return NextTokenErrors(error, kl, top1, next_token_loss(computed, ids), next_token_loss(exact, ids),
+                           jnp.all(jnp.isfinite(computed)))
 
 
 @jax.jit
