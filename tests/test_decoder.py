@@ -131,6 +131,27 @@ def test_generation_compiles_once_and_maps_over_prompts():
     assert out[1].tolist() == dec.generate(PARAMS, IDS[::-1], 3, CONFIG).tolist()
 
 
+def test_prompts_of_different_lengths_in_one_batch_are_each_prompt_alone_bit_for_bit():
+    # padding is invisible: with sums in index order (recursive) its exact zeros change no partial
+    # sum, and a scaled cache's scales ignore it; one compiled program for the ragged batch
+    cache_format = dec.CacheFormat("fp8_e4m3", scaled=True)
+    prompts = [IDS[2:9], IDS[5:6]]
+    padded, lengths = dec.pad_prompts(prompts)
+    assert padded.shape == (2, 7) and lengths.tolist() == [7, 1]
+    tokens, logits = dec.generate_batch(PARAMS_BF16, padded, lengths, 4, CONFIG, BF16, cache_format=cache_format,
+                                        return_logits=True)
+    for b, prompt in enumerate(prompts):
+        alone, alone_logits = dec.generate(PARAMS_BF16, prompt, 4, CONFIG, BF16, cache_format=cache_format,
+                                           return_logits=True)
+        assert tokens[b].tolist() == alone.tolist()
+        assert jnp.array_equal(logits[b], alone_logits)
+    other, _ = dec.pad_prompts(prompts, pad=0)  # what pads a prompt is never seen
+    assert jnp.array_equal(dec.generate_batch(PARAMS_BF16, other, lengths, 4, CONFIG, BF16, cache_format=cache_format),
+                           tokens)
+    with pytest.raises(ValueError, match="non-empty prompts"):
+        dec.pad_prompts([IDS[:2], IDS[:0]])
+
+
 def test_the_loss_is_differentiable():
     grads = jax.grad(lambda p: dec.next_token_loss(dec.forward(p, IDS, CONFIG), IDS))(PARAMS)
     leaves = jax.tree.leaves(grads)

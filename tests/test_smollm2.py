@@ -4,12 +4,14 @@ float32 one, the architecture read from the metadata, the exact forward against 
 formulas in NumPy (tests/llama_reference.py), the q/k row permutation undone (the next-token loss
 tells the two pairings apart), sensible greedy text, and float32 logits within float32's accuracy."""
 
+import importlib.util
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gguf_files import write_llama
 from llama_reference import hf_decoder
 from tolerances import relative_tolerance
 
@@ -36,6 +38,43 @@ def test_a_missing_wheel_or_extra_is_named_in_the_error(monkeypatch):
         smollm2.load()
     with pytest.raises(ValueError, match="unknown model 'llama'; boundlab knows minilm, smollm2"):
         models_api.load("llama")
+
+
+needs_gguf = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("gguf", "tokenizers")),
+                                reason=f"the models extra is not installed: {smollm2.INSTALL_HINT}")
+TINY = dec.DecoderConfig(d=8, heads=2, kv_heads=1, ffn=12, layers=2, vocab=10, rope_base=1e4, eps=float(np.float32(1e-5)))
+
+
+@needs_gguf
+def test_a_llama_gguf_loads_with_its_rows_unpermuted_and_bad_files_are_named(tmp_path):
+    # a file written as llama.cpp's converter writes one (tests/gguf_files.py): the parameters come
+    # back exactly, q/k unpermuted, the tokenizer merges; the refusals name what they found
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32).astype(np.float64), dec.init_params(TINY, jax.random.key(0)))
+    good = tmp_path / "tiny.gguf"
+    write_llama(good, TINY, params)
+    tiny = smollm2.load(path=good)
+    assert tiny.config == TINY and tiny.context == 32 and tiny.name == "tiny"
+    assert jax.tree.all(jax.tree.map(np.array_equal, tiny.params, params))
+    assert smollm2.encode(tiny, "abc").tolist() == [9, 5]  # "ab" merged, then "c"
+    with pytest.raises(ValueError, match="needs 40 positions, past tiny's context length 32"):
+        smollm2.encode(tiny, "c" * 40)
+    with pytest.raises(ValueError, match="non-empty string"):
+        smollm2.encode(tiny, "  ")
+
+    other = tmp_path / "gpt2.gguf"
+    write_llama(other, TINY, params, arch="gpt2")
+    with pytest.raises(ValueError, match="holds a 'gpt2' model; boundlab's decoder reads llama"):
+        smollm2.load(path=other)
+    missing = tmp_path / "missing.gguf"
+    write_llama(missing, TINY, params, skip=("blk.1.ffn_up.weight",))
+    with pytest.raises(ValueError, match="lacks the tensor 'blk.1.ffn_up.weight'"):
+        smollm2.load(path=missing)
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated.gguf is not a readable GGUF file"):
+        smollm2.load(path=truncated)
+    with pytest.raises(FileNotFoundError, match="no GGUF file at"):
+        smollm2.load(path=tmp_path / "absent.gguf")
 
 
 @pytest.fixture(scope="module")
@@ -147,33 +186,53 @@ def test_next_token_errors_are_zero_against_themselves_and_see_a_changed_logit()
 
 
 @needs_model
-def test_the_decoder_study_writes_its_files_on_a_small_model_with_smollm2s_tokenizer(model, tmp_path):
-    # the pipeline of `boundlab model smollm2` on a random 2-layer decoder of SmolLM2's vocabulary (the
-    # real model's numbers are in docs/real-models.md; the study on it takes minutes)
+@pytest.mark.long
+def test_the_quick_decoder_study_on_the_real_model_writes_its_files_and_its_bounds_hold(tmp_path, capsys):
+    # `boundlab model smollm2 --quick`: SmolLM2's first 4 layers, 24 tokens, 2 prompts (the full
+    # study's numbers are in docs/real-models.md)
     import json
 
-    from boundlab.experiments import decoder_study
+    from boundlab.cli import main
 
-    config = dec.DecoderConfig(d=16, heads=2, kv_heads=1, ffn=24, layers=2, vocab=model.config.vocab, rope_base=1e5)
-    small = smollm2.Model("small", config, jax.tree.map(np.asarray, dec.init_params(config, jax.random.key(3))),
-                          model.path, model.tokenizer)
-    study = decoder_study.DecoderStudy(arithmetics=("bf16", "autocast-bf16"), prompts=decoder_study.PROMPTS[:1],
-                                       steps=3, text_tokens=12)
-    result = decoder_study.run(study, progress=False, model=small)
-    headline = decoder_study.write(result, str(tmp_path))
-    for name in ("summary.json", "layers.csv", "generation.csv", "layers.png"):
-        assert (tmp_path / name).stat().st_size > 0
-    summary = json.loads((tmp_path / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
-    assert set(summary["arithmetics"]) == {"bf16", "autocast-bf16"} and summary["layers"] == 2
-    for name, numbers in headline.items():
+    out = tmp_path / "run"
+    assert main(["model", "smollm2", "--quick", "--no-progress", "--out", str(out)]) == 0
+    assert "autocast-bf16: top-1 agreement" in capsys.readouterr().out
+    for name in ("summary.json", "layers.csv", "generation.csv", "outliers.csv", "layers.png", "outliers.png",
+                 "divergence.png"):
+        assert (out / name).stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert set(summary["arithmetics"]) == {"bf16", "autocast-bf16"} and summary["layers"] == 4
+    text = {name: entry["text"] for name, entry in summary["arithmetics"].items()}
+    for name, numbers in text.items():
         assert numbers["finite"] and 0 <= numbers["top1_agreement"] <= 1 and numbers["kl_mean"] >= 0
         layer_errors = summary["arithmetics"][name]["layer_errors"]
-        assert len(layer_errors) == 3 and all(e > 0 for e in layer_errors)
-        assert all(0 <= d <= 3 for d in summary["arithmetics"][name]["first_divergence"])
+        assert len(layer_errors) == 5 and all(e > 0 for e in layer_errors[1:])
+        assert all(0 <= d <= 4 for d in summary["arithmetics"][name]["first_divergence"])
     # autocast (float32 outside the GEMMs) is closer to float64 than bf16 everywhere
-    assert headline["autocast-bf16"]["logits_error_median"] < headline["bf16"]["logits_error_median"]
-    with pytest.raises(ValueError, match="unknown arithmetic 'fp4'"):
-        decoder_study.DecoderStudy(arithmetics=("fp4",))
+    assert text["autocast-bf16"]["logits_error_median"] < text["bf16"]["logits_error_median"]
+    regimes = summary["outliers"]
+    assert regimes["massive"]["max_abs"][3] > 100 * regimes["massive"]["rms"][0]  # massive activations by layer 3
+    assert regimes["massive"]["massive_tokens"][3] >= 1 and regimes["sink_columns"] > 0
+    for fmt in ("bf16", "fp16"):  # within the lemmas' assumptions the bounds hold on every column
+        for part in ("massive", "others"):
+            assert regimes["rms_norm"][fmt][part]["max_error_over_bound"] <= 1
+        for part in ("sink", "others"):
+            assert regimes["softmax"][fmt][part]["max_error_over_bound"] <= 1
+    assert regimes["rms_norm"]["bf16"]["massive"]["outside_assumptions"] == 0  # bf16's range holds them
+    assert regimes["rms_norm"]["fp16"]["overflow"] >= 1  # fp16's sum of squares overflows on them
+
+
+@needs_model
+def test_bad_prompts_and_arithmetics_exit_2_with_one_line(tmp_path, capsys):
+    from boundlab.cli import main
+
+    for arguments, message in ((["--prompt", " "], "every prompt must be non-empty text"),
+                               (["--formats", "fp4"], "unknown arithmetic 'fp4'"),
+                               (["--prompt", "a " * 9000], "past smollm2's context length 8192"),
+                               (["--steps", "0"], "--steps must be >= 1")):
+        assert main(["model", "smollm2", "--no-progress", "--out", str(tmp_path / "x"), "--force", *arguments]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_the_model_command_refuses_the_encoder_studys_options_for_the_decoder(capsys):

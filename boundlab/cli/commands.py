@@ -178,6 +178,12 @@ def _cmd_decoder(args: argparse.Namespace) -> int:
         changes["arithmetics"] = tuple(part.strip() for part in args.formats.split(","))
     if args.layers is not None:
         changes["layers"] = _at_least(args.layers, "layers", 1)
+    if args.prompt is not None:
+        changes["prompts"] = tuple(args.prompt)
+    if args.steps is not None:
+        changes["steps"] = _at_least(args.steps, "steps", 1)
+    if args.tokens is not None:
+        changes["text_tokens"] = _at_least(args.tokens, "tokens", 2)
     study = decoder_study.DecoderStudy(**changes)
     out = args.out = args.out or f"boundlab-model-{args.name}"
     with run_folder(out, f"model {args.name}", args.force):
@@ -186,7 +192,7 @@ def _cmd_decoder(args: argparse.Namespace) -> int:
     for name, numbers in headline.items():
         print(f"{name}: top-1 agreement {numbers['top1_agreement']:.3f}, KL {numbers['kl_mean']:.2e} nats, "
               f"perplexity {numbers['perplexity']:.4g} (float64 {numbers['perplexity_exact']:.4g})")
-    print(f"model {args.name}: wrote {out}/summary.json, layers.png, layers.csv and generation.csv")
+    print(f"model {args.name}: wrote {out}/summary.json, layers.png, outliers.png, divergence.png and their CSVs")
     return 0
 
 
@@ -199,6 +205,9 @@ def _cmd_model(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown model {args.name!r}; boundlab knows {', '.join(MODELS)}")
     if args.name not in real_model.STUDY_MODELS:
         return _cmd_decoder(args)
+    for option in ("prompt", "steps", "tokens"):
+        if getattr(args, option) is not None:
+            raise ValueError(f"--{option} belongs to the decoder study (smollm2); the encoder study takes --sentences")
     changes = {"model": args.name, "fmt": args.format}
     if args.quick:
         changes |= real_model.QUICK

@@ -121,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "gemms@<matrix unit> (GEMMs on a tensor core, e.g. gemms@hopper-wgmma-fp8_e4m3-fp32)")
     model.add_argument("--fractions", help="comma-separated fractions recomputed on the advisor's curve (default "
                        "0.005,0.01,0.02,0.05,0.1,0.2,0.5)")
-    model.add_argument("--quick", action="store_true", help="8 sentences, bf16 and fp8_e4m3, a short advisor curve")
+    model.add_argument("--prompt", action="append", help="smollm2: a prompt to continue (repeat for several; default "
+                       "six shipped prompts)")
+    model.add_argument("--steps", type=int, help="smollm2: tokens generated after each prompt (default 16)")
+    model.add_argument("--tokens", type=int, help="smollm2: tokens of the shipped text (default 256)")
+    model.add_argument("--quick", action="store_true", help="8 sentences, bf16 and fp8_e4m3, a short advisor curve "
+                       "(smollm2: 4 layers, 24 tokens, 2 prompts, 4 steps)")
     model.add_argument("--out", help="output folder (default boundlab-model-NAME)")
     model.add_argument("--force", action="store_true", help=FORCE_HELP)
     model.add_argument("--no-progress", action="store_true", help="no progress bar")

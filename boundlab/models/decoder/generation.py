@@ -68,9 +68,10 @@ def empty_cache(config: DecoderConfig, length: int, dtype) -> dict:
             "positions": jnp.full((length,), -1, jnp.int32), "scale_K": scales, "scale_V": scales}
 
 
-def _scale(X, fmt):
-    """amax / max_finite per head of X (H_kv, d_h, n); 1 where a head is all zero."""
-    amax = jnp.max(jnp.abs(X), axis=(1, 2))
+def _scale(X, fmt, valid):
+    """amax / max_finite per head of X (H_kv, d_h, n) over the valid columns (n,); 1 where a head
+    is all zero."""
+    amax = jnp.max(jnp.where(valid, jnp.abs(X), 0), axis=(1, 2))
     return jnp.where(amax > 0, amax / get_format(fmt).max_finite, 1).astype(X.dtype)
 
 
@@ -90,18 +91,22 @@ def _read(stored, scale, cache_format: CacheFormat, arithmetic, key):
 
 
 def forward_cached(params, ids, cache, start, config: DecoderConfig, arithmetic=Exact(), key=None,
-                   cache_format: CacheFormat = CacheFormat(), calibrate: bool = False):
-    """Logits (V, n) of new tokens ids (n,) at positions start, ..., start + n - 1 and the cache
-    with their keys and values written (module docstring).  ``calibrate``: set the cache's scales
-    from these tokens (the prompt)."""
+                   cache_format: CacheFormat = CacheFormat(), calibrate: bool = False, positions=None):
+    """Logits (V, n) of new tokens ids (n,) written into cache slots start, ..., start + n - 1,
+    and the cache with their keys and values (module docstring).  ``positions`` (n,): the tokens'
+    positions (default start, ..., start + n - 1); a negative position marks a padding token, which
+    no query sees and which sees nothing (its column is finite garbage).  ``calibrate``: set the
+    cache's scales from these tokens (the prompt; padding tokens excluded)."""
     n = ids.shape[0]
     start = jnp.asarray(start, jnp.int32)
-    positions = start + jnp.arange(n, dtype=jnp.int32)
+    if positions is None:
+        positions = start + jnp.arange(n, dtype=jnp.int32)
+    positions = jnp.asarray(positions, jnp.int32)
     zero = jnp.zeros((), jnp.int32)
     slots = lax.dynamic_update_slice(cache["positions"], positions, (start,))
     mask = causal_positions_mask(slots, positions)
     table = rotary_table(cache["positions"].shape[0], config.head_dim, config.rope_base)  # host constants
-    angles = tuple(jnp.take(t, positions, axis=1) for t in table)  # a gather: exact
+    angles = tuple(jnp.take(t, jnp.maximum(positions, 0), axis=1) for t in table)  # a gather: exact
     X = embed(params, ids)
 
     def step(Y, item):
@@ -109,7 +114,7 @@ def forward_cached(params, ids, cache, start, config: DecoderConfig, arithmetic=
         k = fold_key(key, index + 1)
         Q, K, V = _project(Y, layer, positions, config, arithmetic, k, angles)
         if calibrate and cache_format.scaled:
-            sK, sV = _scale(K, cache_format.fmt), _scale(V, cache_format.fmt)
+            sK, sV = (_scale(A, cache_format.fmt, positions >= 0) for A in (K, V))
         K_all = lax.dynamic_update_slice(K_all, _store(K, sK, cache_format), (zero, zero, start))
         V_all = lax.dynamic_update_slice(V_all, _store(V, sV, cache_format), (zero, zero, start))
         K_read = _read(K_all, sK, cache_format, arithmetic, fold_key(k, 20))
@@ -146,10 +151,13 @@ def _choose(logits, temperature: float, sample_key):
 @functools.partial(jax.jit, static_argnames=("steps", "config", "arithmetic", "temperature", "cache_format",
                                              "return_logits"))
 def generate(params, prompt, steps: int, config: DecoderConfig, arithmetic=Exact(), key=None, temperature: float = 0.0,
-             sample_key=None, cache_format: CacheFormat = CacheFormat(), return_logits: bool = False):
+             sample_key=None, cache_format: CacheFormat = CacheFormat(), return_logits: bool = False, length=None):
     """``steps`` new tokens (steps,) after the prompt ids (n0,): the prompt in one cached forward,
     then one token per step under ``lax.scan`` (module docstring); with ``return_logits`` also the
-    logits (steps, V) each token was chosen from."""
+    logits (steps, V) each token was chosen from.  ``length`` (an int or a traced scalar, default
+    n0): only the first ``length`` ids are the prompt, the rest padding (``pad_prompts``); the
+    tokens are those of ``generate(prompt[:length])``, bit for bit where the sums run in index
+    order (recursive accumulation: the padding's exact zeros change no partial sum)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if temperature < 0:
@@ -157,20 +165,55 @@ def generate(params, prompt, steps: int, config: DecoderConfig, arithmetic=Exact
     if temperature > 0 and sample_key is None:
         raise ValueError("sampling (temperature > 0) needs sample_key=")
     n0 = prompt.shape[0]
+    length = jnp.asarray(n0 if length is None else length, jnp.int32)
     cache = empty_cache(config, n0 + steps, _cache_dtype(params, arithmetic))
+    slots = jnp.arange(n0, dtype=jnp.int32)
     logits, cache = forward_cached(params, prompt, cache, 0, config, arithmetic, fold_key(key, 0), cache_format,
-                                   calibrate=True)
-    first = logits[:, -1]
+                                   calibrate=True, positions=jnp.where(slots < length, slots, -1))
+    first = jnp.take(logits, length - 1, axis=1)
     token = _choose(first, temperature, _sample_key(sample_key, 0))
 
     def step(carry, index):
         token, cache = carry
         logits, cache = forward_cached(params, token[None], cache, n0 + index, config, arithmetic,
-                                       fold_key(key, index + 1), cache_format)
+                                       fold_key(key, index + 1), cache_format, positions=(length + index)[None])
         new = _choose(logits[:, 0], temperature, _sample_key(sample_key, index + 1))
         return (new, cache), (new, logits[:, 0])
 
-    _, (tokens, chosen_from) = lax.scan(step, (token, cache), jnp.arange(steps - 1))
+    _, (tokens, chosen_from) = lax.scan(step, (token, cache), jnp.arange(steps - 1, dtype=jnp.int32))
     tokens = jnp.concatenate([token[None], tokens])
     all_logits = jnp.concatenate([first[None], chosen_from])
     return (tokens, all_logits) if return_logits else tokens
+
+
+def pad_prompts(prompts, pad: int | None = None):
+    """Prompts of different lengths as one array (B, n_max) and their lengths (B,) for
+    ``generate_batch``: each padded at its end with its own last token or with ``pad`` (the
+    padding is never seen: any token id of the vocabulary will do)."""
+    import numpy as np
+
+    prompts = [np.asarray(p, np.int32).ravel() for p in prompts]
+    if not prompts or any(p.size == 0 for p in prompts):
+        raise ValueError("pad_prompts takes one or more non-empty prompts")
+    width = max(p.size for p in prompts)
+    padded = [np.concatenate([p, np.full(width - p.size, p[-1] if pad is None else pad, np.int32)]) for p in prompts]
+    return jnp.asarray(np.stack(padded)), jnp.asarray([p.size for p in prompts], jnp.int32)
+
+
+def generate_batch(params, prompts, lengths, steps: int, config: DecoderConfig, arithmetic=Exact(), key=None,
+                   temperature: float = 0.0, sample_key=None, cache_format: CacheFormat = CacheFormat(),
+                   return_logits: bool = False):
+    """``generate`` of each padded prompt (B, n_max) of ``lengths`` (B,) (``pad_prompts``): one
+    compiled program for the batch, (B, steps) tokens.  Rounding and sampling keys are folded per
+    prompt (fold_in(key, b)).  The batch may be sharded over devices (``jax.sharding``): the
+    computation per prompt is the same on any device."""
+    B = prompts.shape[0]
+    fold = (lambda k: None if k is None else jax.vmap(lambda b: jax.random.fold_in(k, b))(jnp.arange(B)))
+
+    def one(prompt, length, k, s):
+        return generate(params, prompt, steps, config, arithmetic, k, temperature, s, cache_format, return_logits,
+                        length)
+
+    keys, samples = fold(key), fold(sample_key)
+    return jax.vmap(one, in_axes=(0, 0, None if keys is None else 0, None if samples is None else 0))(
+        prompts, lengths, keys, samples)

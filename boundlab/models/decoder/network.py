@@ -238,6 +238,23 @@ def forward_batch(params, ids, config: DecoderConfig, arithmetic=Exact(), key=No
     return jax.vmap(one, in_axes=(0, None if keys is None else 0))(ids, keys)
 
 
+def attention_maps(params, states, config: DecoderConfig, arithmetic=Exact()):
+    """Every layer's scores S and softmax P (L, H, n keys, n queries), from the layers' inputs
+    ``states[:-1]`` (the hidden states of ``forward(..., return_layers=True)``: with the exact
+    states and ``Exact()``, the very S and P the exact forward computes)."""
+    n = states.shape[-1]
+    positions, angles = np.arange(n), rotary_table(n, config.head_dim, config.rope_base)
+    mask = causal_positions_mask(jnp.asarray(positions), jnp.asarray(positions))
+
+    def one(item):
+        X, layer = item
+        Q, K, V = _project(X, layer, positions, config, arithmetic, None, angles)
+        _, S, P = attend(Q, K, V, mask, arithmetic, None, config.max_shift)
+        return S, P
+
+    return lax.map(one, (states[:-1], params["layers"]))
+
+
 def next_token_loss(logits, ids):
     """Mean cross entropy (nats) of each next token: logits (V, n) of ids (n,), the targets ids[1:]
     (float64 log-softmax of the logits as given)."""
