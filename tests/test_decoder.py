@@ -5,6 +5,11 @@ unrolled ones, the NNX module bit for bit the pure function, the KV cache bit fo
 forward, greedy generation equal to recomputing the argmax, the cache's storage formats within
 their unit roundoff, and bad configurations refused."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -131,25 +136,57 @@ def test_generation_compiles_once_and_maps_over_prompts():
     assert out[1].tolist() == dec.generate(PARAMS, IDS[::-1], 3, CONFIG).tolist()
 
 
-def test_prompts_of_different_lengths_in_one_batch_are_each_prompt_alone_bit_for_bit():
+SHARDED = """
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+from boundlab import Emulated
+from boundlab.models import decoder as dec
+CONFIG = dec.DecoderConfig(d=12, heads=3, kv_heads=1, ffn=20, layers=2, vocab=17, rope_base=100.0, eps=1e-5)
+PARAMS = jax.tree.map(lambda a: a * 20 if a.ndim > 1 else a, dec.init_params(CONFIG, jax.random.key(0)))
+IDS = jnp.array([1, 5, 7, 3, 2, 9, 4, 11, 0, 6, 13, 8, 15, 10, 12, 14], jnp.int32)
+PROMPTS, LENGTHS = dec.pad_prompts([IDS[:3], IDS[2:9], IDS[5:6], IDS[4:8], IDS[1:3]])
+BF16 = Emulated("bf16")  # a fixed summation order: the same bits whatever the batch per device
+CACHE = dec.CacheFormat("fp8_e4m3", scaled=True)
+batch = jax.jit(lambda p, q, n: dec.generate_batch(p, q, n, 3, CONFIG, BF16, cache_format=CACHE, return_logits=True))
+def run(prompts=PROMPTS):
+    prompts, lengths = dec.shard_prompts(prompts, LENGTHS)
+    tokens, logits = batch(dec.cast_params(PARAMS, BF16), prompts, lengths)
+    return np.asarray(tokens)[:5], np.asarray(logits)[:5], len(tokens.sharding.device_set)
+"""
+
+
+def test_ragged_prompts_in_one_batch_are_each_prompt_alone_and_four_devices_give_the_same_bits(tmp_path):
     # padding is invisible: with sums in index order (recursive) its exact zeros change no partial
-    # sum, and a scaled cache's scales ignore it; one compiled program for the ragged batch
-    cache_format = dec.CacheFormat("fp8_e4m3", scaled=True)
-    prompts = [IDS[2:9], IDS[5:6]]
-    padded, lengths = dec.pad_prompts(prompts)
-    assert padded.shape == (2, 7) and lengths.tolist() == [7, 1]
-    tokens, logits = dec.generate_batch(PARAMS_BF16, padded, lengths, 4, CONFIG, BF16, cache_format=cache_format,
-                                        return_logits=True)
-    for b, prompt in enumerate(prompts):
-        alone, alone_logits = dec.generate(PARAMS_BF16, prompt, 4, CONFIG, BF16, cache_format=cache_format,
+    # sum, and a scaled cache's scales ignore it; one compiled program for the ragged batch, the
+    # same bits when the batch is sharded over 4 host devices
+    namespace = {}
+    exec(SHARDED, namespace)
+    tokens, logits, devices = namespace["run"]()
+    assert devices == 1 and tokens.shape == (5, 3) and namespace["PROMPTS"].shape == (5, 7)
+    assert namespace["LENGTHS"].tolist() == [3, 7, 1, 4, 2]
+    for row, prompt in ((1, IDS[2:9]), (2, IDS[5:6])):
+        alone, alone_logits = dec.generate(PARAMS_BF16, prompt, 3, CONFIG, BF16, cache_format=namespace["CACHE"],
                                            return_logits=True)
-        assert tokens[b].tolist() == alone.tolist()
-        assert jnp.array_equal(logits[b], alone_logits)
-    other, _ = dec.pad_prompts(prompts, pad=0)  # what pads a prompt is never seen
-    assert jnp.array_equal(dec.generate_batch(PARAMS_BF16, other, lengths, 4, CONFIG, BF16, cache_format=cache_format),
-                           tokens)
+        assert tokens[row].tolist() == alone.tolist()
+        np.testing.assert_array_equal(logits[row], alone_logits)
+    other, _ = dec.pad_prompts([IDS[:3], IDS[2:9], IDS[5:6], IDS[4:8], IDS[1:3]], pad=0)  # never seen
+    np.testing.assert_array_equal(namespace["run"](other)[0], tokens)
     with pytest.raises(ValueError, match="non-empty prompts"):
         dec.pad_prompts([IDS[:2], IDS[:0]])
+    script = tmp_path / "four.py"
+    script.write_text(SHARDED + textwrap.dedent(f"""
+        assert len(jax.devices()) == 4, jax.devices()
+        tokens, logits, devices = run()
+        assert devices == 4, devices
+        np.savez({str(tmp_path / 'four.npz')!r}, tokens=tokens, logits=logits)
+    """))
+    effort = str(int(jax.config.read("jax_disable_most_optimizations")))  # the same effort (tests/conftest.py)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+           "JAX_DISABLE_MOST_OPTIMIZATIONS": effort}
+    subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=600)
+    four = np.load(tmp_path / "four.npz")
+    np.testing.assert_array_equal(four["tokens"], tokens)
+    np.testing.assert_array_equal(four["logits"], logits)
 
 
 def test_the_loss_is_differentiable():

@@ -197,8 +197,8 @@ def test_the_quick_decoder_study_on_the_real_model_writes_its_files_and_its_boun
     out = tmp_path / "run"
     assert main(["model", "smollm2", "--quick", "--no-progress", "--out", str(out)]) == 0
     assert "autocast-bf16: top-1 agreement" in capsys.readouterr().out
-    for name in ("summary.json", "layers.csv", "generation.csv", "outliers.csv", "layers.png", "outliers.png",
-                 "divergence.png"):
+    for name in ("summary.json", "layers.csv", "generation.csv", "outliers.csv", "advisor.csv", "layers.png",
+                 "outliers.png", "divergence.png", "advisor.png"):
         assert (out / name).stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
     assert set(summary["arithmetics"]) == {"bf16", "autocast-bf16"} and summary["layers"] == 4
@@ -220,6 +220,13 @@ def test_the_quick_decoder_study_on_the_real_model_writes_its_files_and_its_boun
             assert regimes["softmax"][fmt][part]["max_error_over_bound"] <= 1
     assert regimes["rms_norm"]["bf16"]["massive"]["outside_assumptions"] == 0  # bf16's range holds them
     assert regimes["rms_norm"]["fp16"]["overflow"] >= 1  # fp16's sum of squares overflows on them
+    advice = summary["advisor"]  # the first 2 layers, 8 tokens
+    assert advice["all_high"] < advice["all_low"] / 100  # float32 everywhere: the bf16 error gone
+    assert abs(sum(advice["parts"].values()) - 1) < 1e-9 and len(advice["layers"]) == 3
+    assert max(advice["parts"], key=advice["parts"].get) == "feed_forward"  # the bound's largest part
+    for points in advice["curves"].values():
+        assert all(advice["all_high"] <= p["error"] <= advice["all_low"] * 1.5 for p in points)
+    assert advice["bound_max"] > 0 and advice["probabilistic_max"] <= advice["bound_max"]
 
 
 @needs_model

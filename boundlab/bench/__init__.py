@@ -7,6 +7,7 @@ from boundlab.bench.any_model import emulate_benchmark as emulate_benchmark
 from boundlab.bench.any_model import model_benchmark as model_benchmark
 from boundlab.bench.any_model import two_block_model as two_block_model
 from boundlab.bench.any_model import user_model_rows as user_model_rows
+from boundlab.bench.decoder import decoder_benchmark as decoder_benchmark
 from boundlab.bench.hardware_units import hardware_benchmark as hardware_benchmark
 from boundlab.bench.pallas import kernels_benchmark as kernels_benchmark
 from boundlab.bench.paper_network import analyze_benchmark as analyze_benchmark
@@ -21,7 +22,7 @@ from boundlab.bench.timing import Timing as Timing
 from boundlab.bench.timing import time_call as time_call
 from boundlab.bench.training_steps import training_benchmark as training_benchmark
 
-__all__ = ["Timing", "analyze_benchmark", "diagnostics_benchmark", "emulate_benchmark", "figure1_benchmark",
+__all__ = ["Timing", "analyze_benchmark", "decoder_benchmark", "diagnostics_benchmark", "emulate_benchmark", "figure1_benchmark",
            "forward_benchmark", "hardware_benchmark", "kernels_benchmark", "model_benchmark", "resident_bytes",
            "rounding_benchmark", "soak_benchmark", "stochastic_benchmark", "theorem_benchmark", "time_call",
            "training_benchmark", "two_block_model", "user_model_rows"]

@@ -7,7 +7,7 @@ import json
 import sys
 
 BENCH_PARTS = ("rounding", "forward", "stochastic", "theorem", "figure1", "analyze", "diagnostics", "emulate",
-               "kernels", "model", "soak", "hardware", "training")
+               "kernels", "model", "decoder", "soak", "hardware", "training")
 
 
 def _bench_parts(text: str) -> frozenset[str]:
@@ -25,6 +25,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     jax.config.update("jax_enable_x64", True)
     from boundlab.bench import (
         analyze_benchmark,
+        decoder_benchmark,
         diagnostics_benchmark,
         emulate_benchmark,
         figure1_benchmark,
@@ -85,6 +86,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         count = 8 if args.quick else 32
         sections["model"] = (f"MiniLM-L6, {count} sentences x 32 tokens (the models extra)", "ratio to exact float64",
                              model_benchmark(sentences=count, repeats=max(1, args.repeats // 2)))
+    if wanted("decoder"):  # not in the default run: minutes of compilation on the 30-layer model
+        tokens = 32 if args.quick else 128
+        sections["decoder"] = (f"decoder LLM forward, {tokens} tokens; emulate, first_order, generation",
+                               "ratio to exact float64", decoder_benchmark(tokens=tokens, steps=8 if args.quick else 32,
+                                                                           repeats=max(1, args.repeats // 2)))
     if wanted("soak"):  # not in the default run: minutes, and it measures memory, not speed
         calls = 50 if args.quick else 200
         sections["soak"] = (f"soak: analyze x {calls} on fresh cases, diagnostics in an nnx.jit loop",

@@ -192,7 +192,8 @@ def _cmd_decoder(args: argparse.Namespace) -> int:
     for name, numbers in headline.items():
         print(f"{name}: top-1 agreement {numbers['top1_agreement']:.3f}, KL {numbers['kl_mean']:.2e} nats, "
               f"perplexity {numbers['perplexity']:.4g} (float64 {numbers['perplexity_exact']:.4g})")
-    print(f"model {args.name}: wrote {out}/summary.json, layers.png, outliers.png, divergence.png and their CSVs")
+    print(f"model {args.name}: wrote {out}/summary.json, layers.png, outliers.png, divergence.png, advisor.png "
+          f"and their CSVs")
     return 0
 
 

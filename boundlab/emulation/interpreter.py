@@ -284,7 +284,9 @@ def _equation(eqn, invals, ctx: Context):
     if name in CALLS:
         inner = params[CALLS[name]]
         scope = params.get("name", name) if name in ("jit", "pjit") else ""
-        return eval_closed(inner, invals, ctx.nested(str(scope) if scope != "<lambda>" else ""))
+        # the call's own named scopes (a jitted block inside ``jax.named_scope("layer3")``), then its name:
+        # the inner program's equations carry name stacks relative to the call
+        return eval_closed(inner, invals, ctx.nested(_join(name_stack(eqn), str(scope) if scope != "<lambda>" else "")))
     if name == "scan":
         return _scan(eqn, invals, params, ctx)
     if name == "while":

@@ -29,6 +29,10 @@ the max-shifted softmax's measured error against their bounds (Lemma 4.6; Lemma 
 Corollary 4.20's term for the shift) on the massive-activation tokens and the sink columns
 (P[0, t] > ``SINK``) against the others, within the lemmas' assumptions and outside them.
 
+The mixed-precision advisor (``run_advisor``): ``first_order`` of the bf16 forward ranks every
+operation of every layer; keeping the top-ranked fraction in float32 is measured against keeping
+a random fraction of the same size, and the bound's shares per part and per layer are reported.
+
 The arithmetics run the plain program (``Native()``) under ``boundlab.emulation.mixed`` for
 autocast, and the family's own ``arithmetic=`` (bit for bit ``emulate`` of the plain program)
 otherwise.
@@ -43,6 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from boundlab.analysis import outliers
+from boundlab.emulation.mixed_precision import exact_at_rounded_inputs, mixed_by_mask
+from boundlab.experiments import advisor
+from boundlab.sensitivity import first_order
 from boundlab.analysis.language import first_divergence, next_token_errors
 from boundlab.arithmetic import Emulated, Exact, Native
 from boundlab.emulation import Choice, mixed
@@ -67,12 +74,16 @@ PROMPTS = ("The capital of France is", "The largest planet in the solar system i
            "Water boils at a temperature of", "def fibonacci(n):", "In 1905, Albert Einstein",
            "The three primary colors are")
 
+FRACTIONS = (0.01, 0.05, 0.2)
+ADVISOR_STRATEGIES = ("first-order", "first-order/cost", "random")
+
 
 @dataclasses.dataclass(frozen=True)
 class DecoderStudy:
     """What the decoder study runs: the model, the arithmetics (``ARITHMETICS``), the prompts and
-    the tokens generated after each, how many tokens of the shipped text, and optionally only the
-    model's first ``layers`` layers."""
+    the tokens generated after each, how many tokens of the shipped text, optionally only the
+    model's first ``layers`` layers; the advisor's tokens (``bound_tokens``, the text's first),
+    recomputed ``fractions`` and layers (``advisor_layers``: its first layers, default all)."""
 
     model: str = "smollm2"
     arithmetics: tuple = ("bf16", "fp16", "autocast-bf16")
@@ -80,11 +91,22 @@ class DecoderStudy:
     steps: int = 16
     text_tokens: int = 256
     layers: int | None = None
+    bound_tokens: int = 16
+    fractions: tuple = FRACTIONS
+    advisor_layers: int | None = None
+    seed: int = 0
 
     def __post_init__(self):
         for name in self.arithmetics:
             if name not in ARITHMETICS:
                 raise ValueError(f"unknown arithmetic {name!r}; the decoder study runs {', '.join(ARITHMETICS)}")
+        if self.advisor_layers is not None and (self.advisor_layers < 1 or
+                                                (self.layers is not None and self.advisor_layers > self.layers)):
+            raise ValueError(f"advisor_layers must be in 1 ... layers, got {self.advisor_layers}")
+        if not 2 <= self.bound_tokens <= self.text_tokens:
+            raise ValueError(f"bound_tokens must be in 2 ... text_tokens = {self.text_tokens}, got {self.bound_tokens}")
+        if not self.fractions or not all(0 < f < 1 for f in self.fractions):
+            raise ValueError(f"fractions must lie in (0, 1), got {self.fractions}")
         if not self.prompts or self.steps < 1 or self.text_tokens < 2:
             raise ValueError("the decoder study needs a prompt, steps >= 1 and text_tokens >= 2")
         for prompt in self.prompts:
@@ -95,7 +117,8 @@ class DecoderStudy:
 OUTLIER_FORMATS = ("bf16", "fp16")
 SINK = 0.9  # a column is a sink column when its query puts more than this on the first key
 
-QUICK = dict(arithmetics=("bf16", "autocast-bf16"), prompts=PROMPTS[:2], steps=4, text_tokens=24, layers=4)
+QUICK = dict(arithmetics=("bf16", "autocast-bf16"), prompts=PROMPTS[:2], steps=4, text_tokens=24, layers=4,
+             bound_tokens=8, fractions=(0.2,), advisor_layers=2)
 
 
 def low_policy(name: str) -> Emulated:
@@ -157,6 +180,10 @@ def run(study: DecoderStudy, progress: bool = True, model=None) -> dict:
               "arithmetics": {}}
     say("outliers: massive activations, attention sinks, the RMS norm and the softmax")
     result["outliers"] = outlier_regimes(params, exact_states, config)
+    say(f"first-order ranking and the mixed-precision advisor (bf16, {study.bound_tokens} tokens, layers unrolled)")
+    advised_config, advised = truncated(model, study.advisor_layers or config.layers)
+    result["advisor"] = run_advisor(jax.tree.map(jnp.asarray, advised), ids[:study.bound_tokens], advised_config,
+                                    study.fractions, study.seed)
     for name in study.arithmetics:
         say(f"{name}: the text")
         low = low_policy(name)
@@ -183,6 +210,67 @@ def _within(error, bound, assumed, selected) -> dict:
     return {"columns": int(jnp.sum(selected)), "outside_assumptions": int(jnp.sum(outside)),
             "max_error": float(jnp.max(jnp.where(inside, error, 0))), "max_error_over_bound": float(jnp.max(ratio)),
             "max_error_outside": float(jnp.max(jnp.where(outside, error, 0)))}
+
+
+def run_advisor(params, ids, config, fractions, seed: int = 0) -> dict:
+    """Which operations to keep in float32 (LAMP's question): ``first_order`` of the bf16 forward
+    (every operation rounded, layers unrolled so that each layer's operations are sites of their
+    own, dot products lumped by Lemma 4.3's constant) with each position's exact top-1 logit as
+    the outputs ranks the sites; the shortest prefix of a ranking holding a fraction of the
+    rounded operations runs in float32 (``mixed_by_mask``), the rest in bf16, and the logits'
+    normwise error against the exact forward at the bf16 weights is measured per fraction, for the
+    rankings ``ADVISOR_STRATEGIES`` (``boundlab.experiments.advisor``).  Also the bound's share per
+    part and per layer."""
+    low, high = Emulated("bf16", unroll=0), Emulated("fp32", unroll=0)
+
+    def plain(p, i):
+        return dec.forward(p, i, config, Native(), unroll_layers=True)
+
+    top = jnp.argmax(dec.forward(params, ids, config), axis=0)
+    record = first_order(plain, low, lumped=True, chunk=64,
+                         outputs=lambda logits: jnp.take_along_axis(logits, top[None], axis=0)[0])(params, ids)
+    sites = record.sites
+    costs = np.array([site.operations for site in sites], np.float64)
+    contributions = np.asarray(record.site_totals(), np.float64)
+    evaluate = mixed_by_mask(plain, low, high, inputs="low")
+    reference = np.asarray(exact_at_rounded_inputs(plain, low)(params, ids), np.float64)
+
+    def error(mask):
+        out = np.asarray(evaluate(mask, params, ids), np.float64)
+        return float(np.linalg.norm(out - reference) / np.linalg.norm(reference))
+
+    all_low, all_high = error(np.zeros(len(sites), bool)), error(np.ones(len(sites), bool))
+    curves = {}
+    for strategy in ADVISOR_STRATEGIES:
+        ranking = advisor.order(strategy, contributions, None, seed, costs)
+        curves[strategy] = []
+        for fraction in fractions:
+            mask, actual = advisor.prefix_mask(ranking, costs, fraction)
+            curves[strategy].append({"target": fraction, "fraction": actual, "sites": int(mask.sum()),
+                                     "error": error(mask)})
+    ranked = [(p["fraction"], p["error"]) for name in ("first-order", "first-order/cost") for p in curves[name]]
+    curve = [(0.0, all_low)] + ranked + [(1.0, all_high)]
+    random_curve = [(0.0, all_low)] + [(p["fraction"], p["error"]) for p in curves["random"]] + [(1.0, all_high)]
+    parts, layers = {}, {}  # layers[0]: the sites outside the layers (the final norm, the logits)
+    for site, total in zip(sites, contributions):
+        scope = site.scope.split("/")
+        layer = next((int(s.removeprefix("layer")) for s in scope if s.startswith("layer") and s[5:].isdigit()), 0)
+        part = next((s for s in scope if s in ("attention", "feed_forward", "norm1", "norm2", "residual",
+                                               "final_norm", "logits")), "other")
+        parts[part] = parts.get(part, 0.0) + float(total)
+        layers[layer] = layers.get(layer, 0.0) + float(total)
+    total = float(contributions.sum())
+    order = advisor.order("first-order", contributions, None)
+    return {"format": "bf16", "high": "fp32", "tokens": int(ids.shape[0]), "sites": len(sites),
+            "bound_max": float(jnp.max(record.bound)), "probabilistic_max": float(jnp.max(record.probabilistic)),
+            "all_low": all_low, "all_high": all_high, "curves": curves,
+            "fraction_for_10x": advisor.reduction_fraction(curve, all_low, 10),
+            "fraction_for_100x": advisor.reduction_fraction(curve, all_low, 100),
+            "random_fraction_for_10x": advisor.reduction_fraction(random_curve, all_low, 10),
+            "parts": {k: v / total for k, v in sorted(parts.items(), key=lambda item: -item[1])},
+            "layers": [layers.get(index, 0.0) / total for index in range(config.layers + 1)],
+            "top_sites": [{"site": sites[i].label(), "share": float(contributions[i] / total),
+                           "operations_fraction": float(costs[i] / costs.sum())} for i in order[:10]]}
 
 
 def outlier_regimes(params, states, config) -> dict:
@@ -220,7 +308,8 @@ def outlier_regimes(params, states, config) -> dict:
 
 
 def write(result: dict, out: str) -> dict:
-    """summary.json, layers.csv (per-layer error growth), generation.csv and layers.png in ``out``."""
+    """summary.json, layers.csv/png (per-layer error growth), generation.csv and divergence.png,
+    outliers.csv/png and advisor.csv/png in ``out``."""
     import os
 
     os.makedirs(out, exist_ok=True)
@@ -248,6 +337,9 @@ def write(result: dict, out: str) -> dict:
     plt.close(figure)
     _plot_outliers(plt, result, os.path.join(out, "outliers.png"))
     _plot_divergence(plt, result, os.path.join(out, "divergence.png"))
+    _plot_advisor(plt, result["advisor"], os.path.join(out, "advisor.png"))
+    write_rows(os.path.join(out, "advisor.csv"), [
+        {"strategy": strategy, **point} for strategy, points in result["advisor"]["curves"].items() for point in points])
     regimes = result["outliers"]
     write_rows(os.path.join(out, "outliers.csv"), [
         {"layer": index, **{key: regimes["massive"][key][index] for key in regimes["massive"]},
@@ -293,6 +385,28 @@ def _plot_divergence(plt, result, path):
     axis.set_ylabel("first generated token that differs")
     axis.set_title("greedy generation against float64, per prompt")
     axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _plot_advisor(plt, advice, path):
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for strategy, points in advice["curves"].items():
+        xs = [0.0] + [p["fraction"] for p in points] + [1.0]
+        ys = [advice["all_low"]] + [p["error"] for p in points] + [advice["all_high"]]
+        order = np.argsort(xs, kind="stable")
+        left.semilogy(np.asarray(xs)[order], np.asarray(ys)[order], marker="o", label=strategy)
+    left.axhline(advice["all_low"] / 10, color="gray", linestyle=":", label="10x below all bf16")
+    left.set_xlabel("fraction of the rounded operations in float32")
+    left.set_ylabel("logits' relative error")
+    left.set_title(f"mixed-precision advisor ({advice['tokens']} tokens)")
+    left.legend()
+    shares = np.asarray(advice["layers"], np.float64)
+    right.bar(np.arange(shares.size), shares)
+    right.set_xlabel("layer (0: the final norm and the logits)")
+    right.set_ylabel("share of the first-order bound")
+    right.set_title("where the bound comes from")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -10,6 +10,7 @@ from boundlab.models.decoder.generation import forward_cached as forward_cached
 from boundlab.models.decoder.generation import generate as generate
 from boundlab.models.decoder.generation import generate_batch as generate_batch
 from boundlab.models.decoder.generation import pad_prompts as pad_prompts
+from boundlab.models.decoder.generation import shard_prompts as shard_prompts
 from boundlab.models.decoder.module import Decoder as Decoder
 from boundlab.models.decoder.network import LAYER_KEYS as LAYER_KEYS
 from boundlab.models.decoder.network import DecoderConfig as DecoderConfig
@@ -25,4 +26,4 @@ from boundlab.models.decoder.network import param_shapes as param_shapes
 
 __all__ = ["CacheFormat", "Decoder", "DecoderConfig", "LAYER_KEYS", "attention_maps", "block", "cast_params", "check_params",
            "empty_cache", "forward", "forward_batch", "forward_cached", "generate", "generate_batch", "init_params",
-           "next_token_loss", "pad_prompts", "param_shapes"]
+           "next_token_loss", "pad_prompts", "param_shapes", "shard_prompts"]

@@ -217,3 +217,24 @@ def generate_batch(params, prompts, lengths, steps: int, config: DecoderConfig, 
     keys, samples = fold(key), fold(sample_key)
     return jax.vmap(one, in_axes=(0, 0, None if keys is None else 0, None if samples is None else 0))(
         prompts, lengths, keys, samples)
+
+
+def shard_prompts(prompts, lengths, devices=None):
+    """The padded prompts (B, n_max) and their lengths (B,) placed across ``devices`` (default all)
+    along the batch axis (``jax.sharding.NamedSharding``), for ``generate_batch``: each device
+    generates for its prompts.  The batch is padded to a multiple of the device count by repeating
+    the last prompt; keep the first B rows of the result.  The tokens are those of one device (the
+    same program per prompt; tests/test_decoder.py checks it on 4 host devices)."""
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = list(jax.devices() if devices is None else devices)
+    B = prompts.shape[0]
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths has shape {lengths.shape}, expected ({B},) for prompts of shape {prompts.shape}")
+    extra = -B % len(devices)
+    if extra:
+        prompts = jnp.concatenate([prompts, jnp.repeat(prompts[-1:], extra, axis=0)])
+        lengths = jnp.concatenate([lengths, jnp.repeat(lengths[-1:], extra)])
+    sharding = NamedSharding(Mesh(np.asarray(devices), ("prompts",)), PartitionSpec("prompts"))
+    return jax.device_put(prompts, sharding), jax.device_put(lengths, sharding)
