@@ -225,3 +225,24 @@ def test_the_first_order_bound_is_finite_and_never_below_the_measured_error(fmt)
     assert record.verdict() is None
     assert bool(jnp.all(measured <= record.bound)), float(jnp.max(measured / record.bound))
     assert float(jnp.max(measured / record.bound)) > 1e-3  # and not vacuous
+
+
+@pytest.mark.fast_compile
+def test_model_diagnostics_finds_every_layers_parts_in_the_unrolled_module():
+    # the NNX decoder with its layers unrolled: each layer's attention, norms and gated perceptron
+    # found as parts of their own, their values recorded, the bf16 bound finite and not below the
+    # measured normwise error of the output
+    from boundlab.analysis import model_diagnostics
+
+    config = dec.DecoderConfig(d=12, heads=3, kv_heads=1, ffn=20, layers=2, vocab=17, rope_base=100.0, eps=1e-5)
+    model = dec.Decoder(config, PARAMS, unroll_layers=True)
+    result = model_diagnostics(model, IDS[None, :6], formats=("bf16",), condition=False)
+    kinds = {}
+    for name in result.parts:  # "<scope>:<kind>[#k]", e.g. "vmap(layer1)/attention:attention"
+        scope, kind = name.rsplit(":", 1)
+        layer = next((part for part in scope.split("/") if "layer" in part), "model")
+        kinds.setdefault(layer, set()).add(kind.split("#")[0])
+    assert kinds["vmap(layer1)"] >= {"attention", "perceptron", "rms_norm"} and kinds["vmap(layer2)"] == kinds["vmap(layer1)"]
+    assert all(bool(value) for value in result.flags.values()), result.flags
+    output = result.at_output("bf16")
+    assert float(output.bound_normwise) >= float(output.error_normwise) > 0

@@ -38,7 +38,7 @@ def test_ipynb_matches_its_py_twin_and_holds_no_outputs(name):
 # namespace is empty (%reset), whose JAX configuration is back at its defaults, with no figure
 # open and in a directory of its own (tests/fresh_state.py): what a fresh kernel gives it, except
 # that the modules are imported once and the programs the notebooks share are traced and compiled
-# once (one kernel for all nine takes about 80 % of nine kernels' time).
+# once (one kernel for all of them takes about 80 % of one kernel each).
 _SETUP = f"""
 import sys
 sys.path.append({str(Path(__file__).parent)!r})  # after everything else: it shadows nothing

@@ -314,8 +314,9 @@ def _program(fn, formats, with_first_order, with_condition, lumped, weights, chu
             if recorded:
                 exit_value = program.nodes[part.exit].outputs[0]
                 y_part = exact.value(exit_value)
-                errors_c = {f: relative_componentwise(emulated[f].value(exit_value), y_part) for f in formats}
-                errors_n = {f: _normwise(emulated[f].value(exit_value), y_part) for f in formats}
+                computed = {f: jnp.asarray(emulated[f].value(exit_value), y_part.dtype) for f in formats}  # exact widening
+                errors_c = {f: relative_componentwise(computed[f], y_part) for f in formats}
+                errors_n = {f: _normwise(computed[f], y_part) for f in formats}
                 kappa = _condition(program, part, exact, data) if with_condition else nan
                 closed = _closed_form(part, exact) if with_condition else nan
                 baek = _baek(part, exact, formats, program)

@@ -33,7 +33,7 @@ class Decoder(nnx.Module):
     """
 
     def __init__(self, config: DecoderConfig, params: dict | None = None, *, rngs: nnx.Rngs | None = None,
-                 dtype=None):
+                 dtype=None, unroll_layers: bool = False):
         dtype = (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32) if dtype is None else dtype
         if params is None:
             if rngs is None:
@@ -42,6 +42,7 @@ class Decoder(nnx.Module):
         params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         check_params(params, config)
         self.config = config
+        self.unroll_layers = unroll_layers  # the default of __call__: layers as sites of their own (model_diagnostics)
         self.weights = nnx.Dict({name: nnx.Param(value) for name, value in params.items() if name != "layers"})
         self.layers = nnx.Dict({name: nnx.Param(value) for name, value in params["layers"].items()})
 
@@ -51,9 +52,12 @@ class Decoder(nnx.Module):
                 "layers": {name: self.layers[name][...] for name in self.layers}}
 
     def __call__(self, ids, *, arithmetic=Exact(), key=None, return_layers: bool = False,
-                 unroll_layers: bool = False):
-        """Logits (B, V, n) of id sequences (B, n) (``network.forward_batch``)."""
-        return forward_batch(self.params(), ids, self.config, arithmetic, key, return_layers, unroll_layers)
+                 unroll_layers: bool | None = None):
+        """Logits (B, V, n) of id sequences (B, n) (``network.forward_batch``); ``unroll_layers``
+        defaults to the module's (``Decoder(..., unroll_layers=True)``: each layer's parts found
+        and diagnosed on their own by ``model_diagnostics``)."""
+        unroll = self.unroll_layers if unroll_layers is None else unroll_layers
+        return forward_batch(self.params(), ids, self.config, arithmetic, key, return_layers, unroll)
 
     def generate(self, prompt, steps: int, *, arithmetic=Exact(), key=None, temperature: float = 0.0,
                  sample_key=None, cache_format: CacheFormat = CacheFormat(), return_logits: bool = False):
@@ -62,6 +66,6 @@ class Decoder(nnx.Module):
                         cache_format, return_logits)
 
     @classmethod
-    def from_model(cls, model, dtype=None) -> "Decoder":
+    def from_model(cls, model, dtype=None, unroll_layers: bool = False) -> "Decoder":
         """The decoder of a loaded model (``boundlab.models.load("smollm2")``)."""
-        return cls(model.config, jax.tree.map(np.asarray, model.params), dtype=dtype)
+        return cls(model.config, jax.tree.map(np.asarray, model.params), dtype=dtype, unroll_layers=unroll_layers)
