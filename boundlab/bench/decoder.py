@@ -31,7 +31,8 @@ def decoder_benchmark(tokens: int = 128, steps: int = 32, repeats: int = 2, firs
     accumulation, autocast's split, the FP8 tensor core; ``emulate`` and ``first_order`` (each
     position's top-1 logit as the outputs, ``first_order_tokens`` tokens, lumped dot products)
     first calls; generation of ``steps`` tokens with the cache, emulated bf16 against exact."""
-    from boundlab import emulate, first_order
+    from boundlab.emulation import emulate
+    from boundlab.sensitivity import first_order
     from boundlab.arithmetic import Emulated, Exact, Native
     from boundlab.experiments.decoder_study import computed, low_policy
     from boundlab.models import decoder as dec
