@@ -244,5 +244,7 @@ def test_model_diagnostics_finds_every_layers_parts_in_the_unrolled_module():
         kinds.setdefault(layer, set()).add(kind.split("#")[0])
     assert kinds["vmap(layer1)"] >= {"attention", "perceptron", "rms_norm"} and kinds["vmap(layer2)"] == kinds["vmap(layer1)"]
     assert all(bool(value) for value in result.flags.values()), result.flags
+    # the norms' epsilon, passed into the jitted block as an operand, is found (it was reported 0)
+    assert result.structure.summary().count("eps=1e-05") == 2 * config.layers + 1
     output = result.at_output("bf16")
     assert float(output.bound_normwise) >= float(output.error_normwise) > 0

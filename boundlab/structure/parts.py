@@ -294,8 +294,8 @@ class _Finder:
         if not self._float(root.inputs[0]):
             return None
         above = self._ancestors(root.inputs[0], depth=6)
-        eps = next((self.p.literals[i] for n in above if n.primitive == "add" for i in n.inputs
-                    if i in self.p.literals and self.p.literals[i] > 0), 0.0)
+        eps = next((value for n in above if n.primitive == "add" for i in n.inputs
+                    if (value := self._literal(i)) is not None and value > 0), 0.0)
         sums = [n for n in above if n.primitive == "reduce_sum"]
         squared = None
         for s in sums:
@@ -325,6 +325,18 @@ class _Finder:
         entry = [n for n in self.p.uses(source) if self._index(n) <= self._index(exit_node)]
         return self._make(kind, nodes, [("eps", eps), ("axes", axes)],
                           [("input", source), ("output", exit_node.outputs[0])], entry or [root], exit_node)
+
+    def _literal(self, ident):
+        """The Python value of a literal, also one passed into a jitted function and converted or
+        broadcast there (a block's ``eps`` argument), else None."""
+        for _ in range(4):
+            if ident in self.p.literals:
+                return self.p.literals[ident]
+            node = self.p.node_of(ident)
+            if node is None or node.primitive not in ("convert_element_type", "broadcast_in_dim", "reshape"):
+                return None
+            ident = node.inputs[0]
+        return None
 
     def _mean_subtracted(self, node):
         """x when ``node`` computes x - mean(x) (``sub``, or ``add`` of a negated mean), else None."""
