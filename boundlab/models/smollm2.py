@@ -120,9 +120,9 @@ def unpermute(W: np.ndarray, heads: int) -> np.ndarray:
     return W.reshape(heads, dh // 2, 2, d).transpose(0, 2, 1, 3).reshape(rows, d)
 
 
-def _config(fields) -> DecoderConfig:
+def _config(fields, path="the GGUF") -> DecoderConfig:
     def get(name):
-        return fields[f"llama.{name}"].contents()
+        return _field(fields, f"llama.{name}", path)
 
     return DecoderConfig(d=int(get("embedding_length")), heads=int(get("attention.head_count")),
                          kv_heads=int(get("attention.head_count_kv")), ffn=int(get("feed_forward_length")),
@@ -202,10 +202,7 @@ def load(dtype=np.float64, path=None) -> Model:
     architecture = _field(fields, "general.architecture", path)
     if architecture != "llama":
         raise ValueError(f"{path} holds a {architecture!r} model; boundlab's decoder reads llama (SmolLM2, Llama)")
-    for name in ("embedding_length", "attention.head_count", "attention.head_count_kv", "feed_forward_length",
-                 "block_count", "vocab_size", "rope.freq_base", "attention.layer_norm_rms_epsilon"):
-        _field(fields, f"llama.{name}", path)
-    config = _config(fields)
+    config = _config(fields, path)
     tensors = {t.name: t for t in file.tensors}
     params = _params(tensors, config, np.dtype(dtype), path)
     context = int(fields["llama.context_length"].contents()) if "llama.context_length" in fields else 2048
