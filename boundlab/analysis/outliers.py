@@ -74,22 +74,20 @@ def rms_norm_errors(X, fmt: str, eps: float = 0.0) -> dict:
     """Per column of X (d, n): the measured ``error`` rho_c(fl(R(x^)), R(x^)) in ``fmt``, the
     ``bound`` coefficient times u (module docstring), ``kappa_cc`` (Lemma 3.6), the assumptions
     ``in_range`` and ``normal``, and ``finite``."""
-    low = Emulated(fmt)
+    low, format_ = Emulated(fmt), get_format(fmt)
     rounded = low.cast(X)
+    wide = rounded.astype(jnp.float64)  # x^, exactly
     gain = jnp.ones(X.shape[0], jnp.float64)
     computed = scaled_rms_norm(rounded, low.cast(gain), eps, low).astype(jnp.float64)
-    exact = scaled_rms_norm(rounded.astype(jnp.float64), gain, eps, Exact())
+    exact = scaled_rms_norm(wide, gain, eps, Exact())
     error = relative_componentwise(computed, exact, axis=0)
-    u = get_format(fmt).unit_roundoff
-    wide = rounded.astype(jnp.float64)
     kappa = jax.vmap(lambda x: rms_norm_condition(x).kappa_cc)(wide.T)
-    tiny = get_format(fmt).min_normal
 
     def normal(v):
-        return jnp.all((v == 0) | (jnp.abs(v) >= tiny), axis=0)
+        return jnp.all((v == 0) | (jnp.abs(v) >= format_.min_normal), axis=0)
 
-    return {"error": error, "bound": (X.shape[0] / 2 + 3.5) * u, "kappa_cc": kappa,
-            "in_range": jnp.sum(wide * wide, axis=0) <= get_format(fmt).max_finite,
+    return {"error": error, "bound": (X.shape[0] / 2 + 3.5) * format_.unit_roundoff, "kappa_cc": kappa,
+            "in_range": jnp.sum(wide * wide, axis=0) <= format_.max_finite,
             "normal": normal(wide * wide) & normal(exact),
             "finite": jnp.all(jnp.isfinite(computed), axis=0)}
 
@@ -98,17 +96,18 @@ def rms_norm_errors(X, fmt: str, eps: float = 0.0) -> dict:
 def softmax_errors(S, mask, fmt: str, max_shift: bool = True) -> dict:
     """Per column of the scores S (m, n) with ``mask`` (m, n): the measured ``error``
     rho_c(fl(psi(s^)), psi(s^)) over the visible keys in ``fmt``, the ``bound``
-    (n_t + 3 + 2 (max s^ - min s^)) u, ``normal`` and ``finite`` (module docstring)."""
-    low = Emulated(fmt)
+    (n_t + 3 + 2 (max s^ - min s^)) u, Lemma 4.19's part of it ``lemma_4_19`` = (n_t + 3) u,
+    ``normal`` and ``finite`` (module docstring)."""
+    low, format_ = Emulated(fmt), get_format(fmt)
     rounded = low.cast(S)
+    wide = rounded.astype(jnp.float64)  # s^, exactly
     computed = softmax(rounded, low, mask=mask, max_shift=max_shift).astype(jnp.float64)
-    exact = softmax(rounded.astype(jnp.float64), Exact(), mask=mask, max_shift=max_shift)
+    exact = softmax(wide, Exact(), mask=mask, max_shift=max_shift)
     error = relative_componentwise(jnp.where(mask, computed, 0), jnp.where(mask, exact, 0), axis=0)
     visible = jnp.sum(mask, axis=0).astype(jnp.float64)
-    wide = rounded.astype(jnp.float64)
     spread = jnp.max(jnp.where(mask, wide, -jnp.inf), axis=0) - jnp.min(jnp.where(mask, wide, jnp.inf), axis=0)
     spread = jnp.where(visible > 0, spread, 0) if max_shift else jnp.zeros_like(spread)
-    fmt_ = get_format(fmt)
-    return {"error": error, "bound": (visible + 3 + 2 * spread) * fmt_.unit_roundoff,
-            "normal": jnp.all(jnp.where(mask, exact >= fmt_.min_normal, True), axis=0),
+    lemma_4_19 = (visible + 3) * format_.unit_roundoff
+    return {"error": error, "bound": lemma_4_19 + 2 * spread * format_.unit_roundoff, "lemma_4_19": lemma_4_19,
+            "normal": jnp.all(jnp.where(mask, exact >= format_.min_normal, True), axis=0),
             "finite": jnp.all(jnp.isfinite(computed), axis=0)}

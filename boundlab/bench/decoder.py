@@ -34,7 +34,7 @@ def decoder_benchmark(tokens: int = 128, steps: int = 32, repeats: int = 2, firs
     from boundlab.emulation import emulate
     from boundlab.sensitivity import first_order
     from boundlab.arithmetic import Emulated, Exact, Native
-    from boundlab.experiments.decoder_study import computed, low_policy
+    from boundlab.experiments.decoder_study import computed, low_policy, top1_outputs
     from boundlab.models import decoder as dec
 
     config, params, all_ids, which = _model()
@@ -70,11 +70,9 @@ def decoder_benchmark(tokens: int = 128, steps: int = 32, repeats: int = 2, firs
     seconds = time.perf_counter() - start
     rows.append(Timing(f"emulate(forward) first call, {first_order_tokens} tokens", seconds, seconds, None,
                        note=note, goal_seconds=30))
-    top = jnp.argmax(exact(params, short), axis=0)
+    outputs = top1_outputs(exact(params, short))
     start = time.perf_counter()
-    jax.block_until_ready(first_order(plain, policy, lumped=True,
-                                      outputs=lambda logits: jnp.take_along_axis(logits, top[None], axis=0)[0])(
-        bf16, short).bound)
+    jax.block_until_ready(first_order(plain, policy, lumped=True, outputs=outputs)(bf16, short).bound)
     seconds = time.perf_counter() - start
     rows.append(Timing(f"first_order(forward, lumped) first call, {first_order_tokens} top-1 logits", seconds,
                        seconds, None, note=note, goal_seconds=60))

@@ -95,6 +95,39 @@ def prefix_mask(ranking, costs, fraction: float) -> tuple[np.ndarray, float]:
     return mask, float(costs[mask].sum() / costs.sum())
 
 
+def sweep(error, contributions, costs, fractions, strategies=STRATEGIES, magnitudes=None, seed: int = 0,
+          step=None) -> dict:
+    """The advisor's curves: ``error(mask)`` (the measured output error with the masked sites in the
+    high format) at the all-low and all-high ends and, per strategy of ``strategies``, at the
+    shortest prefix of its order reaching each of ``fractions`` of the cost.  ``step(what)`` is
+    called after each evaluation (a progress bar).  Returns ``all_low``, ``all_high`` and
+    ``curves`` (strategy -> points: target, fraction, sites, error)."""
+    n_sites = len(costs)
+    tick = step or (lambda what: None)
+    all_low = error(np.zeros(n_sites, bool))
+    tick("all-low end")
+    all_high = error(np.ones(n_sites, bool))
+    tick("all-high end")
+    curves = {}
+    for strategy in strategies:
+        ranking = order(strategy, contributions, magnitudes, seed, costs)
+        points = []
+        for fraction in fractions:
+            mask, actual = prefix_mask(ranking, costs, fraction)
+            points.append({"target": fraction, "fraction": actual, "sites": int(mask.sum()), "error": error(mask)})
+            tick(f"advisor {strategy} {fraction:g}")
+        curves[strategy] = points
+    return {"all_low": all_low, "all_high": all_high, "curves": curves}
+
+
+def reduction(swept: dict, strategies, factor: float):
+    """``reduction_fraction`` on the curve of the points of ``strategies`` between the two ends of a
+    ``sweep``."""
+    points = [(p["fraction"], p["error"]) for strategy in strategies for p in swept["curves"][strategy]]
+    curve = [(0.0, swept["all_low"])] + points + [(1.0, swept["all_high"])]
+    return reduction_fraction(curve, swept["all_low"], factor)
+
+
 def reduction_fraction(curve, low_error: float, factor: float):
     """The smallest recomputed fraction below 1 on ``curve`` ((fraction, error) pairs) whose error
     is at most low_error / factor, or None when no point reaches it short of recomputing

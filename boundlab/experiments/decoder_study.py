@@ -54,8 +54,7 @@ from boundlab.analysis.language import first_divergence, next_token_errors
 from boundlab.arithmetic import Emulated, Exact, Native
 from boundlab.emulation import Choice, mixed
 from boundlab.errors import relative_normwise
-from boundlab.experiments.real_model import truncated
-from boundlab.formats import get_format
+from boundlab.experiments.real_model import truncate, truncated
 from boundlab.matrix_units import get_unit
 from boundlab.models import decoder as dec
 from boundlab.models.decoder.network import causal_positions_mask
@@ -181,9 +180,8 @@ def run(study: DecoderStudy, progress: bool = True, model=None) -> dict:
     say("outliers: massive activations, attention sinks, the RMS norm and the softmax")
     result["outliers"] = outlier_regimes(params, exact_states, config)
     say(f"first-order ranking and the mixed-precision advisor (bf16, {study.bound_tokens} tokens, layers unrolled)")
-    advised_config, advised = truncated(model, study.advisor_layers or config.layers)
-    result["advisor"] = run_advisor(jax.tree.map(jnp.asarray, advised), ids[:study.bound_tokens], advised_config,
-                                    study.fractions, study.seed)
+    advised_config, advised = truncate(config, params, study.advisor_layers)
+    result["advisor"] = run_advisor(advised, ids[:study.bound_tokens], advised_config, study.fractions, study.seed)
     for name in study.arithmetics:
         say(f"{name}: the text")
         low = low_policy(name)
@@ -212,6 +210,13 @@ def _within(error, bound, assumed, selected) -> dict:
             "max_error_outside": float(jnp.max(jnp.where(outside, error, 0)))}
 
 
+def top1_outputs(exact_logits):
+    """The outputs functional ``first_order`` bounds on a decoder: each position's logit of the
+    exact model's top-1 token (n entries instead of V x n)."""
+    top = jnp.argmax(exact_logits, axis=0)
+    return lambda logits: jnp.take_along_axis(logits, top[None], axis=0)[0]
+
+
 def run_advisor(params, ids, config, fractions, seed: int = 0) -> dict:
     """Which operations to keep in float32 (LAMP's question): ``first_order`` of the bf16 forward
     (every operation rounded, layers unrolled so that each layer's operations are sites of their
@@ -226,9 +231,8 @@ def run_advisor(params, ids, config, fractions, seed: int = 0) -> dict:
     def plain(p, i):
         return dec.forward(p, i, config, Native(), unroll_layers=True)
 
-    top = jnp.argmax(dec.forward(params, ids, config), axis=0)
     record = first_order(plain, low, lumped=True, chunk=64,
-                         outputs=lambda logits: jnp.take_along_axis(logits, top[None], axis=0)[0])(params, ids)
+                         outputs=top1_outputs(dec.forward(params, ids, config)))(params, ids)
     sites = record.sites
     costs = np.array([site.operations for site in sites], np.float64)
     contributions = np.asarray(record.site_totals(), np.float64)
@@ -239,18 +243,8 @@ def run_advisor(params, ids, config, fractions, seed: int = 0) -> dict:
         out = np.asarray(evaluate(mask, params, ids), np.float64)
         return float(np.linalg.norm(out - reference) / np.linalg.norm(reference))
 
-    all_low, all_high = error(np.zeros(len(sites), bool)), error(np.ones(len(sites), bool))
-    curves = {}
-    for strategy in ADVISOR_STRATEGIES:
-        ranking = advisor.order(strategy, contributions, None, seed, costs)
-        curves[strategy] = []
-        for fraction in fractions:
-            mask, actual = advisor.prefix_mask(ranking, costs, fraction)
-            curves[strategy].append({"target": fraction, "fraction": actual, "sites": int(mask.sum()),
-                                     "error": error(mask)})
-    ranked = [(p["fraction"], p["error"]) for name in ("first-order", "first-order/cost") for p in curves[name]]
-    curve = [(0.0, all_low)] + ranked + [(1.0, all_high)]
-    random_curve = [(0.0, all_low)] + [(p["fraction"], p["error"]) for p in curves["random"]] + [(1.0, all_high)]
+    swept = advisor.sweep(error, contributions, costs, fractions, ADVISOR_STRATEGIES, seed=seed)
+    ranked = ("first-order", "first-order/cost")
     parts, layers = {}, {}  # layers[0]: the sites outside the layers (the final norm, the logits)
     for site, total in zip(sites, contributions):
         scope = site.scope.split("/")
@@ -263,10 +257,9 @@ def run_advisor(params, ids, config, fractions, seed: int = 0) -> dict:
     order = advisor.order("first-order", contributions, None)
     return {"format": "bf16", "high": "fp32", "tokens": int(ids.shape[0]), "sites": len(sites),
             "bound_max": float(jnp.max(record.bound)), "probabilistic_max": float(jnp.max(record.probabilistic)),
-            "all_low": all_low, "all_high": all_high, "curves": curves,
-            "fraction_for_10x": advisor.reduction_fraction(curve, all_low, 10),
-            "fraction_for_100x": advisor.reduction_fraction(curve, all_low, 100),
-            "random_fraction_for_10x": advisor.reduction_fraction(random_curve, all_low, 10),
+            **swept, "fraction_for_10x": advisor.reduction(swept, ranked, 10),
+            "fraction_for_100x": advisor.reduction(swept, ranked, 100),
+            "random_fraction_for_10x": advisor.reduction(swept, ("random",), 10),
             "parts": {k: v / total for k, v in sorted(parts.items(), key=lambda item: -item[1])},
             "layers": [layers.get(index, 0.0) / total for index in range(config.layers + 1)],
             "top_sites": [{"site": sites[i].label(), "share": float(contributions[i] / total),
@@ -280,10 +273,11 @@ def outlier_regimes(params, states, config) -> dict:
     massive = outliers.massive_activations(states)
     sinks = outliers.sink_mass(P)
     mask = causal_positions_mask(jnp.arange(n), jnp.arange(n))
-    sink_columns = (P[..., 0, :] > SINK) & (jnp.arange(n) > 0)
+    keep = jnp.arange(n) > 0  # query 0 sees only the first key: it is no sink, and its softmax is exact
+    sink_columns = (P[..., 0, :] > SINK) & keep
     result = {"massive": {k: [float(v) for v in massive[k]] for k in ("max_abs", "rms", "max_ratio")},
               "sink_mass": [[float(v) for v in row] for row in sinks], "sink_threshold": SINK,
-              "sink_columns": int(jnp.sum(sink_columns)), "columns": int(sink_columns.size - P.shape[0] * P.shape[1]),
+              "sink_columns": int(jnp.sum(sink_columns)), "columns": int(jnp.sum(keep)) * P.shape[0] * P.shape[1],
               "rms_norm": {}, "softmax": {}}
     result["massive"]["massive_tokens"] = [int(v) for v in massive["massive_tokens"]]
     tokens = massive["massive"][:-1]  # the norms' inputs: layers 0 ... L - 1
@@ -298,8 +292,7 @@ def outlier_regimes(params, states, config) -> dict:
             "massive": _within(norm["error"], norm["bound"][:, None], assumed, tokens),
             "others": _within(norm["error"], norm["bound"][:, None], assumed, ~tokens)}
         soft = jax.vmap(jax.vmap(lambda s, f=fmt: outliers.softmax_errors(s, mask, f)))(S)
-        alone = (jnp.sum(mask, axis=0).astype(jnp.float64) + 3) * get_format(fmt).unit_roundoff  # Lemma 4.19 without the shift
-        keep = jnp.arange(n) > 0
+        alone = soft["lemma_4_19"]  # the unshifted softmax's bound, without the shift's term
         result["softmax"][fmt] = {
             "sink": _within(soft["error"], soft["bound"], soft["normal"], sink_columns),
             "others": _within(soft["error"], soft["bound"], soft["normal"], ~sink_columns & keep),

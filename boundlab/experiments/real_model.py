@@ -156,11 +156,14 @@ def run_variant(f, params, ids, valid, fmt: str, variant: str, high: str = "fp32
 
 def truncated(model, layers):
     """(config, params) of the model's first ``layers`` layers (None: all of them)."""
-    config, params = model.config, model.params
+    return truncate(model.config, model.params, layers)
+
+
+def truncate(config, params, layers):
+    """(config, params) of the first ``layers`` layers of a stacked-layers family (None: all)."""
     if layers is None or layers >= config.layers:
         return config, params
-    config = dataclasses.replace(config, layers=layers)
-    return config, params | {"layers": {k: v[:layers] for k, v in params["layers"].items()}}
+    return dataclasses.replace(config, layers=layers), params | {"layers": {k: v[:layers] for k, v in params["layers"].items()}}
 
 
 def k_u(config, fmt: str, variant: str) -> float:
@@ -338,28 +341,15 @@ def run_advisor(study, config, params, ids, valid, record, step, status) -> dict
         out = np.asarray(evaluate(mask, params, ids[:na], valid[:na]), np.float64)[:, -1]
         return float(np.linalg.norm(out - reference) / np.linalg.norm(reference))
 
-    n_sites = len(site_list)
     status("advisor: compiling")
-    all_low = error(np.zeros(n_sites, bool))
-    step("all-low end")
-    all_high = error(np.ones(n_sites, bool))
-    step("all-high end")
-    curves = {}
-    for strategy in advisor.STRATEGIES:
-        ranking = advisor.order(strategy, contributions, magnitudes, study.seed, costs)
-        points = []
-        for fraction in study.fractions:
-            mask, actual = advisor.prefix_mask(ranking, costs, fraction)
-            points.append({"target": fraction, "fraction": actual, "sites": int(mask.sum()), "error": error(mask)})
-            step(f"advisor {strategy} {fraction:g}")
-        curves[strategy] = points
-    best = [(p["fraction"], p["error"]) for s_ in ("first-order", "first-order/cost") for p in curves[s_]]
-    curve = [(0.0, all_low)] + best + [(1.0, all_high)]
+    swept = advisor.sweep(error, contributions, costs, study.fractions, advisor.STRATEGIES, magnitudes, study.seed,
+                          step)
+    ranked = ("first-order", "first-order/cost")
     top = advisor.order("first-order", contributions, magnitudes)[:10]
     return {"format": study.fmt, "variant": study.advisor_variant, "high": study.high, "sentences": na,
-            "sites": n_sites, "all_low": all_low, "all_high": all_high, "curves": curves,
-            "fraction_for_10x": advisor.reduction_fraction(curve, all_low, 10),
-            "fraction_for_100x": advisor.reduction_fraction(curve, all_low, 100),
+            "sites": len(site_list), **swept,
+            "fraction_for_10x": advisor.reduction(swept, ranked, 10),
+            "fraction_for_100x": advisor.reduction(swept, ranked, 100),
             "top_sites": [{"site": site_list[i].label(), "contribution": float(contributions[i]),
                            "operations_fraction": float(costs[i] / costs.sum())} for i in top]}
 
