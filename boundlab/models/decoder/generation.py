@@ -31,7 +31,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from boundlab.accumulation import fold_key
 from boundlab.arithmetic import Exact
@@ -190,8 +192,6 @@ def pad_prompts(prompts, pad: int | None = None):
     """Prompts of different lengths as one array (B, n_max) and their lengths (B,) for
     ``generate_batch``: each padded at its end with its own last token or with ``pad`` (the
     padding is never seen: any token id of the vocabulary will do)."""
-    import numpy as np
-
     prompts = [np.asarray(p, np.int32).ravel() for p in prompts]
     if not prompts or any(p.size == 0 for p in prompts):
         raise ValueError("pad_prompts takes one or more non-empty prompts")
@@ -225,9 +225,6 @@ def shard_prompts(prompts, lengths, devices=None):
     generates for its prompts.  The batch is padded to a multiple of the device count by repeating
     the last prompt; keep the first B rows of the result.  The tokens are those of one device (the
     same program per prompt; tests/test_decoder.py checks it on 4 host devices)."""
-    import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     devices = list(jax.devices() if devices is None else devices)
     B = prompts.shape[0]
     if lengths.shape != (B,):
