@@ -10,6 +10,7 @@ from boundlab.cli import main
 from boundlab.experiments.hardware import QUICK, HardwareStudy, quantise
 
 
+@pytest.mark.slow  # a study's CLI run end to end (its parts are tested in the default run): `pytest -m slow`, see docs/benchmarks.md
 @pytest.mark.fast_compile  # files, tables and inequalities (bounds above errors, growth ratios): tests/conftest.py
 def test_hardware_quick_writes_a_plot_tables_and_a_strict_summary_with_the_promotion_result(tmp_path, capsys):
     out = tmp_path / "hw"

@@ -160,6 +160,7 @@ def test_every_head_has_rank_32_and_the_score_bound_holds_on_real_text(minilm):
         assert np.all(error <= np.asarray(bound) + fmt.unit_roundoff * np.abs(np.asarray(S_exact[h])))
 
 
+@pytest.mark.slow  # a study's CLI run end to end (its parts are tested in the default run): `pytest -m slow`, see docs/benchmarks.md
 @needs_model
 @pytest.mark.long
 def test_model_command_writes_plots_tables_and_a_strict_summary(tmp_path, capsys):

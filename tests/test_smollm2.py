@@ -185,6 +185,7 @@ def test_next_token_errors_are_zero_against_themselves_and_see_a_changed_logit()
     assert int(first_divergence(jnp.array([3, 4, 5]), jnp.array([3, 4, 5]))) == 3
 
 
+@pytest.mark.slow  # a study's CLI run end to end (its parts are tested in the default run): `pytest -m slow`, see docs/benchmarks.md
 @needs_model
 @pytest.mark.long
 def test_the_quick_decoder_study_on_the_real_model_writes_its_files_and_its_bounds_hold(tmp_path, capsys):

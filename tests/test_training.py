@@ -43,6 +43,7 @@ def test_bad_study_configurations_are_refused():
         TrainStudy(batch=4, penalty_samples=8)
 
 
+@pytest.mark.slow  # a study's CLI run end to end (its parts are tested in the default run): `pytest -m slow`, see docs/benchmarks.md
 def test_train_quick_writes_plots_csv_and_a_strict_json_summary(tmp_path, capsys):
     out = tmp_path / "train"
     assert main(["train", "--quick", "--out", str(out), "--no-progress"]) == 0

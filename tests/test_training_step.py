@@ -241,6 +241,7 @@ def test_check_gradient_counts_what_fp16_flushes_and_what_a_loss_scale_keeps():
     assert sum(t["underflow"] for t in scaled["tensors"].values()) < flushed // 10
 
 
+@pytest.mark.slow  # a study's CLI run end to end (its parts are tested in the default run): `pytest -m slow`, see docs/benchmarks.md
 @pytest.mark.long
 @pytest.mark.fast_compile  # files, tables and inequalities (bounds held, fractions): tests/conftest.py
 def test_train_recipes_quick_writes_curves_checkpoints_and_the_claims(tmp_path, capsys):
